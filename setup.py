@@ -1,14 +1,15 @@
 """Package list only; all metadata lives in pyproject.toml.
 
-storage/ is the Alembic environment at the top of the repository (DESIGN.md). It ships inside the
-wheel as ``autopeft._migrations`` so that an installed autopeft migrates its store without the
-source tree, which a declarative package finder cannot express.
+storage/ (the Alembic environment) and search_spaces/ (the shipped spaces) sit at the top of the
+repository (DESIGN.md). They ship inside the wheel as ``autopeft._migrations`` and
+``autopeft._search_spaces`` so that an installed autopeft migrates its store and finds its spaces
+without the source tree, which a declarative package finder cannot express.
 """
 
 from setuptools import find_packages, setup
 
 setup(
     packages=find_packages(include=["autopeft", "autopeft.*"])
-    + ["autopeft._migrations", "autopeft._migrations.versions"],
-    package_dir={"autopeft._migrations": "storage"},
+    + ["autopeft._migrations", "autopeft._migrations.versions", "autopeft._search_spaces"],
+    package_dir={"autopeft._migrations": "storage", "autopeft._search_spaces": "search_spaces"},
 )

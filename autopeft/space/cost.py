@@ -1,0 +1,48 @@
+"""Exact trainable-parameter counts in closed form.
+
+The count is computed from a :class:`Structure` and a :class:`ModelLayout` alone — no model is
+built — and equals what the built model reports (tests check this over hundreds of random
+structures per architecture). It is therefore an exact objective and a hard constraint for the
+optimizers, never something a surrogate model has to learn.
+"""
+
+from __future__ import annotations
+
+from autopeft.space.layout import MatrixShape, ModelLayout
+from autopeft.space.structure import LoraModules, Structure
+
+
+def lora_params(shape: MatrixShape, rank: int, variant: str) -> int:
+    """A (rank x in) + B (out x rank); DoRA adds one magnitude per output feature."""
+    magnitude = shape.out_features if variant == "dora" else 0
+    return rank * (shape.in_features + shape.out_features) + magnitude
+
+
+def ia3_params(shape: MatrixShape, role: str, layout: ModelLayout) -> int:
+    """One scale per input feature on feed-forward roles, per output feature elsewhere (as peft)."""
+    return shape.in_features if role in layout.feedforward_roles else shape.out_features
+
+
+def bottleneck_params(hidden: int, size: int) -> int:
+    """Down projection hidden -> size and up projection size -> hidden, both with bias."""
+    return 2 * hidden * size + size + hidden
+
+
+def count_lora(lora: LoraModules, layout: ModelLayout) -> int:
+    return sum(
+        lora_params(layout.matrix(layer, role), rank, lora.variant)
+        for (layer, role), rank in lora.ranks.items()
+    )
+
+
+def count_trainable(structure: Structure, layout: ModelLayout) -> int:
+    """Trainable parameters of ``structure`` on ``layout``'s model, task head included."""
+    hidden = layout.hidden_size
+    total = layout.head_params
+    if structure.lora is not None:
+        total += count_lora(structure.lora, layout)
+    total += sum(ia3_params(layout.matrix(layer, role), role, layout) for layer, role in structure.ia3)
+    total += sum(bottleneck_params(hidden, size) for size in structure.serial_adapter.values())
+    total += sum(bottleneck_params(hidden, size) for size in structure.parallel_adapter.values())
+    total += sum(2 * length * layout.layers[layer].kv_width for layer, length in structure.prefix.items())
+    return total

@@ -1,0 +1,105 @@
+"""The searched dimensions of a space and their numeric encoding.
+
+A *point* maps dimension names to values (``{"lora.rank.L0": 8, "lora.variant": "dora"}``).
+Optimizers see a point as a float vector ``x`` of shape ``(d,)`` with one coordinate per
+dimension, in the order of :attr:`SearchSpace.dimensions`:
+
+=============  ==========================  ======================================
+dimension      coordinate                  bounds
+=============  ==========================  ======================================
+Choice         index into ``values``        ``[0, len(values) - 1]``, integer
+Categorical    index into ``values``        ``[0, len(values) - 1]``, unordered
+Flag           0 (off) or 1 (on)            ``[0, 1]``, integer
+Real           value, or log10(value)       ``[low, high]`` (log10 bounds if ``log``)
+=============  ==========================  ======================================
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Union
+
+Value = Union[int, float, str, bool]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """An ordered set of numbers (ranks, sizes); neighbours are similar."""
+
+    name: str
+    values: tuple[int | float, ...]
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return 0.0, float(len(self.values) - 1)
+
+    def encode(self, value: Value) -> float:
+        return float(self.values.index(value))
+
+    def decode(self, coordinate: float) -> Value:
+        return self.values[_clamped_index(coordinate, len(self.values))]
+
+
+@dataclass(frozen=True)
+class Categorical:
+    """Unordered options (a LoRA variant, an allocation rule)."""
+
+    name: str
+    values: tuple[str, ...]
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return 0.0, float(len(self.values) - 1)
+
+    def encode(self, value: Value) -> float:
+        return float(self.values.index(value))
+
+    def decode(self, coordinate: float) -> Value:
+        return self.values[_clamped_index(coordinate, len(self.values))]
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A module, role or layer switched on or off."""
+
+    name: str
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return 0.0, 1.0
+
+    def encode(self, value: Value) -> float:
+        return 1.0 if value else 0.0
+
+    def decode(self, coordinate: float) -> Value:
+        return coordinate >= 0.5
+
+
+@dataclass(frozen=True)
+class Real:
+    """A continuous setting, searched on a log10 scale when ``log``."""
+
+    name: str
+    low: float
+    high: float
+    log: bool = False
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return (math.log10(self.low), math.log10(self.high)) if self.log else (self.low, self.high)
+
+    def encode(self, value: Value) -> float:
+        return math.log10(float(value)) if self.log else float(value)
+
+    def decode(self, coordinate: float) -> Value:
+        low, high = self.bounds
+        clipped = min(max(float(coordinate), low), high)
+        return 10.0**clipped if self.log else clipped
+
+
+Dimension = Union[Choice, Categorical, Flag, Real]
+
+
+def _clamped_index(coordinate: float, size: int) -> int:
+    return min(max(int(round(float(coordinate))), 0), size - 1)

@@ -1,0 +1,188 @@
+"""The YAML schema of a search space, validated with pydantic.
+
+Every validation error becomes one line naming the file, the key path and what was expected::
+
+    search_spaces/bad.yaml: modules.lora.rank.choices: Input should be a valid integer (got 'eight')
+
+A shipped space can be named without its path (``lora`` for ``search_spaces/lora.yaml``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from autopeft.bundled import search_spaces_dir
+from autopeft.errors import SpaceError
+from autopeft.space.structure import LoraVariant
+
+Granularity = Literal["global", "layer", "role", "placement"]
+"""How many independent values a searched setting has: one for the whole model, one per layer,
+one per role (shared by all layers), or one per (layer, role) placement."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Sizes(_Strict):
+    """Searched sizes (ranks, bottleneck sizes, prefix lengths); 0 means the module is off."""
+
+    choices: list[int] = Field(min_length=1)
+    per: Granularity = "global"
+
+    @field_validator("choices")
+    @classmethod
+    def _sorted_non_negative(cls, choices: list[int]) -> list[int]:
+        if any(c < 0 for c in choices):
+            raise ValueError("sizes must be >= 0 (0 switches the module off)")
+        if len(set(choices)) != len(choices):
+            raise ValueError("sizes must not repeat")
+        return sorted(choices)
+
+
+class LoraSpec(_Strict):
+    """LoRA-family modules on weight matrices chosen by role."""
+
+    roles: list[str] = Field(min_length=1)
+    search_roles: bool = False
+    rank: Sizes
+    variants: list[LoraVariant] = Field(default=["lora"], min_length=1)
+    alpha_ratio: float = Field(default=2.0, gt=0)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+
+
+class IA3Spec(_Strict):
+    """IA3 scaling vectors; ``per`` sets the granularity of their on/off switches."""
+
+    roles: list[str] = Field(min_length=1)
+    per: Granularity = "global"
+    searched: bool = True
+
+
+class LayerSizes(Sizes):
+    per: Literal["global", "layer"] = "global"
+
+
+class AdapterSpec(_Strict):
+    """Serial bottleneck adapter after each FFN (Pfeiffer placement)."""
+
+    size: LayerSizes
+
+
+class ParallelAdapterSpec(AdapterSpec):
+    """Parallel bottleneck adapter beside each FFN, its output multiplied by ``scale``."""
+
+    scale: float = Field(default=4.0, gt=0)
+
+
+class PrefixSpec(_Strict):
+    """Learned key/value prefixes in each attention layer."""
+
+    length: LayerSizes
+
+
+class LayersSpec(_Strict):
+    """Which layers may carry modules, and whether a per-layer on/off mask is searched."""
+
+    include: list[int] | None = None
+    mask: bool = False
+
+    @field_validator("include")
+    @classmethod
+    def _non_negative(cls, include: list[int] | None) -> list[int] | None:
+        if include is not None and (not include or any(i < 0 for i in include)):
+            raise ValueError("layer indices must be a non-empty list of integers >= 0")
+        return include
+
+
+class ArchitectureSpec(_Strict):
+    """A model layout declared by hand, for families the registry does not know."""
+
+    layers: list[str] = Field(min_length=1)
+    roles: dict[str, str | list[str]] = Field(min_length=1)
+    ffn_input: str | None = None
+    ffn_output: str | None = None
+    feedforward_roles: list[str] = []
+
+
+class ModulesSpec(_Strict):
+    lora: LoraSpec | None = None
+    ia3: IA3Spec | None = None
+    serial_adapter: AdapterSpec | None = None
+    parallel_adapter: ParallelAdapterSpec | None = None
+    prefix: PrefixSpec | None = None
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> ModulesSpec:
+        if not any(getattr(self, name) is not None for name in type(self).model_fields):
+            raise ValueError(f"declare at least one module type ({', '.join(type(self).model_fields)})")
+        return self
+
+
+class SpaceSpec(_Strict):
+    """A whole search space file."""
+
+    name: str
+    description: str = ""
+    architecture: ArchitectureSpec | None = None
+    layers: LayersSpec = LayersSpec()
+    modules: ModulesSpec
+    max_trainable_fraction: float | None = Field(default=None, gt=0, le=1)
+    source: str = Field(default="<inline>", exclude=True)
+
+
+def shipped_spaces() -> dict[str, Path]:
+    """Name -> file of every space shipped in ``search_spaces/``."""
+    return {path.stem: path for path in sorted(search_spaces_dir().glob("*.yaml"))}
+
+
+def load_space_spec(name_or_path: str) -> SpaceSpec:
+    """Read and validate a space file, or a shipped space by name."""
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        shipped = shipped_spaces()
+        if name_or_path not in shipped:
+            names = ", ".join(sorted(shipped))
+            raise SpaceError(f"space file not found: {name_or_path} (shipped spaces: {names})")
+        path = shipped[name_or_path]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpaceError(f"{path}: cannot read: {exc.strerror}") from exc
+    return parse_space(text, source=str(path))
+
+
+def parse_space(text: str, source: str = "<inline>") -> SpaceSpec:
+    """Validate YAML text; every error is one line that starts with ``source``."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpaceError(f"{source}: {where}malformed YAML: {problem}") from exc
+    if not isinstance(data, dict):
+        raise SpaceError(f"{source}: expected a mapping with keys name and modules, got {type(data).__name__}")
+    try:
+        return SpaceSpec.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        raise SpaceError(_one_line(source, exc)) from exc
+
+
+def _one_line(source: str, exc: ValidationError) -> str:
+    errors = exc.errors()
+    first = errors[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    message = first["msg"].removeprefix("Value error, ")
+    got = "" if first["type"] == "missing" else f" (got {_short(first['input'])})"
+    more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
+    return f"{source}: {key}: {message}{got}{more}"
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,253 @@
+"""A search space bound to one model: its dimensions, and points decoded into structures.
+
+Dimension names say what they control::
+
+    layers.L3               layer 3 carries modules at all (when layers.mask is searched)
+    lora.role.q             LoRA may sit on role q (when lora.search_roles)
+    lora.rank               one rank for every placement       (rank.per: global)
+    lora.rank.L3            rank for every role of layer 3     (per: layer)
+    lora.rank.q             rank for role q in every layer      (per: role)
+    lora.rank.L3.q          rank of one placement               (per: placement)
+    lora.variant            lora | dora | rslora
+    ia3[.L3][.q]            IA3 switched on, at the granularity of ia3.per
+    serial_adapter.size[.L3], parallel_adapter.size[.L3], prefix.length[.L3]
+
+Where LoRA and IA3 both claim a placement, LoRA takes it: peft cannot stack the two on one matrix.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+
+from autopeft.errors import SpaceError
+from autopeft.space.cost import count_trainable
+from autopeft.space.dimensions import Categorical, Choice, Dimension, Flag, Value
+from autopeft.space.layout import ModelLayout
+from autopeft.space.schema import Granularity, SpaceSpec
+from autopeft.space.structure import LoraModules, Place, Structure
+
+Point = dict[str, Value]
+
+
+def _granular_name(prefix: str, per: Granularity, layer: int, role: str | None = None) -> str:
+    if per == "global":
+        return prefix
+    if per == "layer":
+        return f"{prefix}.L{layer}"
+    if per == "role":
+        return f"{prefix}.{role}"
+    return f"{prefix}.L{layer}.{role}"
+
+
+class SearchSpace:
+    """The dimensions of ``spec`` on the model described by ``layout``.
+
+    Raises SpaceError (naming the file and key) when the spec names roles or layers the model
+    does not have.
+    """
+
+    def __init__(self, spec: SpaceSpec, layout: ModelLayout) -> None:
+        self.spec = spec
+        self.layout = layout
+        self.layers = self._eligible_layers()
+        modules = spec.modules
+        self.lora_roles = self._resolve_roles(modules.lora.roles, "modules.lora.roles") if modules.lora else ()
+        self.ia3_roles = self._resolve_roles(modules.ia3.roles, "modules.ia3.roles") if modules.ia3 else ()
+        self._constants: dict[str, Value] = {}
+        self.dimensions: tuple[Dimension, ...] = tuple(self._build_dimensions())
+        self._by_name = {d.name: d for d in self.dimensions}
+
+    # ----------------------------------------------------------------- binding to the model
+    def _eligible_layers(self) -> tuple[int, ...]:
+        count = self.layout.num_layers
+        include = self.spec.layers.include
+        if include is None:
+            return tuple(range(count))
+        missing = [i for i in include if i >= count]
+        if missing:
+            raise SpaceError(
+                f"{self.spec.source}: layers.include: layer {missing[0]} does not exist "
+                f"(the model has {count} layers, 0..{count - 1})"
+            )
+        return tuple(sorted(set(include)))
+
+    def _resolve_roles(self, names: Sequence[str], key: str) -> tuple[str, ...]:
+        present = self.layout.roles
+        aliases = self.layout.role_aliases()
+        resolved = []
+        for name in names:
+            role = name if name in present else aliases.get(name)
+            if role is None:
+                raise SpaceError(
+                    f"{self.spec.source}: {key}: unknown module '{name}' for model type "
+                    f"'{self.layout.model_type}' (roles: {', '.join(present)}; "
+                    f"module names: {', '.join(aliases)})"
+                )
+            if role not in resolved:
+                resolved.append(role)
+        return tuple(resolved)
+
+    # ----------------------------------------------------------------------- dimensions
+    def _build_dimensions(self) -> Iterable[Dimension]:
+        modules = self.spec.modules
+        if self.spec.layers.mask:
+            yield from (Flag(f"layers.L{i}") for i in self.layers)
+        if modules.lora is not None:
+            lora = modules.lora
+            if lora.search_roles:
+                yield from (Flag(f"lora.role.{role}") for role in self.lora_roles)
+            yield from self._sized("lora.rank", lora.rank.choices, lora.rank.per, self.lora_roles)
+            if len(lora.variants) > 1:
+                yield Categorical("lora.variant", tuple(lora.variants))
+            else:
+                self._constants["lora.variant"] = lora.variants[0]
+        if modules.ia3 is not None and modules.ia3.searched:
+            yield from (Flag(name) for name in self._granular_names("ia3", modules.ia3.per, self.ia3_roles))
+        for prefix, sizes in (
+            ("serial_adapter.size", modules.serial_adapter and modules.serial_adapter.size),
+            ("parallel_adapter.size", modules.parallel_adapter and modules.parallel_adapter.size),
+            ("prefix.length", modules.prefix and modules.prefix.length),
+        ):
+            if sizes:
+                yield from self._sized(prefix, sizes.choices, sizes.per, ())
+
+    def _granular_names(self, prefix: str, per: Granularity, roles: Sequence[str]) -> list[str]:
+        names: dict[str, None] = {}
+        for layer in self.layers:
+            for role in roles or (None,):
+                if role is None or self.layout.matrix(layer, role) is not None:
+                    names[_granular_name(prefix, per, layer, role)] = None
+        return list(names)
+
+    def _sized(self, prefix: str, choices: Sequence[int], per: Granularity, roles: Sequence[str]) -> list[Choice]:
+        names = self._granular_names(prefix, per, roles)
+        if len(choices) == 1:
+            self._constants.update(dict.fromkeys(names, choices[0]))
+            return []
+        return [Choice(name, tuple(choices)) for name in names]
+
+    # ------------------------------------------------------------------ points <-> vectors
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.dimensions)
+
+    @property
+    def bounds(self) -> list[tuple[float, float]]:
+        """Per-coordinate (low, high) of the encoded vector, in dimension order."""
+        return [d.bounds for d in self.dimensions]
+
+    def encode(self, point: Mapping[str, Value]) -> list[float]:
+        """Point -> vector of shape (d,) (see :mod:`autopeft.space.dimensions`)."""
+        self.check_point(point)
+        return [d.encode(point[d.name]) for d in self.dimensions]
+
+    def to_point(self, vector: Sequence[float]) -> Point:
+        """Vector of shape (d,) -> point; coordinates are rounded and clipped to their bounds."""
+        if len(vector) != len(self.dimensions):
+            raise ValueError(f"expected a vector of {len(self.dimensions)} coordinates, got {len(vector)}")
+        return {d.name: d.decode(x) for d, x in zip(self.dimensions, vector)}
+
+    def check_point(self, point: Mapping[str, Value]) -> None:
+        """Raise SpaceError unless ``point`` sets exactly this space's dimensions to legal values."""
+        expected, given = set(self.names), set(point)
+        if expected != given:
+            missing, extra = sorted(expected - given), sorted(given - expected)
+            raise SpaceError(f"config does not fit space '{self.spec.name}': missing {missing}, unknown {extra}")
+        for dim in self.dimensions:
+            value = point[dim.name]
+            if isinstance(dim, (Choice, Categorical)) and value not in dim.values:
+                raise SpaceError(f"config: {dim.name}={value!r} is not one of {list(dim.values)}")
+
+    # ------------------------------------------------------------------------- decoding
+    def decode(self, point: Mapping[str, Value]) -> Structure:
+        """The structure a point describes (possibly empty; see :meth:`is_feasible`)."""
+        values = {**self._constants, **point}
+        layers = [i for i in self.layers if values.get(f"layers.L{i}", True)]
+        lora = self._decode_lora(values, layers)
+        return Structure(
+            lora=lora,
+            ia3=self._decode_ia3(values, layers, taken=set(lora.ranks) if lora else set()),
+            serial_adapter=self._decode_sizes(values, "serial_adapter.size", layers),
+            parallel_adapter=self._decode_sizes(values, "parallel_adapter.size", layers),
+            parallel_scale=self.spec.modules.parallel_adapter.scale if self.spec.modules.parallel_adapter else 4.0,
+            prefix=self._decode_sizes(values, "prefix.length", layers),
+        )
+
+    def _decode_lora(self, values: Mapping[str, Value], layers: Sequence[int]) -> LoraModules | None:
+        lora = self.spec.modules.lora
+        if lora is None:
+            return None
+        ranks: dict[Place, int] = {}
+        for layer in layers:
+            for role in self.lora_roles:
+                if self.layout.matrix(layer, role) is None or not values.get(f"lora.role.{role}", True):
+                    continue
+                rank = int(values[_granular_name("lora.rank", lora.rank.per, layer, role)])
+                if rank > 0:
+                    ranks[(layer, role)] = rank
+        return LoraModules(
+            ranks=ranks,
+            variant=str(values["lora.variant"]),
+            alpha_ratio=lora.alpha_ratio,
+            dropout=lora.dropout,
+        )
+
+    def _decode_ia3(
+        self, values: Mapping[str, Value], layers: Sequence[int], taken: set[Place]
+    ) -> frozenset[Place]:
+        ia3 = self.spec.modules.ia3
+        if ia3 is None:
+            return frozenset()
+        return frozenset(
+            (layer, role)
+            for layer in layers
+            for role in self.ia3_roles
+            if self.layout.matrix(layer, role) is not None
+            and (layer, role) not in taken
+            and (not ia3.searched or values[_granular_name("ia3", ia3.per, layer, role)])
+        )
+
+    def _decode_sizes(self, values: Mapping[str, Value], prefix: str, layers: Sequence[int]) -> dict[int, int]:
+        sizes = {}
+        for layer in layers:
+            for name in (f"{prefix}.L{layer}", prefix):
+                if name in values:
+                    sizes[layer] = int(values[name])
+                    break
+        return sizes
+
+    # ----------------------------------------------------------------- costs and validity
+    def trainable_params(self, point: Mapping[str, Value]) -> int:
+        """Exact trainable parameters of the decoded structure, task head included."""
+        return count_trainable(self.decode(point), self.layout)
+
+    def trainable_fraction(self, point: Mapping[str, Value]) -> float:
+        return self.trainable_params(point) / self.layout.total_params
+
+    def is_feasible(self, point: Mapping[str, Value]) -> bool:
+        """A point is feasible when it adds at least one module and respects the trainable cap."""
+        if self.decode(point).is_empty:
+            return False
+        cap = self.spec.max_trainable_fraction
+        return cap is None or self.trainable_fraction(point) <= cap
+
+    def structure_key(self, point: Mapping[str, Value]) -> str:
+        """Identical for points that decode to the same structure (used to avoid duplicates)."""
+        return json.dumps(self.decode(point).to_json(), sort_keys=True)
+
+
+def bind_space(spec: SpaceSpec, model) -> SearchSpace:
+    """Bind ``spec`` to a model (real or a meta-device skeleton) through its layout."""
+    from autopeft.space.architectures import declared_architecture
+    from autopeft.space.layout import read_layout
+
+    declared = spec.architecture
+    architecture = None if declared is None else declared_architecture(
+        declared.layers,
+        declared.roles,
+        ffn_input=declared.ffn_input,
+        ffn_output=declared.ffn_output,
+        feedforward_roles=declared.feedforward_roles,
+    )
+    return SearchSpace(spec, read_layout(model, architecture))

@@ -1,0 +1,146 @@
+"""A concrete PEFT structure: which module sits where, and how large it is.
+
+A :class:`Structure` is what a point of a search space decodes to and what injectors, the exact
+cost model and exporters consume. It names places by ``(layer index, role)`` and is independent
+of any model's module paths; a :class:`~autopeft.space.layout.ModelLayout` turns those into
+module names. Its JSON form (``to_json``) is what the store keeps for every trial.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+LoraVariant = Literal["lora", "dora", "rslora"]
+LORA_VARIANTS: tuple[LoraVariant, ...] = ("lora", "dora", "rslora")
+
+Place = tuple[int, str]
+"""``(layer index, role)``, e.g. ``(0, "q")``."""
+
+
+def _frozen(mapping: Mapping) -> Mapping:
+    return MappingProxyType(dict(sorted(mapping.items())))
+
+
+def place_key(place: Place) -> str:
+    """JSON key of a place: ``(3, "q") -> "3.q"``."""
+    return f"{place[0]}.{place[1]}"
+
+
+def parse_place_key(key: str) -> Place:
+    layer, role = key.split(".", 1)
+    return int(layer), role
+
+
+@dataclass(frozen=True)
+class LoraModules:
+    """LoRA-family modules.
+
+    Attributes:
+        ranks: place -> rank (> 0).
+        variant: ``lora``; ``dora`` (adds a learned magnitude vector per output feature);
+            ``rslora`` (scaling alpha / sqrt(r) instead of alpha / r).
+        alpha_ratio: ``lora_alpha = alpha_ratio * rank`` for every module, so that plain LoRA's
+            scaling alpha / r is the same at every rank.
+        dropout: dropout on the LoRA input.
+    """
+
+    ranks: Mapping[Place, int]
+    variant: LoraVariant = "lora"
+    alpha_ratio: float = 2.0
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ranks", _frozen(self.ranks))
+
+    def alpha(self, rank: int) -> float:
+        return self.alpha_ratio * rank
+
+
+@dataclass(frozen=True)
+class Structure:
+    """A complete PEFT structure for one model.
+
+    Attributes:
+        lora: LoRA-family modules, or None.
+        ia3: places carrying an IA3 scaling vector.
+        serial_adapter: layer -> bottleneck size of a serial (Pfeiffer) adapter after the FFN.
+        parallel_adapter: layer -> bottleneck size of a parallel adapter beside the FFN.
+        parallel_scale: output scale of the parallel adapters.
+        prefix: layer -> number of learned key/value prefix vectors.
+    """
+
+    lora: LoraModules | None = None
+    ia3: frozenset[Place] = frozenset()
+    serial_adapter: Mapping[int, int] = field(default_factory=dict)
+    parallel_adapter: Mapping[int, int] = field(default_factory=dict)
+    parallel_scale: float = 4.0
+    prefix: Mapping[int, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.lora is not None and not self.lora.ranks:
+            object.__setattr__(self, "lora", None)
+        object.__setattr__(self, "ia3", frozenset(self.ia3))
+        for name in ("serial_adapter", "parallel_adapter", "prefix"):
+            object.__setattr__(self, name, _frozen({k: v for k, v in getattr(self, name).items() if v > 0}))
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the structure adds no module at all (only the task head would train)."""
+        return not (self.lora or self.ia3 or self.serial_adapter or self.parallel_adapter or self.prefix)
+
+    @property
+    def module_types(self) -> tuple[str, ...]:
+        present = {
+            "lora": self.lora is not None,
+            "ia3": bool(self.ia3),
+            "serial_adapter": bool(self.serial_adapter),
+            "parallel_adapter": bool(self.parallel_adapter),
+            "prefix": bool(self.prefix),
+        }
+        return tuple(name for name, on in present.items() if on)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict; :meth:`from_json` inverts it exactly."""
+        data: dict[str, Any] = {}
+        if self.lora is not None:
+            data["lora"] = {
+                "variant": self.lora.variant,
+                "alpha_ratio": self.lora.alpha_ratio,
+                "dropout": self.lora.dropout,
+                "ranks": {place_key(p): r for p, r in self.lora.ranks.items()},
+            }
+        if self.ia3:
+            data["ia3"] = sorted(place_key(p) for p in self.ia3)
+        if self.serial_adapter:
+            data["serial_adapter"] = {str(k): v for k, v in self.serial_adapter.items()}
+        if self.parallel_adapter:
+            data["parallel_adapter"] = {
+                "scale": self.parallel_scale,
+                "sizes": {str(k): v for k, v in self.parallel_adapter.items()},
+            }
+        if self.prefix:
+            data["prefix"] = {str(k): v for k, v in self.prefix.items()}
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Structure:
+        lora = data.get("lora")
+        parallel = data.get("parallel_adapter", {})
+        return cls(
+            lora=None
+            if lora is None
+            else LoraModules(
+                ranks={parse_place_key(k): int(r) for k, r in lora["ranks"].items()},
+                variant=lora["variant"],
+                alpha_ratio=float(lora["alpha_ratio"]),
+                dropout=float(lora["dropout"]),
+            ),
+            ia3=frozenset(parse_place_key(k) for k in data.get("ia3", ())),
+            serial_adapter={int(k): int(v) for k, v in data.get("serial_adapter", {}).items()},
+            parallel_adapter={int(k): int(v) for k, v in parallel.get("sizes", {}).items()},
+            parallel_scale=float(parallel.get("scale", 4.0)),
+            prefix={int(k): int(v) for k, v in data.get("prefix", {}).items()},
+        )
