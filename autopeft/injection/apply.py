@@ -1,0 +1,117 @@
+"""Apply a :class:`Structure` to a live model, mixing module types peft cannot combine.
+
+peft injects LoRA-family and IA3 modules in place (one call each, on disjoint matrices); native
+bottleneck adapters and prefixes attach through hooks and the attention registry. Removal undoes
+all of it in reverse order, leaving the base model's modules and tensors exactly as they were, so
+a worker can run trial after trial on one loaded model.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from autopeft.injection.bottleneck import Bottleneck, attach_parallel, attach_serial
+from autopeft.injection.peft_modules import ia3_config, inject, lora_config, remove_peft_layers
+from autopeft.injection.prefix import PrefixInjection
+from autopeft.space.layout import ModelLayout
+from autopeft.space.structure import Structure
+
+
+def head_parameters(model: nn.Module, layout: ModelLayout) -> list[nn.Parameter]:
+    """Parameters of the task head (trained in full, as peft's modules_to_save)."""
+    return [p for name in layout.head_modules for p in model.get_submodule(name).parameters()]
+
+
+@torch.no_grad()
+def reset_head(model: nn.Module, layout: ModelLayout, seed: int) -> None:
+    """Re-initialise the task head the way transformers does: N(0, initializer_range), zero bias."""
+    generator = torch.Generator().manual_seed(seed)
+    std = getattr(model.config, "initializer_range", 0.02)
+    for name in layout.head_modules:
+        for module in model.get_submodule(name).modules():
+            if isinstance(module, nn.Linear):
+                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * std)
+                if module.bias is not None:
+                    module.bias.zero_()
+
+
+class AppliedStructure:
+    """The modules of one structure inside ``model``.
+
+    Attributes:
+        parameters: every trainable tensor — the structure's modules and the task head.
+        native: the hand-written modules (bottleneck adapters, prefixes) by name, for saving.
+    """
+
+    def __init__(self, model: nn.Module, structure: Structure, layout: ModelLayout) -> None:
+        self.model = model
+        self._hooks = []
+        self._prefix: PrefixInjection | None = None
+        self.native = nn.ModuleDict()
+        try:
+            self.parameters = self._attach(structure, layout)
+        except BaseException:
+            self.remove()
+            raise
+        model.requires_grad_(False)
+        for parameter in self.parameters:
+            parameter.requires_grad_(True)
+
+    def _attach(self, structure: Structure, layout: ModelLayout) -> list[nn.Parameter]:
+        model = self.model
+        new = []
+        if structure.lora is not None:
+            new += inject(model, lora_config(structure.lora, layout))
+        if structure.ia3:
+            new += inject(model, ia3_config(structure.ia3, layout))
+        new += self._attach_adapters(structure, layout)
+        if structure.prefix:
+            self._prefix = PrefixInjection(
+                model,
+                {str(i): model.get_submodule(layout.layers[i].attention) for i in structure.prefix},
+                {str(i): n for i, n in structure.prefix.items()},
+                {str(i): layout.layers[i].kv_width for i in structure.prefix},
+            )
+            self.native["prefix"] = nn.ModuleDict(self._prefix.prefixes)
+            new += self._prefix.parameters()
+        return new + head_parameters(model, layout)
+
+    def _attach_adapters(self, structure: Structure, layout: ModelLayout) -> list[nn.Parameter]:
+        device = next(self.model.parameters()).device
+        serial, parallel = nn.ModuleDict(), nn.ModuleDict()
+        for layer, size in structure.serial_adapter.items():
+            adapter = serial[str(layer)] = Bottleneck(layout.hidden_size, size).to(device)
+            self._hooks += attach_serial(self.model.get_submodule(layout.layers[layer].ffn_output), adapter)
+        for layer, size in structure.parallel_adapter.items():
+            adapter = parallel[str(layer)] = Bottleneck(layout.hidden_size, size).to(device)
+            self._hooks += attach_parallel(
+                self.model.get_submodule(layout.layers[layer].ffn_input),
+                self.model.get_submodule(layout.layers[layer].ffn_output),
+                adapter,
+                structure.parallel_scale,
+            )
+        if serial:
+            self.native["serial_adapter"] = serial
+        if parallel:
+            self.native["parallel_adapter"] = parallel
+        return list(serial.parameters()) + list(parallel.parameters())
+
+    @property
+    def num_trainable(self) -> int:
+        return sum(p.numel() for p in self.parameters)
+
+    def remove(self) -> None:
+        """Detach every module; the base model is left bit-for-bit as before :func:`apply_structure`."""
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks.clear()
+        if self._prefix is not None:
+            self._prefix.remove()
+        remove_peft_layers(self.model)
+        self.model.requires_grad_(False)
+
+
+def apply_structure(model: nn.Module, structure: Structure, layout: ModelLayout) -> AppliedStructure:
+    """Insert ``structure``'s modules into ``model`` (freezing everything else but the head)."""
+    return AppliedStructure(model, structure, layout)
