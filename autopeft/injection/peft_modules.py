@@ -76,15 +76,16 @@ def inject(model: nn.Module, config: LoraConfig | IA3Config) -> list[nn.Paramete
     """
     before = {id(p) for p in model.parameters()}
     inject_adapter_in_model(config, model, adapter_name=ADAPTER_NAME)
+    # peft leaves its config on the model; a second injection (IA3 after LoRA) would read it as
+    # an existing adapter of the same tuner. autopeft keeps the structure itself.
+    del model.peft_config
     return [p for p in model.parameters() if id(p) not in before]
 
 
 def remove_peft_layers(model: nn.Module) -> None:
-    """Put every module peft wrapped back in its place, untouched, and forget the peft config."""
+    """Put every module peft wrapped back in its place, untouched."""
     wrapped = [name for name, module in model.named_modules() if isinstance(module, BaseTunerLayer)]
     for name in sorted(wrapped, key=len, reverse=True):
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, getattr(parent, child).get_base_layer())
-    if hasattr(model, "peft_config"):
-        del model.peft_config

@@ -1,6 +1,6 @@
 """Base models: resolving a name to weights on disk, and loading them for a task."""
 
-from autopeft.models.loading import load_base_model, load_tokenizer
+from autopeft.models.loading import TaskHead, build_skeleton, load_base_model, load_tokenizer
 from autopeft.models.resolve import ModelRef, resolve_model
 
-__all__ = ["ModelRef", "load_base_model", "load_tokenizer", "resolve_model"]
+__all__ = ["ModelRef", "TaskHead", "build_skeleton", "load_base_model", "load_tokenizer", "resolve_model"]

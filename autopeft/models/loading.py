@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from transformers import (
@@ -22,6 +23,18 @@ from autopeft.models.resolve import ModelRef
 from autopeft.tasks import Task, TaskKind
 
 
+@dataclass(frozen=True)
+class TaskHead:
+    """What a model's head depends on: the task kind and its number of outputs."""
+
+    kind: TaskKind
+    num_labels: int
+
+    @classmethod
+    def of(cls, task: Task) -> TaskHead:
+        return cls(task.kind, task.num_labels)
+
+
 @contextmanager
 def _quiet_transformers() -> Iterator[None]:
     """Silence load reports and progress bars (a fresh head is expected to be 'missing')."""
@@ -35,7 +48,7 @@ def _quiet_transformers() -> Iterator[None]:
         hf_logging.enable_progress_bar()
 
 
-def load_config(ref: ModelRef, task: Task) -> PretrainedConfig:
+def load_config(ref: ModelRef, task: Task | TaskHead) -> PretrainedConfig:
     """The model's config with the task's head settings applied."""
     try:
         with _quiet_transformers():
@@ -53,13 +66,13 @@ def load_config(ref: ModelRef, task: Task) -> PretrainedConfig:
     return config
 
 
-def _model_class(task: Task) -> type:
+def _model_class(task: Task | TaskHead) -> type:
     if task.kind is TaskKind.CAUSAL_LM:
         return AutoModelForCausalLM
     return AutoModelForSequenceClassification
 
 
-def load_base_model(ref: ModelRef, task: Task) -> PreTrainedModel:
+def load_base_model(ref: ModelRef, task: Task | TaskHead) -> PreTrainedModel:
     """Load pretrained weights (float32, CPU) with a freshly initialised task head."""
     config = load_config(ref, task)
     try:
@@ -71,7 +84,7 @@ def load_base_model(ref: ModelRef, task: Task) -> PreTrainedModel:
     return model
 
 
-def build_skeleton(ref: ModelRef, task: Task) -> PreTrainedModel:
+def build_skeleton(ref: ModelRef, task: Task | TaskHead) -> PreTrainedModel:
     """The model's module tree on the meta device: shapes without weights, in milliseconds."""
     config = load_config(ref, task)
     with _quiet_transformers(), torch.device("meta"):

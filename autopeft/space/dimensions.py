@@ -12,6 +12,9 @@ Categorical    index into ``values``        ``[0, len(values) - 1]``, unordered
 Flag           0 (off) or 1 (on)            ``[0, 1]``, integer
 Real           value, or log10(value)       ``[low, high]`` (log10 bounds if ``log``)
 =============  ==========================  ======================================
+
+``from_unit(u)`` maps ``u`` in [0, 1) to a value with equal probability per choice, which is how
+space-filling designs (Sobol) sample a space.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ class Choice:
     def decode(self, coordinate: float) -> Value:
         return self.values[_clamped_index(coordinate, len(self.values))]
 
+    def from_unit(self, u: float) -> Value:
+        return self.values[_unit_index(u, len(self.values))]
+
 
 @dataclass(frozen=True)
 class Categorical:
@@ -58,6 +64,9 @@ class Categorical:
     def decode(self, coordinate: float) -> Value:
         return self.values[_clamped_index(coordinate, len(self.values))]
 
+    def from_unit(self, u: float) -> Value:
+        return self.values[_unit_index(u, len(self.values))]
+
 
 @dataclass(frozen=True)
 class Flag:
@@ -74,6 +83,9 @@ class Flag:
 
     def decode(self, coordinate: float) -> Value:
         return coordinate >= 0.5
+
+    def from_unit(self, u: float) -> Value:
+        return u >= 0.5
 
 
 @dataclass(frozen=True)
@@ -97,8 +109,17 @@ class Real:
         clipped = min(max(float(coordinate), low), high)
         return 10.0**clipped if self.log else clipped
 
+    def from_unit(self, u: float) -> Value:
+        low, high = self.bounds
+        return self.decode(low + float(u) * (high - low))
+
 
 Dimension = Union[Choice, Categorical, Flag, Real]
+
+
+def _unit_index(u: float, size: int) -> int:
+    """Equal-width bins of the unit interval, one per value."""
+    return min(int(float(u) * size), size - 1)
 
 
 def _clamped_index(coordinate: float, size: int) -> int:

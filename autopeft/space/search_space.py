@@ -20,10 +20,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 
+from torch import nn
+
 from autopeft.errors import SpaceError
 from autopeft.space.cost import count_trainable
 from autopeft.space.dimensions import Categorical, Choice, Dimension, Flag, Value
-from autopeft.space.layout import ModelLayout
+from autopeft.space.architectures import Architecture, declared_architecture
+from autopeft.space.layout import ModelLayout, read_layout
 from autopeft.space.schema import Granularity, SpaceSpec
 from autopeft.space.structure import LoraModules, Place, Structure
 
@@ -148,6 +151,10 @@ class SearchSpace:
             raise ValueError(f"expected a vector of {len(self.dimensions)} coordinates, got {len(vector)}")
         return {d.name: d.decode(x) for d, x in zip(self.dimensions, vector)}
 
+    def from_unit(self, u: Sequence[float]) -> Point:
+        """A point from a vector of shape (d,) in the unit cube (e.g. one Sobol draw)."""
+        return {d.name: d.from_unit(x) for d, x in zip(self.dimensions, u, strict=True)}
+
     def check_point(self, point: Mapping[str, Value]) -> None:
         """Raise SpaceError unless ``point`` sets exactly this space's dimensions to legal values."""
         expected, given = set(self.names), set(point)
@@ -237,17 +244,20 @@ class SearchSpace:
         return json.dumps(self.decode(point).to_json(), sort_keys=True)
 
 
-def bind_space(spec: SpaceSpec, model) -> SearchSpace:
-    """Bind ``spec`` to a model (real or a meta-device skeleton) through its layout."""
-    from autopeft.space.architectures import declared_architecture
-    from autopeft.space.layout import read_layout
-
+def declared_architecture_of(spec: SpaceSpec) -> Architecture | None:
+    """The architecture a space file declares by hand (``architecture:``), or None."""
     declared = spec.architecture
-    architecture = None if declared is None else declared_architecture(
+    if declared is None:
+        return None
+    return declared_architecture(
         declared.layers,
         declared.roles,
         ffn_input=declared.ffn_input,
         ffn_output=declared.ffn_output,
         feedforward_roles=declared.feedforward_roles,
     )
-    return SearchSpace(spec, read_layout(model, architecture))
+
+
+def bind_space(spec: SpaceSpec, model: nn.Module) -> SearchSpace:
+    """Bind ``spec`` to a model (real or a meta-device skeleton) through its layout."""
+    return SearchSpace(spec, read_layout(model, declared_architecture_of(spec)))

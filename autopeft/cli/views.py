@@ -1,0 +1,192 @@
+"""How jobs and trials look on the terminal (rich) and in ``--json`` output."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from autopeft.objectives import Objective, pareto_front
+from autopeft.scheduler import PreparedJob
+from autopeft.scheduler.scheduler import Progress as SchedulerProgress
+from autopeft.store import JobRecord, TrialRecord
+from autopeft.trials import TrialState
+
+
+def structure_summary(structure: dict[str, Any]) -> str:
+    """One line per structure, e.g. ``lora r{4,8} on q,v in 5 layers``."""
+    parts = []
+    if "lora" in structure:
+        lora = structure["lora"]
+        ranks = sorted(set(lora["ranks"].values()))
+        roles = sorted({key.split(".", 1)[1] for key in lora["ranks"]})
+        layers = {key.split(".", 1)[0] for key in lora["ranks"]}
+        variant = "" if lora["variant"] == "lora" else f" ({lora['variant']})"
+        parts.append(f"lora{variant} r{{{','.join(map(str, ranks))}}} on {','.join(roles)} in {len(layers)} layers")
+    if "ia3" in structure:
+        parts.append(f"ia3 x{len(structure['ia3'])}")
+    for name in ("serial_adapter", "prefix"):
+        if name in structure:
+            sizes = sorted(set(structure[name].values()))
+            parts.append(f"{name} {{{','.join(map(str, sizes))}}} x{len(structure[name])}")
+    if "parallel_adapter" in structure:
+        sizes = sorted(set(structure["parallel_adapter"]["sizes"].values()))
+        parts.append(f"parallel_adapter {{{','.join(map(str, sizes))}}} x{len(structure['parallel_adapter']['sizes'])}")
+    return "; ".join(parts) or "(none)"
+
+
+def trial_json(trial: TrialRecord, objectives: Sequence[Objective]) -> dict[str, Any]:
+    return {
+        "trial": trial.number,
+        "state": trial.state,
+        "values": {o.name: trial.value(o.name) for o in objectives},
+        "trainable_params": trial.trainable_params,
+        "metrics": trial.values,
+        "structure": trial.structure,
+        "config": trial.config,
+        "fidelity": trial.fidelity,
+        "seed": trial.seed,
+        "worker": trial.worker,
+        "wall_time_s": trial.wall_time_s,
+        "step_time_s": trial.step_time_s,
+        "peak_memory_bytes": trial.peak_memory_bytes,
+        "error": trial.error,
+    }
+
+
+def job_json(job: JobRecord) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "state": job.state,
+        "model": job.spec.get("model"),
+        "task": job.spec.get("task"),
+        "space": job.spec.get("space"),
+        "budget_trials": job.budget_trials,
+        "trials_done": job.trials_done,
+        "trial_counts": job.trial_counts,
+        "created_at": job.created_at.isoformat(),
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "error": job.error,
+    }
+
+
+def status_json(job: JobRecord, trials: Sequence[TrialRecord], objectives: Sequence[Objective]) -> dict[str, Any]:
+    front = pareto_front(trials, objectives)
+    return {
+        **job_json(job),
+        "objectives": [o.to_json() for o in objectives],
+        "pareto_size": len(front),
+        "best": trial_json(front[0], objectives) if front else None,
+        "failures": [{"trial": t.number, "error": t.error} for t in trials if t.state == TrialState.FAILED],
+    }
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4f}"
+
+
+def pareto_table(job: JobRecord, front: Sequence[TrialRecord]) -> Table:
+    metric = job.spec["objectives"][0]["name"]
+    table = Table(title=f"Pareto set of job {job.id} ({len(front)} trials)")
+    for column in ("trial", metric, "trainable", "% of model", "structure"):
+        table.add_column(column, justify="left" if column == "structure" else "right")
+    total = job.spec.get("total_params")
+    for trial in front:
+        share = f"{100 * trial.trainable_params / total:.3f}" if total else "-"
+        table.add_row(
+            str(trial.number),
+            _fmt(trial.value(metric)),
+            f"{trial.trainable_params:,}",
+            share,
+            structure_summary(trial.structure),
+        )
+    return table
+
+
+def jobs_table(jobs: Sequence[JobRecord]) -> Table:
+    table = Table(title="jobs")
+    for column in ("id", "state", "model", "task", "space", "trials", "created"):
+        table.add_column(column)
+    for job in jobs:
+        table.add_row(
+            str(job.id),
+            job.state,
+            str(job.spec.get("model")),
+            str(job.spec.get("task")),
+            str(job.spec.get("space")),
+            f"{job.trials_done}/{job.budget_trials}",
+            job.created_at.strftime("%Y-%m-%d %H:%M"),
+        )
+    return table
+
+
+def status_panel(job: JobRecord, trials: Sequence[TrialRecord], objectives: Sequence[Objective]) -> Panel:
+    summary = status_json(job, trials, objectives)
+    lines = [
+        f"state {job.state}; trials {job.trials_done}/{job.budget_trials} "
+        f"({job.trial_counts.get(TrialState.FAILED, 0)} failed, {job.trial_counts.get(TrialState.RUNNING, 0)} running)",
+        f"model {job.spec.get('model')}  task {job.spec.get('task')}  space {job.spec.get('space')}",
+        f"Pareto set: {summary['pareto_size']} trials",
+    ]
+    if summary["best"]:
+        best = summary["best"]
+        lines.append(f"best: trial {best['trial']} {best['values']}")
+    lines += [f"failed trial {f['trial']}: {f['error']}" for f in summary["failures"][-5:]]
+    if job.error:
+        lines.append(f"error: {job.error}")
+    return Panel(Group(*lines), title=f"job {job.id}")
+
+
+def search_header(prepared: PreparedJob, store_url: str) -> str:
+    spec, layout = prepared.spec, prepared.space.layout
+    return (
+        f"searching {spec.trials} trials of space '{prepared.space_spec.name}' "
+        f"({len(prepared.space.dimensions)} dimensions) for {spec.model} "
+        f"({layout.total_params:,} parameters, {layout.num_layers} layers) on {prepared.task.name} "
+        f"with {spec.workers} worker(s); store {store_url}"
+    )
+
+
+class SearchProgress:
+    """A progress bar of trials done out of the budget, with the best metric so far."""
+
+    def __init__(self, console: Console, prepared: PreparedJob) -> None:
+        self.objective = prepared.objectives[0]
+        self.best: float | None = None
+        self.bar = Progress(
+            TextColumn("[bold]job {task.fields[job]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[best]}"),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self.task_id = self.bar.add_task("search", total=prepared.spec.trials, job="-", best="starting workers")
+
+    def __enter__(self) -> SearchProgress:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+    def created(self, job_id: int) -> None:
+        self.bar.update(self.task_id, job=job_id, best="training")
+
+    def update(self, progress: SchedulerProgress) -> None:
+        value = progress.last.value(self.objective.name)
+        if value is not None and (
+            self.best is None or (value > self.best if self.objective.goal == "max" else value < self.best)
+        ):
+            self.best = value
+        best = "-" if self.best is None else f"{self.best:.4f}"
+        failed = f", {progress.failed} failed" if progress.failed else ""
+        self.bar.update(
+            self.task_id, completed=progress.done, best=f"best {self.objective.name} {best}{failed}"
+        )

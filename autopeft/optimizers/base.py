@@ -1,0 +1,66 @@
+"""The optimizer contract: ``ask`` for points to evaluate, ``tell`` what was observed.
+
+Every optimizer (random/Sobol, BoTorch MOBO, Optuna samplers) implements :class:`Optimizer` and
+passes the reusable contract test in ``tests/optimizers/contract.py``:
+
+- ``ask(n, pending)`` returns ``n`` feasible points of the space (fewer only when the space has
+  no more), none of which decodes to the same structure as another returned point, a pending
+  point, or any point asked or told before — so asynchronous workers never train duplicates and
+  a failed structure is never proposed again;
+- ``tell(observations)`` accepts observations of any points of the space, including ones it did
+  not propose (warm starts, resumed jobs), and failed ones (which carry no values);
+- the same seed and the same calls give the same points.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from autopeft.objectives import Objective
+from autopeft.space import Point, SearchSpace
+
+
+@dataclass(frozen=True)
+class Observation:
+    """A finished evaluation: the point, and its objective values unless it failed."""
+
+    point: Point
+    values: Mapping[str, float] = field(default_factory=dict)
+    failed: bool = False
+
+
+class Optimizer(ABC):
+    """Proposes points of ``space`` for the given ``objectives``."""
+
+    name: str = ""
+
+    def __init__(self, space: SearchSpace, objectives: Sequence[Objective], seed: int = 0) -> None:
+        self.space = space
+        self.objectives = list(objectives)
+        self.seed = seed
+        self.observations: list[Observation] = []
+        self._seen: set[str] = set()
+
+    @abstractmethod
+    def _propose(self, n: int, excluded: set[str]) -> list[Point]:
+        """Up to ``n`` feasible points whose structure keys are not in ``excluded`` nor repeated."""
+
+    def ask(self, n: int, pending: Sequence[Point] = ()) -> list[Point]:
+        """``n`` new points to evaluate while the ``pending`` ones are still running."""
+        if n <= 0:
+            return []
+        excluded = self._seen | {self.space.structure_key(p) for p in pending}
+        points = self._propose(n, excluded)
+        self._seen.update(self.space.structure_key(p) for p in points)
+        return points
+
+    def tell(self, observations: Sequence[Observation]) -> None:
+        for observation in observations:
+            self.observations.append(observation)
+            self._seen.add(self.space.structure_key(observation.point))
+        self._observe(observations)
+
+    def _observe(self, observations: Sequence[Observation]) -> None:
+        """Hook for model-based optimizers; called after the observations are recorded."""

@@ -1,0 +1,268 @@
+"""The trial store: jobs, their trials and measured values, and what can be asked of them.
+
+Everything leaves the store as frozen records (:class:`JobRecord`, :class:`TrialRecord`), never
+as live ORM objects, so callers cannot hold sessions open or write by accident.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from autopeft.errors import StoreError
+from autopeft.store.database import DEFAULT_URL, create_store_engine, display_url
+from autopeft.store.models import Event, Job, Trial, TrialValue, utcnow
+from autopeft.trials import TrialOutcome, TrialState
+
+
+class JobState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """A trial as stored. ``values`` holds every measured metric by name."""
+
+    id: int
+    job_id: int
+    number: int
+    state: str
+    config: dict[str, Any]
+    structure: dict[str, Any]
+    trainable_params: int
+    seed: int
+    fidelity: dict[str, Any]
+    worker: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    wall_time_s: float | None
+    step_time_s: float | None
+    peak_memory_bytes: int | None
+    error: str | None
+    values: dict[str, float]
+
+    def value(self, name: str) -> float | None:
+        """A metric, or one of the trial's measured costs, by objective name."""
+        costs = {
+            "trainable_params": self.trainable_params,
+            "peak_memory_bytes": self.peak_memory_bytes,
+            "step_time_s": self.step_time_s,
+            "wall_time_s": self.wall_time_s,
+        }
+        if name in costs:
+            return None if costs[name] is None else float(costs[name])
+        return self.values.get(name)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: int
+    state: str
+    spec: dict[str, Any]
+    budget_trials: int
+    max_time_s: float | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    trial_counts: dict[str, int]
+
+    @property
+    def trials_done(self) -> int:
+        return self.trial_counts.get(TrialState.COMPLETED, 0) + self.trial_counts.get(TrialState.FAILED, 0)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; every stored time is UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=timezone.utc)
+
+
+def _trial_record(row: Trial) -> TrialRecord:
+    return TrialRecord(
+        id=row.id,
+        job_id=row.job_id,
+        number=row.number,
+        state=row.state,
+        config=row.config,
+        structure=row.structure,
+        trainable_params=row.trainable_params,
+        seed=row.seed,
+        fidelity=row.fidelity,
+        worker=row.worker,
+        created_at=_utc(row.created_at),
+        started_at=_utc(row.started_at),
+        finished_at=_utc(row.finished_at),
+        wall_time_s=row.wall_time_s,
+        step_time_s=row.step_time_s,
+        peak_memory_bytes=row.peak_memory_bytes,
+        error=row.error,
+        values={v.name: v.value for v in row.values},
+    )
+
+
+class Store:
+    """A trial store at ``url`` (SQLite file by default, PostgreSQL by URL), migrated on open."""
+
+    def __init__(self, url: str = DEFAULT_URL) -> None:
+        self.engine = create_store_engine(url)
+        self.url = display_url(str(self.engine.url))
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _session(self) -> Session:
+        return self._sessions.begin()
+
+    # ------------------------------------------------------------------------------ jobs
+    def create_job(self, spec: dict[str, Any], budget_trials: int, max_time_s: float | None = None) -> int:
+        """Record a new job in state ``pending``; returns its id."""
+        with self._session() as session:
+            job = Job(state=JobState.PENDING, spec=spec, budget_trials=budget_trials, max_time_s=max_time_s)
+            session.add(job)
+            session.flush()
+            return job.id
+
+    def job(self, job_id: int) -> JobRecord:
+        with self._sessions() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                raise StoreError(f"no job {job_id} in the store at {self.url}")
+            return self._job_record(session, job)
+
+    def jobs(self) -> list[JobRecord]:
+        with self._sessions() as session:
+            return [self._job_record(session, job) for job in session.scalars(select(Job).order_by(Job.id))]
+
+    @staticmethod
+    def _job_record(session: Session, job: Job) -> JobRecord:
+        counts = dict(
+            session.execute(
+                select(Trial.state, func.count()).where(Trial.job_id == job.id).group_by(Trial.state)
+            ).all()
+        )
+        return JobRecord(
+            id=job.id,
+            state=job.state,
+            spec=job.spec,
+            budget_trials=job.budget_trials,
+            max_time_s=job.max_time_s,
+            created_at=_utc(job.created_at),
+            started_at=_utc(job.started_at),
+            finished_at=_utc(job.finished_at),
+            error=job.error,
+            trial_counts=counts,
+        )
+
+    def set_job_state(self, job_id: int, state: str, error: str | None = None) -> None:
+        with self._session() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                raise StoreError(f"no job {job_id} in the store at {self.url}")
+            job.state = state
+            if state == JobState.RUNNING and job.started_at is None:
+                job.started_at = utcnow()
+            if state in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED):
+                job.finished_at = utcnow()
+            if error is not None:
+                job.error = error
+            session.add(Event(job_id=job_id, kind=f"job_{state}", message=error or state))
+
+    # ---------------------------------------------------------------------------- trials
+    def add_trial(
+        self,
+        job_id: int,
+        *,
+        config: dict[str, Any],
+        structure: dict[str, Any],
+        trainable_params: int,
+        seed: int,
+        fidelity: dict[str, Any],
+    ) -> TrialRecord:
+        """Record a pending trial with the next number of its job."""
+        for _ in range(5):  # another writer may take the same number; the unique key tells us
+            try:
+                with self._session() as session:
+                    number = session.scalar(
+                        select(func.coalesce(func.max(Trial.number) + 1, 0)).where(Trial.job_id == job_id)
+                    )
+                    trial = Trial(
+                        job_id=job_id,
+                        number=number,
+                        state=TrialState.PENDING,
+                        config=config,
+                        structure=structure,
+                        trainable_params=trainable_params,
+                        seed=seed,
+                        fidelity=fidelity,
+                    )
+                    session.add(trial)
+                    session.flush()
+                    session.refresh(trial)
+                    return _trial_record(trial)
+            except IntegrityError:
+                continue
+        raise StoreError(f"could not allocate a trial number for job {job_id}")
+
+    def mark_running(self, trial_id: int, worker: str) -> None:
+        with self._session() as session:
+            trial = session.get(Trial, trial_id)
+            trial.state = TrialState.RUNNING
+            trial.worker = worker
+            trial.started_at = utcnow()
+
+    def record_outcome(self, outcome: TrialOutcome) -> TrialRecord:
+        """Store what a worker measured; a failed trial keeps its reason and an event."""
+        with self._session() as session:
+            trial = session.get(Trial, outcome.trial_id)
+            trial.state = outcome.state
+            trial.worker = outcome.worker
+            trial.finished_at = utcnow()
+            trial.wall_time_s = outcome.wall_time_s
+            trial.step_time_s = outcome.step_time_s
+            trial.peak_memory_bytes = outcome.peak_memory_bytes
+            trial.error = outcome.error
+            if outcome.trainable_params is not None:
+                trial.trainable_params = outcome.trainable_params
+            trial.values = [TrialValue(name=k, value=float(v)) for k, v in outcome.metrics.items()]
+            if outcome.state == TrialState.FAILED:
+                session.add(
+                    Event(job_id=trial.job_id, trial_id=trial.id, kind="trial_failed", message=outcome.error or "")
+                )
+            session.flush()
+            return _trial_record(trial)
+
+    def trials(self, job_id: int, states: Iterable[str] | None = None) -> list[TrialRecord]:
+        query = select(Trial).where(Trial.job_id == job_id).order_by(Trial.number)
+        if states is not None:
+            query = query.where(Trial.state.in_(list(states)))
+        with self._sessions() as session:
+            return [_trial_record(row) for row in session.scalars(query)]
+
+    def trial(self, job_id: int, number: int) -> TrialRecord:
+        with self._sessions() as session:
+            row = session.scalar(select(Trial).where(Trial.job_id == job_id, Trial.number == number))
+            if row is None:
+                raise StoreError(f"job {job_id} has no trial {number}")
+            return _trial_record(row)
+
+    def events(self, job_id: int) -> list[tuple[datetime, str, str]]:
+        with self._sessions() as session:
+            rows = session.execute(
+                select(Event.at, Event.kind, Event.message).where(Event.job_id == job_id).order_by(Event.id)
+            )
+            return [tuple(row) for row in rows]

@@ -1,0 +1,79 @@
+"""What travels between the scheduler, the workers and the store for one trial."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class TrialState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How much a proxy fine-tune costs.
+
+    Attributes:
+        train_examples: training examples drawn once per job (the same subset for every trial).
+        steps: optimizer steps.
+        batch_size: examples per step.
+        max_length: tokens per example after truncation.
+        learning_rate: AdamW peak learning rate (linear warm-up over 10% of steps, then decay).
+        eval_examples: dev examples scored (drawn once per job); None scores the whole dev split.
+    """
+
+    train_examples: int = 2400
+    steps: int = 150
+    batch_size: int = 16
+    max_length: int = 64
+    learning_rate: float = 1e-3
+    eval_examples: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Fidelity:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class TrialRequest:
+    """One proxy fine-tune for a worker: a structure, a seed and a fidelity."""
+
+    trial_id: int
+    number: int
+    structure: dict[str, Any]
+    seed: int
+    fidelity: Fidelity
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """What a worker measured.
+
+    Attributes:
+        metrics: dev metrics (accuracy, f1, ... or loss, perplexity) plus ``train_loss_first``
+            and ``train_loss_last`` (mean loss over the first / last 10% of steps).
+        trainable_params: trainable parameters counted on the built model, head included.
+        peak_memory_bytes: peak resident memory of the worker process during the trial (CPU),
+            or peak allocated accelerator memory (GPU).
+        wall_time_s: seconds from receiving the request to the result, injection included.
+        step_time_s: mean seconds per optimizer step.
+        error: failure reason (``"nan loss at step 12"``, ``"out of memory: ..."``) when failed.
+    """
+
+    trial_id: int
+    state: TrialState
+    worker: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    trainable_params: int | None = None
+    peak_memory_bytes: int | None = None
+    wall_time_s: float | None = None
+    step_time_s: float | None = None
+    error: str | None = None
