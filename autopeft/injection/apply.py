@@ -49,6 +49,9 @@ class AppliedStructure:
         self._hooks = []
         self._prefix: PrefixInjection | None = None
         self.native = nn.ModuleDict()
+        # The head trains in full; keep its tensors so that removal restores them too.
+        self._head_before = [p.detach().clone() for p in head_parameters(model, layout)]
+        self._head = head_parameters(model, layout)
         try:
             self.parameters = self._attach(structure, layout)
         except BaseException:
@@ -68,14 +71,14 @@ class AppliedStructure:
         new += self._attach_adapters(structure, layout)
         if structure.prefix:
             self._prefix = PrefixInjection(
-                model,
                 {str(i): model.get_submodule(layout.layers[i].attention) for i in structure.prefix},
                 {str(i): n for i, n in structure.prefix.items()},
                 {str(i): layout.layers[i].kv_width for i in structure.prefix},
+                device=next(model.parameters()).device,
             )
             self.native["prefix"] = nn.ModuleDict(self._prefix.prefixes)
             new += self._prefix.parameters()
-        return new + head_parameters(model, layout)
+        return new + self._head
 
     def _attach_adapters(self, structure: Structure, layout: ModelLayout) -> list[nn.Parameter]:
         device = next(self.model.parameters()).device
@@ -109,6 +112,9 @@ class AppliedStructure:
         if self._prefix is not None:
             self._prefix.remove()
         remove_peft_layers(self.model)
+        with torch.no_grad():
+            for parameter, saved in zip(self._head, self._head_before):
+                parameter.copy_(saved)
         self.model.requires_grad_(False)
 
 
