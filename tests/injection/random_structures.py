@@ -1,0 +1,44 @@
+"""Random structures over every module type, for property tests."""
+
+from __future__ import annotations
+
+import random
+
+from autopeft.space.layout import ModelLayout
+from autopeft.space.structure import LORA_VARIANTS, LoraModules, Structure
+
+
+def random_structure(layout: ModelLayout, rng: random.Random) -> Structure:
+    """A non-empty structure mixing module types at random places and sizes."""
+    while True:
+        places = [(layer.index, role) for layer in layout.layers for role in layer.matrices]
+        rng.shuffle(places)
+        lora_places = places[: rng.randint(0, len(places) // 2)]
+        ia3_places = places[len(lora_places) : len(lora_places) + rng.randint(0, len(places) // 3)]
+        layers = range(layout.num_layers)
+        structure = Structure(
+            lora=LoraModules(
+                ranks={place: rng.choice([1, 2, 3, 8]) for place in lora_places},
+                variant=rng.choice(LORA_VARIANTS),
+            ),
+            ia3=frozenset(ia3_places),
+            serial_adapter={i: rng.choice([0, 1, 4, 16]) for i in layers if rng.random() < 0.4},
+            parallel_adapter={i: rng.choice([0, 2, 8]) for i in layers if rng.random() < 0.4},
+            parallel_scale=rng.choice([1.0, 4.0]),
+            prefix={i: rng.choice([0, 1, 5]) for i in layers if rng.random() < 0.4},
+        )
+        if not structure.is_empty:
+            return structure
+
+
+def union_structure(layout: ModelLayout) -> Structure:
+    """Every module type at once, on disjoint matrices (LoRA on v/qkv, IA3 on the rest)."""
+    first = layout.layers[0].matrices
+    lora_role = "v" if "v" in first else "qkv"
+    return Structure(
+        lora=LoraModules({(layer.index, lora_role): 4 for layer in layout.layers}, variant="dora"),
+        ia3=frozenset((layer.index, role) for layer in layout.layers for role in layer.matrices if role != lora_role),
+        serial_adapter={layer.index: 8 for layer in layout.layers},
+        parallel_adapter={layer.index: 4 for layer in layout.layers},
+        prefix={layer.index: 3 for layer in layout.layers},
+    )

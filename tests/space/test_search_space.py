@@ -1,0 +1,98 @@
+"""Binding a space to a model: dimensions, decoding, encoding, validity."""
+
+import pytest
+
+from autopeft.errors import SpaceError
+from autopeft.space import parse_space
+from autopeft.space.search_space import bind_space
+from autopeft.space.structure import Structure
+from tests.space.tiny_models import tiny_bert, tiny_gpt2, tiny_llama
+
+PER_PLACEMENT = """
+name: placement
+modules:
+  lora:
+    roles: [query, value]
+    rank: {choices: [0, 4, 8], per: placement}
+"""
+
+
+@pytest.fixture(scope="module")
+def bert():
+    return tiny_bert()
+
+
+def test_roles_resolve_from_module_names_and_dimensions_follow_granularity(bert):
+    space = bind_space(parse_space(PER_PLACEMENT), bert)
+    assert space.lora_roles == ("q", "v")
+    assert space.names == tuple(f"lora.rank.L{i}.{r}" for i in range(3) for r in ("q", "v"))
+
+
+def test_decode_places_each_rank_and_zero_switches_off(bert):
+    space = bind_space(parse_space(PER_PLACEMENT), bert)
+    point = {name: 0 for name in space.names} | {"lora.rank.L0.q": 8, "lora.rank.L2.v": 4}
+    structure = space.decode(point)
+    assert dict(structure.lora.ranks) == {(0, "q"): 8, (2, "v"): 4}
+    assert space.is_feasible(point)
+    assert not space.is_feasible({name: 0 for name in space.names})
+
+
+def test_encode_and_to_point_round_trip(bert):
+    space = bind_space(parse_space(PER_PLACEMENT), bert)
+    point = {name: 4 for name in space.names} | {"lora.rank.L1.q": 8}
+    vector = space.encode(point)
+    assert vector == [1.0, 1.0, 2.0, 1.0, 1.0, 1.0]
+    assert space.to_point(vector) == point
+    assert space.to_point([1.6, -3, 9, 0.4, 1, 1])["lora.rank.L0.v"] == 0  # rounded and clipped
+    assert [low for low, _ in space.bounds] == [0.0] * 6
+
+
+def test_structure_round_trips_through_json(bert):
+    space = bind_space(parse_space(PER_PLACEMENT), bert)
+    structure = space.decode({name: 8 for name in space.names})
+    assert Structure.from_json(structure.to_json()) == structure
+
+
+def test_unknown_role_names_the_file_key_and_known_roles(bert):
+    text = PER_PLACEMENT.replace("[query, value]", "[query, wq]")
+    with pytest.raises(SpaceError, match=r"^s.yaml: modules.lora.roles: unknown module 'wq' for model type 'bert' \(roles: q, k, v, o, up, down"):
+        bind_space(parse_space(text, source="s.yaml"), bert)
+
+
+def test_layer_outside_the_model_is_rejected(bert):
+    text = PER_PLACEMENT + "layers: {include: [0, 7]}\n"
+    with pytest.raises(SpaceError, match=r"layers.include: layer 7 does not exist \(the model has 3 layers"):
+        bind_space(parse_space(text, source="s.yaml"), bert)
+
+
+def test_layer_mask_role_switches_and_variants_are_dimensions(bert):
+    text = """
+name: rich
+layers: {mask: true}
+modules:
+  lora: {roles: [q, v], search_roles: true, rank: {choices: [0, 2, 8], per: layer}, variants: [lora, dora]}
+"""
+    space = bind_space(parse_space(text), bert)
+    assert space.names == (
+        "layers.L0", "layers.L1", "layers.L2", "lora.role.q", "lora.role.v",
+        "lora.rank.L0", "lora.rank.L1", "lora.rank.L2", "lora.variant",
+    )
+    point = {"layers.L0": True, "layers.L1": False, "layers.L2": True, "lora.role.q": False,
+             "lora.role.v": True, "lora.rank.L0": 2, "lora.rank.L1": 8, "lora.rank.L2": 0, "lora.variant": "dora"}
+    structure = space.decode(point)
+    assert dict(structure.lora.ranks) == {(0, "v"): 2}
+    assert structure.lora.variant == "dora"
+
+
+def test_trainable_cap_makes_points_infeasible(bert):
+    capped = bind_space(parse_space(PER_PLACEMENT + "max_trainable_fraction: 0.001\n"), bert)
+    assert not capped.is_feasible({name: 8 for name in capped.names})
+
+
+def test_gpt2_fused_qkv_and_llama_gated_ffn_roles():
+    gpt2 = bind_space(parse_space(PER_PLACEMENT.replace("[query, value]", "[c_attn, c_fc]")), tiny_gpt2())
+    assert gpt2.lora_roles == ("qkv", "up")
+    assert gpt2.layout.matrix(0, "qkv").conv1d
+    llama = bind_space(parse_space(PER_PLACEMENT.replace("[query, value]", "[gate_proj, k]")), tiny_llama())
+    assert llama.lora_roles == ("gate", "k")
+    assert llama.layout.layers[0].kv_width == 16  # 2 key/value heads of width 8
