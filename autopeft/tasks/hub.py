@@ -75,7 +75,7 @@ def _examples(dataset, where: str, text_columns: tuple[str, ...], label_column: 
             RawExample(
                 texts=tuple(
                     text_value(column[row], f"{where}: {position}", name).strip()
-                    for name, column in zip(text_columns, columns)
+                    for name, column in zip(text_columns, columns, strict=True)
                 ),
                 label=text_value(label, f"{where}: {position}", label_column),
                 source=where,
@@ -103,7 +103,9 @@ def _download(dataset_name: str, config: str | None, source: str):
     except Exception as error:  # datasets raises many types for a wrong name, config or cache miss
         detail = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
         if offline:
-            raise TaskError(_unreachable(source, f"{_OFFLINE} and the local datasets cache lacks it; {detail}")) from None
+            raise TaskError(
+                _unreachable(source, f"{_OFFLINE} and the local datasets cache lacks it; {detail}")
+            ) from None
         raise TaskError(f"{source}: not a local path, and the hub could not load it ({detail})") from None
 
 

@@ -83,8 +83,7 @@ def _regression_split(examples: Sequence[RawExample]) -> Split:
         value = _as_number(example.label)
         if value is None:
             raise TaskError(
-                f"{example.origin}: label {example.label!r} is not a finite number; "
-                "regression needs numeric labels"
+                f"{example.origin}: label {example.label!r} is not a finite number; regression needs numeric labels"
             )
         labels.append(value)
     return Split(texts=tuple(e.texts for e in examples), labels=tuple(labels))

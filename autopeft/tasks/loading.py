@@ -82,7 +82,10 @@ def _file_task(
         return _labelled_task(path.name, str(path.resolve()), train, dev, metric, kind)
     if suffix in (".json", ".txt"):
         if kind not in (None, TaskKind.CAUSAL_LM):
-            raise TaskError(f"{path}: a {suffix} file is a causal-LM task, not {kind}; use .csv, .tsv or .jsonl for labelled examples")
+            raise TaskError(
+                f"{path}: a {suffix} file is a causal-LM task, not {kind}; "
+                "use .csv, .tsv or .jsonl for labelled examples"
+            )
         train, dev = read_alpaca_splits(path) if suffix == ".json" else read_plain_text_splits(path)
         return Task(
             name=path.name,
@@ -128,13 +131,20 @@ def _table_folder_task(
 
 def _split_file(folder: Path, stems: Sequence[str]) -> Path:
     """The one ``{stem}.csv|.tsv|.jsonl`` file in ``folder`` for a split (e.g. train)."""
-    found = [folder / f"{stem}{suffix}" for stem in stems for suffix in TABLE_SUFFIXES if (folder / f"{stem}{suffix}").is_file()]
+    found = [
+        folder / f"{stem}{suffix}"
+        for stem in stems
+        for suffix in TABLE_SUFFIXES
+        if (folder / f"{stem}{suffix}").is_file()
+    ]
     wanted = " or ".join(f"{stem}.csv/.tsv/.jsonl" for stem in stems)
     if not found:
         present = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
         raise TaskError(f"{folder}: no {wanted} file (found: {present}); a task folder needs train and dev files")
     if len(found) > 1:
-        raise TaskError(f"{folder}: {' and '.join(p.name for p in found)} both hold the split; keep exactly one {wanted}")
+        raise TaskError(
+            f"{folder}: {' and '.join(p.name for p in found)} both hold the split; keep exactly one {wanted}"
+        )
     return found[0]
 
 
@@ -149,7 +159,9 @@ def _labelled_task(
 ) -> Task:
     """A classification or regression task; the kind is inferred from all labels unless given."""
     if kind == TaskKind.CAUSAL_LM:
-        raise TaskError(f"{source}: labelled examples cannot make a causal_lm task; give a .json Alpaca file or a .txt file")
+        raise TaskError(
+            f"{source}: labelled examples cannot make a causal_lm task; give a .json Alpaca file or a .txt file"
+        )
     kind = kind or (layout.kind if layout else infer_kind([e.label for e in (*train, *dev)]))
     train_split, dev_split, label_names = encode_splits(train, dev, kind)
     default_metric = layout.metric if layout and layout.kind == kind else METRICS_BY_KIND[kind][0]
@@ -174,6 +186,7 @@ def _checked_kind(kind: TaskKind | str | None) -> TaskKind | None:
 def _checked_metric(metric: str, kind: TaskKind, source: str) -> str:
     if metric not in METRICS_BY_KIND[kind]:
         raise TaskError(
-            f"{source}: metric {metric!r} does not apply to a {kind} task; choose one of {', '.join(METRICS_BY_KIND[kind])}"
+            f"{source}: metric {metric!r} does not apply to a {kind} task; "
+            f"choose one of {', '.join(METRICS_BY_KIND[kind])}"
         )
     return metric

@@ -10,7 +10,9 @@ import pytest
 SHARED_DATA = Path(__file__).parents[2].parent / "shared" / "data"
 
 # Words of the tiny causal-LM tokenizer; anything else becomes <unk>.
-TINY_WORDS = "### Instruction: Input: Response: say hi hello there world the a quick brown fox jumps over lazy dog".split()
+TINY_WORDS = (
+    "### Instruction: Input: Response: say hi hello there world the a quick brown fox jumps over lazy dog".split()
+)
 
 
 def shared_path(relative: str) -> Path:

@@ -86,9 +86,25 @@ def test_glue_task_source_loads_the_same_task_again():
 
 GLUE_FORMATS = {
     # folder: (header or None, {column: value per label}, label column, labels, dev file, kind, metric)
-    "CoLA": (None, ["source", "label", "original_label", "sentence"], "label", ["0", "1"], "dev.tsv", "classification", "mcc"),
+    "CoLA": (
+        None,
+        ["source", "label", "original_label", "sentence"],
+        "label",
+        ["0", "1"],
+        "dev.tsv",
+        "classification",
+        "mcc",
+    ),
     "SST-2": ("", ["sentence", "label"], "label", ["0", "1"], "dev.tsv", "classification", "accuracy"),
-    "MRPC": ("\ufeff", ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"], "Quality", ["0", "1"], "dev.tsv", "classification", "f1"),
+    "MRPC": (
+        "\ufeff",
+        ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"],
+        "Quality",
+        ["0", "1"],
+        "dev.tsv",
+        "classification",
+        "f1",
+    ),
     "STS-B": (
         "",
         ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2", "score"],
@@ -98,25 +114,71 @@ GLUE_FORMATS = {
         "regression",
         "pearson",
     ),
-    "QQP": ("", ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"], "is_duplicate", ["0", "1"], "dev.tsv", "classification", "f1"),
+    "QQP": (
+        "",
+        ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"],
+        "is_duplicate",
+        ["0", "1"],
+        "dev.tsv",
+        "classification",
+        "f1",
+    ),
     "MNLI": (
         "",
-        ["index", "promptID", "pairID", "genre", "sentence1_binary_parse", "sentence2_binary_parse", "sentence1_parse",
-         "sentence2_parse", "sentence1", "sentence2", "label1", "gold_label"],
+        [
+            "index",
+            "promptID",
+            "pairID",
+            "genre",
+            "sentence1_binary_parse",
+            "sentence2_binary_parse",
+            "sentence1_parse",
+            "sentence2_parse",
+            "sentence1",
+            "sentence2",
+            "label1",
+            "gold_label",
+        ],
         "gold_label",
         ["contradiction", "entailment", "neutral"],
         "dev_matched.tsv",
         "classification",
         "accuracy",
     ),
-    "QNLI": ("", ["index", "question", "sentence", "label"], "label", ["entailment", "not_entailment"], "dev.tsv", "classification", "accuracy"),
-    "RTE": ("", ["index", "sentence1", "sentence2", "label"], "label", ["entailment", "not_entailment"], "dev.tsv", "classification", "accuracy"),
-    "WNLI": ("", ["index", "sentence1", "sentence2", "label"], "label", ["0", "1"], "dev.tsv", "classification", "accuracy"),
+    "QNLI": (
+        "",
+        ["index", "question", "sentence", "label"],
+        "label",
+        ["entailment", "not_entailment"],
+        "dev.tsv",
+        "classification",
+        "accuracy",
+    ),
+    "RTE": (
+        "",
+        ["index", "sentence1", "sentence2", "label"],
+        "label",
+        ["entailment", "not_entailment"],
+        "dev.tsv",
+        "classification",
+        "accuracy",
+    ),
+    "WNLI": (
+        "",
+        ["index", "sentence1", "sentence2", "label"],
+        "label",
+        ["0", "1"],
+        "dev.tsv",
+        "classification",
+        "accuracy",
+    ),
 }
 TEXT_COLUMNS = {"sentence", "#1 String", "#2 String", "sentence1", "sentence2", "question", "question1", "question2"}
 
 
-def write_glue_file(path: Path, header_prefix: str | None, columns: list[str], label_column: str, labels: list[str]) -> None:
+def write_glue_file(
+    path: Path, header_prefix: str | None, columns: list[str], label_column: str, labels: list[str]
+) -> None:
     lines = [] if header_prefix is None else [header_prefix + "\t".join(columns)]
     for row in range(6):
         fields = {c: f'{c} text "{row}"' if c in TEXT_COLUMNS else "7" for c in columns}
@@ -202,7 +264,10 @@ def test_single_file_holdout_depends_on_nothing_but_the_file(tmp_path):
 def test_jsonl_folder_with_validation_file_and_sentence_pairs(tmp_path):
     def records(n, offset):
         return "".join(
-            json.dumps({"sentence1": f"premise {i}", "sentence2": f"hypothesis {i}", "label": ["yes", "no", "maybe"][i % 3]}) + "\n"
+            json.dumps(
+                {"sentence1": f"premise {i}", "sentence2": f"hypothesis {i}", "label": ["yes", "no", "maybe"][i % 3]}
+            )
+            + "\n"
             for i in range(offset, offset + n)
         )
 
@@ -254,7 +319,7 @@ def test_split_subset_is_deterministic_and_without_replacement():
     subset = split.subset(10, seed=3)
     assert len(subset) == 10 and len(set(subset.texts)) == 10
     assert subset == split.subset(10, seed=3) != split.subset(10, seed=4)
-    assert all(text == (f"t{label}",) for text, label in zip(subset.texts, subset.labels))
+    assert all(text == (f"t{label}",) for text, label in zip(subset.texts, subset.labels, strict=True))
     assert split.subset(50, seed=0) is split and split.subset(80, seed=0) is split
 
 
@@ -291,7 +356,8 @@ def test_dev_label_unseen_in_train_names_file_and_line(tmp_path):
     write(tmp_path / "task" / "dev.tsv", "sentence\tlabel\nfine\t1\nodd one\t7\n")
     message = task_error(tmp_path / "task")
     assert message == (
-        f"{tmp_path / 'task' / 'dev.tsv'}: line 3: label '7' does not occur in the training data (training labels: 0, 1)"
+        f"{tmp_path / 'task' / 'dev.tsv'}: line 3: label '7' does not occur in the training data "
+        "(training labels: 0, 1)"
     )
 
 
@@ -330,7 +396,10 @@ def test_empty_label_and_single_class(tmp_path):
 
 def test_regression_needs_numeric_labels(tmp_path):
     path = write(tmp_path / "t.tsv", "sentence\tlabel\n" + "a\t0.5\n" * 9 + "b\thigh\n")
-    assert task_error(path, kind="regression") == f"{path}: line 11: label 'high' is not a finite number; regression needs numeric labels"
+    assert (
+        task_error(path, kind="regression")
+        == f"{path}: line 11: label 'high' is not a finite number; regression needs numeric labels"
+    )
 
 
 def test_folder_without_split_files_lists_what_it_holds(tmp_path):
@@ -369,8 +438,13 @@ def test_missing_local_path_is_not_sent_to_the_hub(source):
 
 def test_metric_must_fit_the_kind_and_kind_must_exist(tmp_path):
     path = write(tmp_path / "t.tsv", binary_tsv(20))
-    assert "metric 'pearson' does not apply to a classification task; choose one of accuracy, f1, mcc" in task_error(path, metric="pearson")
-    assert task_error(path, kind="ranking") == "unknown task kind 'ranking'; expected one of classification, regression, causal_lm"
+    assert "metric 'pearson' does not apply to a classification task; choose one of accuracy, f1, mcc" in task_error(
+        path, metric="pearson"
+    )
+    assert (
+        task_error(path, kind="ranking")
+        == "unknown task kind 'ranking'; expected one of classification, regression, causal_lm"
+    )
     assert "cannot make a causal_lm task" in task_error(path, kind="causal_lm")
 
 
@@ -386,8 +460,10 @@ def test_alpaca_demo_becomes_prompt_response_pairs():
     pairs = set(task.train.texts) | set(task.dev.texts)
     assert len(pairs) == len({(r["instruction"], r["input"], r["output"]) for r in records})
     with_input = next(r for r in records if r["input"])
-    prompt, response = next(p for p in pairs if p[1] == with_input["output"])
-    assert prompt.endswith(f"### Instruction:\n{with_input['instruction']}\n\n### Input:\n{with_input['input']}\n\n### Response:\n")
+    prompt, _ = next(p for p in pairs if p[1] == with_input["output"])
+    assert prompt.endswith(
+        f"### Instruction:\n{with_input['instruction']}\n\n### Input:\n{with_input['input']}\n\n### Response:\n"
+    )
     without_input = next(r for r in records if not r["input"])
     prompt, _ = next(p for p in pairs if p[1] == without_input["output"])
     assert "### Input:" not in prompt and prompt.endswith(f"{without_input['instruction']}\n\n### Response:\n")
@@ -412,7 +488,7 @@ def test_plain_text_is_chunked_with_the_last_tenth_as_dev():
     assert "".join(chunks) == text
     assert all(len(c) <= CHUNK_CHARS and c.endswith("\n") for c in chunks)
     assert len(task.dev) == round(len(chunks) / 10)
-    assert "".join(t[0] for t in task.dev.texts) == text[-sum(len(t[0]) for t in task.dev.texts):]
+    assert "".join(t[0] for t in task.dev.texts) == text[-sum(len(t[0]) for t in task.dev.texts) :]
 
 
 def test_chunk_text_cuts_at_lines_and_splits_overlong_lines():
@@ -433,7 +509,9 @@ def test_hub_name_fails_fast_when_unreachable():
     started = time.monotonic()
     message = task_error("autopeft-tests/no-such-dataset:default")
     assert time.monotonic() - started < 15
-    assert message.startswith("autopeft-tests/no-such-dataset:default: ") and "local path" in message and "hub" in message
+    assert (
+        message.startswith("autopeft-tests/no-such-dataset:default: ") and "local path" in message and "hub" in message
+    )
 
 
 def test_hub_name_fails_fast_at_a_dead_endpoint(monkeypatch):
@@ -445,7 +523,9 @@ def test_hub_name_fails_fast_at_a_dead_endpoint(monkeypatch):
     started = time.monotonic()
     message = task_error("nyu-mll/glue:sst2")
     assert time.monotonic() - started < 15
-    assert message.startswith("nyu-mll/glue:sst2: neither a local path nor reachable on the hub (http://127.0.0.1:9 is not reachable")
+    assert message.startswith(
+        "nyu-mll/glue:sst2: neither a local path nor reachable on the hub (http://127.0.0.1:9 is not reachable"
+    )
 
 
 def test_hub_name_fails_fast_in_offline_mode(monkeypatch):
@@ -459,14 +539,18 @@ def test_hub_name_fails_fast_in_offline_mode(monkeypatch):
 def fake_hub(monkeypatch, splits: dict):
     import datasets
 
-    dataset_dict = datasets.DatasetDict({name: datasets.Dataset.from_dict(*columns) for name, columns in splits.items()})
+    dataset_dict = datasets.DatasetDict(
+        {name: datasets.Dataset.from_dict(*columns) for name, columns in splits.items()}
+    )
     monkeypatch.setattr("autopeft.tasks.hub._download", lambda name, config, source: dataset_dict)
 
 
 def test_hub_class_labels_become_label_names(monkeypatch):
     import datasets
 
-    features = datasets.Features({"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=["negative", "positive"])})
+    features = datasets.Features(
+        {"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=["negative", "positive"])}
+    )
     fake_hub(
         monkeypatch,
         {
@@ -476,7 +560,11 @@ def test_hub_class_labels_become_label_names(monkeypatch):
         },
     )
     task = load_task("someone/reviews")
-    assert (task.name, task.source, task.label_names) == ("someone/reviews", "someone/reviews", ("negative", "positive"))
+    assert (task.name, task.source, task.label_names) == (
+        "someone/reviews",
+        "someone/reviews",
+        ("negative", "positive"),
+    )
     assert task.train.texts == (("good",), ("bad",), ("fine",)) and task.train.labels == (1, 0, 1)
     assert task.dev.labels == (1,)
 
@@ -485,8 +573,11 @@ def test_hub_glue_uses_glue_columns_and_the_matched_dev_split(monkeypatch):
     import datasets
 
     features = datasets.Features(
-        {"premise": datasets.Value("string"), "hypothesis": datasets.Value("string"),
-         "label": datasets.ClassLabel(names=["entailment", "neutral", "contradiction"])}
+        {
+            "premise": datasets.Value("string"),
+            "hypothesis": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=["entailment", "neutral", "contradiction"]),
+        }
     )
     columns = {"premise": ["p0", "p1", "p2"], "hypothesis": ["h0", "h1", "h2"], "label": [0, 1, 2]}
     fake_hub(monkeypatch, {"train": (columns, features), "validation_matched": (columns, features)})
@@ -502,7 +593,8 @@ def test_hub_dataset_without_validation_split(monkeypatch):
     features = datasets.Features({"text": datasets.Value("string"), "label": datasets.Value("int64")})
     fake_hub(monkeypatch, {"train": ({"text": ["a", "b"], "label": [0, 1]}, features)})
     assert task_error("someone/data") == (
-        "someone/data: the dataset has no 'validation' split (splits: train); autopeft trains on 'train' and scores on 'validation'"
+        "someone/data: the dataset has no 'validation' split (splits: train); "
+        "autopeft trains on 'train' and scores on 'validation'"
     )
 
 
@@ -517,8 +609,12 @@ def test_hub_name_fails_fast_when_offline_mode_is_set_from_the_start(tmp_path):
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": python_path}
     script = "from autopeft.tasks import load_task\nload_task('nyu-mll/glue:sst2')"
     started = time.monotonic()
-    finished = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=60)
+    finished = subprocess.run(
+        [sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=60
+    )
     assert time.monotonic() - started < 15
     assert finished.returncode != 0
     last_line = finished.stderr.strip().splitlines()[-1]
-    assert last_line.startswith("autopeft.errors.TaskError: nyu-mll/glue:sst2: neither a local path nor reachable on the hub")
+    assert last_line.startswith(
+        "autopeft.errors.TaskError: nyu-mll/glue:sst2: neither a local path nor reachable on the hub"
+    )

@@ -72,7 +72,9 @@ def test_diverged_regression_gets_the_worst_defined_scores():
 
 
 def test_causal_lm_perplexity_is_exp_of_the_mean_token_loss():
-    assert evaluate_predictions("causal_lm", None, None, loss=math.log(4.0)) == pytest.approx({"loss": math.log(4.0), "perplexity": 4.0})
+    assert evaluate_predictions("causal_lm", None, None, loss=math.log(4.0)) == pytest.approx(
+        {"loss": math.log(4.0), "perplexity": 4.0}
+    )
     assert evaluate_predictions("causal_lm", None, None, loss=1000.0)["perplexity"] == math.inf
     assert evaluate_predictions("causal_lm", None, None, loss=math.nan) == {"loss": math.inf, "perplexity": math.inf}
     with pytest.raises(ValueError, match="loss"):
@@ -88,8 +90,14 @@ def test_mismatched_or_empty_inputs_are_programming_errors():
 
 def test_every_reported_metric_has_a_goal():
     assert METRIC_GOALS == {
-        "accuracy": "max", "f1": "max", "mcc": "max", "pearson": "max", "spearman": "max",
-        "mse": "min", "loss": "min", "perplexity": "min",
+        "accuracy": "max",
+        "f1": "max",
+        "mcc": "max",
+        "pearson": "max",
+        "spearman": "max",
+        "mse": "min",
+        "loss": "min",
+        "perplexity": "min",
     }
     reported = {
         TaskKind.CLASSIFICATION: evaluate_predictions("classification", [0, 1], [0, 1]),

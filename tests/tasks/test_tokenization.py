@@ -24,7 +24,7 @@ def test_single_sentences_batch_with_dynamic_padding(minilm_tokenizer):
     assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "labels"}
     assert batch["input_ids"].shape == (2, max(lengths)) and batch["input_ids"].dtype == torch.long
     assert batch["attention_mask"].sum(dim=1).tolist() == lengths
-    assert batch["input_ids"][0, lengths[0]:].tolist() == [minilm_tokenizer.pad_token_id] * (max(lengths) - lengths[0])
+    assert batch["input_ids"][0, lengths[0] :].tolist() == [minilm_tokenizer.pad_token_id] * (max(lengths) - lengths[0])
     assert batch["token_type_ids"].eq(0).all()
     assert batch["labels"].tolist() == [0, 1] and batch["labels"].dtype == torch.long
     # A batch pads only to its own longest example.
