@@ -72,33 +72,48 @@ def _file_task(
 ) -> Task:
     suffix = path.suffix.lower()
     if suffix in TABLE_SUFFIXES:
-        table = read_table(path)
-        text_columns, label_column = infer_columns(table.columns, str(path), text_columns, label_column)
-        examples = examples_from_table(table, text_columns, label_column)
-        kind = kind or infer_kind([e.label for e in examples])
-        strata = [e.label.strip() for e in examples] if kind == TaskKind.CLASSIFICATION else None
-        train_rows, dev_rows = split_off_dev(len(examples), str(path), strata)
-        train, dev = [examples[i] for i in train_rows], [examples[i] for i in dev_rows]
-        return _labelled_task(path.name, str(path.resolve()), train, dev, metric, kind)
+        return _table_file_task(path, text_columns, label_column, metric, kind)
     if suffix in (".json", ".txt"):
-        if kind not in (None, TaskKind.CAUSAL_LM):
+        if text_columns is not None or label_column is not None:
             raise TaskError(
-                f"{path}: a {suffix} file is a causal-LM task, not {kind}; "
-                "use .csv, .tsv or .jsonl for labelled examples"
+                f"{path}: a {suffix} file is a causal-LM task; --text-columns and --label-column do not apply"
             )
-        train, dev = read_alpaca_splits(path) if suffix == ".json" else read_plain_text_splits(path)
-        return Task(
-            name=path.name,
-            kind=TaskKind.CAUSAL_LM,
-            train=train,
-            dev=dev,
-            label_names=(),
-            metric=_checked_metric(metric or "loss", TaskKind.CAUSAL_LM, str(path)),
-            source=str(path.resolve()),
-        )
+        return _language_model_task(path, metric, kind)
     raise TaskError(
         f"{path}: unsupported file type {suffix or '(none)'!r}; expected .csv, .tsv or .jsonl (labelled examples), "
         ".json (Alpaca instructions) or .txt (plain text)"
+    )
+
+
+def _table_file_task(
+    path: Path, text_columns: Sequence[str] | None, label_column: str | None, metric: str | None, kind: TaskKind | None
+) -> Task:
+    """One labelled file: a seeded 10% is held out as dev, per class for classification."""
+    table = read_table(path)
+    text_columns, label_column = infer_columns(table.columns, str(path), text_columns, label_column)
+    examples = examples_from_table(table, text_columns, label_column)
+    kind = kind or infer_kind([e.label for e in examples])
+    strata = [e.label.strip() for e in examples] if kind == TaskKind.CLASSIFICATION else None
+    train_rows, dev_rows = split_off_dev(len(examples), str(path), strata)
+    train, dev = [examples[i] for i in train_rows], [examples[i] for i in dev_rows]
+    return _labelled_task(path.name, str(path.resolve()), train, dev, metric, kind)
+
+
+def _language_model_task(path: Path, metric: str | None, kind: TaskKind | None) -> Task:
+    if kind not in (None, TaskKind.CAUSAL_LM):
+        raise TaskError(
+            f"{path}: a {path.suffix} file is a causal-LM task, not {kind}; "
+            "use .csv, .tsv or .jsonl for labelled examples"
+        )
+    train, dev = read_alpaca_splits(path) if path.suffix.lower() == ".json" else read_plain_text_splits(path)
+    return Task(
+        name=path.name,
+        kind=TaskKind.CAUSAL_LM,
+        train=train,
+        dev=dev,
+        label_names=(),
+        metric=_checked_metric(metric or "loss", TaskKind.CAUSAL_LM, str(path)),
+        source=str(path.resolve()),
     )
 
 

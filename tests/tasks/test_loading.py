@@ -618,3 +618,10 @@ def test_hub_name_fails_fast_when_offline_mode_is_set_from_the_start(tmp_path):
     assert last_line.startswith(
         "autopeft.errors.TaskError: nyu-mll/glue:sst2: neither a local path nor reachable on the hub"
     )
+
+
+def test_columns_do_not_apply_to_language_model_files(tmp_path):
+    path = write(tmp_path / "corpus.txt", "a line\n" * 1000)
+    assert task_error(path, label_column="label") == (
+        f"{path}: a .txt file is a causal-LM task; --text-columns and --label-column do not apply"
+    )
