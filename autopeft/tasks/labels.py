@@ -41,7 +41,7 @@ def encode_splits(
 ) -> tuple[Split, Split, tuple[str, ...]]:
     """Turn raw train and dev examples into splits; returns (train, dev, label_names).
 
-    Classification label names come from train only (sorted numerically when all are integers,
+    Classification label names come from train only (sorted numerically when all are numbers,
     else alphabetically); a dev label unseen in train is an error, as is a single class.
     """
     if kind == TaskKind.REGRESSION:

@@ -146,6 +146,8 @@ def _parse_delimited(path: Path, text: str, column_names: Sequence[str] | None) 
             rows.append((f"line {reader.line_num}", dict(zip(columns, fields, strict=True))))
     except csv.Error as error:
         raise TaskError(f"{path}: line {reader.line_num} cannot be parsed ({error})") from None
+    if columns is None:
+        raise TaskError(f"{path}: no header row; expected column names on the first line")
     return Table(path=path, columns=columns, rows=tuple(rows))
 
 

@@ -625,3 +625,11 @@ def test_columns_do_not_apply_to_language_model_files(tmp_path):
     assert task_error(path, label_column="label") == (
         f"{path}: a .txt file is a causal-LM task; --text-columns and --label-column do not apply"
     )
+
+
+def test_windows_line_endings_and_a_csv_without_header(tmp_path):
+    path = write(tmp_path / "crlf.tsv", "sentence\tlabel\r\n" + "".join(f"row {i}\t{i % 2}\r\n" for i in range(20)))
+    task = load_task(str(path))
+    assert {t for (t,) in task.train.texts + task.dev.texts} == {f"row {i}" for i in range(20)}
+    path = write(tmp_path / "blank.csv", ",,\n,,\n")
+    assert task_error(path) == f"{path}: no header row; expected column names on the first line"
