@@ -15,12 +15,17 @@ TINY_WORDS = (
 )
 
 
-def shared_path(relative: str) -> Path:
-    """A file or folder of the shared offline data, or a skip when this checkout has none."""
-    path = SHARED_DATA / relative
-    if not path.exists():
-        pytest.skip(f"shared data {path} is absent (it lives beside the repository in shared/data)")
-    return path
+@pytest.fixture
+def shared_path():
+    """``shared_path("glue/RTE")``: a file or folder of the shared offline data, or a skip without it."""
+
+    def locate(relative: str) -> Path:
+        path = SHARED_DATA / relative
+        if not path.exists():
+            pytest.skip(f"shared data {path} is absent (it lives beside the repository in shared/data)")
+        return path
+
+    return locate
 
 
 @pytest.fixture(scope="session")

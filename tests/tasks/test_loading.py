@@ -13,8 +13,6 @@ from autopeft.errors import TaskError
 from autopeft.tasks import Split, Task, TaskKind, load_task
 from autopeft.tasks.language_modeling import CHUNK_CHARS, chunk_text
 
-from .conftest import shared_path
-
 
 def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,7 +40,7 @@ def binary_tsv(rows: int, offset: int = 0) -> str:
 # --- the real GLUE folders ------------------------------------------------------------------
 
 
-def test_sst2_loads_as_published():
+def test_sst2_loads_as_published(shared_path):
     task = load_task(str(shared_path("glue/SST-2")))
     assert (task.name, task.kind, task.metric, task.num_labels) == ("SST-2", TaskKind.CLASSIFICATION, "accuracy", 2)
     assert (len(task.train), len(task.dev)) == (67_349, 872)
@@ -54,7 +52,7 @@ def test_sst2_loads_as_published():
     assert task.dev.texts[0] == ("it 's a charming and often affecting journey .",)
 
 
-def test_rte_loads_sentence_pairs_with_string_labels():
+def test_rte_loads_sentence_pairs_with_string_labels(shared_path):
     task = load_task(str(shared_path("glue/RTE")))
     assert (task.name, task.metric, len(task.train), len(task.dev)) == ("RTE", "accuracy", 2_490, 277)
     assert task.label_names == ("entailment", "not_entailment")
@@ -67,7 +65,7 @@ def test_rte_loads_sentence_pairs_with_string_labels():
     assert task.label_names[task.train.labels[0]] == "not_entailment"
 
 
-def test_mrpc_loads_despite_bom_and_keeps_quotes_literal():
+def test_mrpc_loads_despite_bom_and_keeps_quotes_literal(shared_path):
     task = load_task(str(shared_path("glue/MRPC")))
     assert (task.name, task.metric, len(task.train), len(task.dev)) == ("MRPC", "f1", 3_668, 408)
     assert label_counts(task, task.train) == {"1": 2_474, "0": 1_194}
@@ -77,7 +75,7 @@ def test_mrpc_loads_despite_bom_and_keeps_quotes_literal():
     assert second_sentence.startswith('Referring to him as only "the witness"')
 
 
-def test_glue_task_source_loads_the_same_task_again():
+def test_glue_task_source_loads_the_same_task_again(shared_path):
     task = load_task(str(shared_path("glue/RTE")))
     assert load_task(task.source) == task
 
@@ -451,7 +449,7 @@ def test_metric_must_fit_the_kind_and_kind_must_exist(tmp_path):
 # --- causal-LM data ----------------------------------------------------------------------------
 
 
-def test_alpaca_demo_becomes_prompt_response_pairs():
+def test_alpaca_demo_becomes_prompt_response_pairs(shared_path):
     path = shared_path("instruct/alpaca_en_demo.json")
     records = json.loads(path.read_text(encoding="utf-8"))
     task = load_task(str(path))
@@ -479,7 +477,7 @@ def test_alpaca_errors_name_the_record(tmp_path):
     assert "is a causal-LM task, not classification" in task_error(path, kind="classification")
 
 
-def test_plain_text_is_chunked_with_the_last_tenth_as_dev():
+def test_plain_text_is_chunked_with_the_last_tenth_as_dev(shared_path):
     path = shared_path("lm/tinyshakespeare.txt")
     text = path.read_text(encoding="utf-8")
     task = load_task(str(path))
