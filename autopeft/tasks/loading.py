@@ -61,10 +61,21 @@ def load_task(
         return _table_folder_task(path, path.name, str(path.resolve()), text_columns, label_column, metric, kind)
     if path.is_file():
         return _file_task(path, text_columns, label_column, metric, kind)
-    if path.suffix.lower() in (*TABLE_SUFFIXES, ".json", ".txt") or not looks_like_hub_id(source):
+    if _names_a_local_path(source, path):
         raise TaskError(f"task folder not found: {source} (no such file or folder)")
     train, dev, layout = read_hub_examples(source, text_columns, label_column)
     return _labelled_task(source, source, train, dev, metric, kind, layout)
+
+
+def _names_a_local_path(source: str, path: Path) -> bool:
+    """Whether a source that does not exist was meant as a path, so the hub is not asked.
+
+    Hub ids look like ``name`` or ``owner/name[:config]``; anything else, a data-file suffix,
+    or an ``owner`` that is an existing local folder (``data/mytask``) means a path.
+    """
+    if path.suffix.lower() in (*TABLE_SUFFIXES, ".json", ".txt") or not looks_like_hub_id(source):
+        return True
+    return "/" in source and path.parent.is_dir()
 
 
 def _file_task(

@@ -631,3 +631,9 @@ def test_windows_line_endings_and_a_csv_without_header(tmp_path):
     assert {t for (t,) in task.train.texts + task.dev.texts} == {f"row {i}" for i in range(20)}
     path = write(tmp_path / "blank.csv", ",,\n,,\n")
     assert task_error(path) == f"{path}: no header row; expected column names on the first line"
+
+
+def test_missing_folder_under_an_existing_local_folder_is_a_path(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert task_error("data/mytask") == "task folder not found: data/mytask (no such file or folder)"
