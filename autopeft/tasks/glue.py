@@ -73,7 +73,10 @@ GLUE_LAYOUTS: dict[str, GlueLayout] = {
         hub_dev_split="validation_matched",
     ),
     "qnli": GlueLayout(
-        name="QNLI", text_columns=("question", "sentence"), label_column="label", hub_text_columns=("question", "sentence")
+        name="QNLI",
+        text_columns=("question", "sentence"),
+        label_column="label",
+        hub_text_columns=("question", "sentence"),
     ),
     "rte": GlueLayout(name="RTE", text_columns=_PAIR, label_column="label", hub_text_columns=_PAIR),
     "wnli": GlueLayout(name="WNLI", text_columns=_PAIR, label_column="label", hub_text_columns=_PAIR),

@@ -12,9 +12,7 @@ HOLDOUT_FRACTION = 0.1
 HOLDOUT_SEED = 0
 
 
-def split_off_dev(
-    count: int, source: str, strata: Sequence[Hashable] | None = None
-) -> tuple[list[int], list[int]]:
+def split_off_dev(count: int, source: str, strata: Sequence[Hashable] | None = None) -> tuple[list[int], list[int]]:
     """Indices (train, dev) for ``count`` rows: a seeded random 10% is held out as dev.
 
     With ``strata`` (one key per row, e.g. the class label) 10% of each stratum is held out,

@@ -19,6 +19,8 @@ from autopeft.tasks.tables import check_columns, infer_columns, text_value
 
 PROBE_TIMEOUT_S = 3.0
 
+_OFFLINE = "offline mode is on: HF_HUB_OFFLINE or HF_DATASETS_OFFLINE is set"
+
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?(:[\w.-]+)?")
 
 
@@ -73,7 +75,7 @@ def _examples(dataset, where: str, text_columns: tuple[str, ...], label_column: 
             RawExample(
                 texts=tuple(
                     text_value(column[row], f"{where}: {position}", name).strip()
-                    for name, column in zip(text_columns, columns)
+                    for name, column in zip(text_columns, columns, strict=True)
                 ),
                 label=text_value(label, f"{where}: {position}", label_column),
                 source=where,
@@ -87,23 +89,24 @@ def _download(dataset_name: str, config: str | None, source: str):
     """The ``datasets.DatasetDict``, or a one-line TaskError within seconds when unavailable."""
     import datasets  # imported here: it takes a second, and most tasks are local
 
-    if datasets.config.HF_HUB_OFFLINE:
-        pass  # datasets reads only its local cache, which answers at once
-    elif _offline_mode_in_environment():
+    offline = bool(datasets.config.HF_HUB_OFFLINE)  # then datasets reads only its cache, at once
+    if not offline and _offline_mode_in_environment():
         # Offline mode was switched on after `datasets` read its settings at import, so it
         # would still go online and retry; refuse instead of hanging.
-        raise TaskError(_unreachable(source, "offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)"))
-    else:
+        raise TaskError(_unreachable(source, _OFFLINE))
+    if not offline:
         reason = _hub_unreachable_reason()
         if reason:
             raise TaskError(_unreachable(source, reason))
     try:
         return datasets.load_dataset(dataset_name, config)
     except Exception as error:  # datasets raises many types for a wrong name, config or cache miss
-        detail = " ".join(str(error).split())[:300]
-        raise TaskError(
-            f"{source}: not a local path, and the hub could not load it ({type(error).__name__}: {detail})"
-        ) from None
+        detail = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+        if offline:
+            raise TaskError(
+                _unreachable(source, f"{_OFFLINE} and the local datasets cache lacks it; {detail}")
+            ) from None
+        raise TaskError(f"{source}: not a local path, and the hub could not load it ({detail})") from None
 
 
 def _unreachable(source: str, reason: str) -> str:

@@ -41,7 +41,7 @@ def encode_splits(
 ) -> tuple[Split, Split, tuple[str, ...]]:
     """Turn raw train and dev examples into splits; returns (train, dev, label_names).
 
-    Classification label names come from train only (sorted numerically when all are integers,
+    Classification label names come from train only (sorted numerically when all are numbers,
     else alphabetically); a dev label unseen in train is an error, as is a single class.
     """
     if kind == TaskKind.REGRESSION:
@@ -83,8 +83,7 @@ def _regression_split(examples: Sequence[RawExample]) -> Split:
         value = _as_number(example.label)
         if value is None:
             raise TaskError(
-                f"{example.origin}: label {example.label!r} is not a finite number; "
-                "regression needs numeric labels"
+                f"{example.origin}: label {example.label!r} is not a finite number; regression needs numeric labels"
             )
         labels.append(value)
     return Split(texts=tuple(e.texts for e in examples), labels=tuple(labels))

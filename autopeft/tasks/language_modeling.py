@@ -103,7 +103,10 @@ def _read_json_list(path: Path) -> list:
 
 def _alpaca_example(path: Path, number: int, record: object) -> tuple[str, str]:
     if not isinstance(record, dict):
-        raise TaskError(f"{path}: record {number} is a JSON {type(record).__name__}; expected an object with instruction, input, output")
+        raise TaskError(
+            f"{path}: record {number} is a JSON {type(record).__name__}; "
+            "expected an object with instruction, input, output"
+        )
     for key, required in (("instruction", True), ("input", False), ("output", True)):
         value = record.get(key, None if required else "")
         if not isinstance(value, str) or (required and not value.strip()):

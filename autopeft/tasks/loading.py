@@ -61,10 +61,21 @@ def load_task(
         return _table_folder_task(path, path.name, str(path.resolve()), text_columns, label_column, metric, kind)
     if path.is_file():
         return _file_task(path, text_columns, label_column, metric, kind)
-    if path.suffix.lower() in (*TABLE_SUFFIXES, ".json", ".txt") or not looks_like_hub_id(source):
+    if _names_a_local_path(source, path):
         raise TaskError(f"task folder not found: {source} (no such file or folder)")
     train, dev, layout = read_hub_examples(source, text_columns, label_column)
     return _labelled_task(source, source, train, dev, metric, kind, layout)
+
+
+def _names_a_local_path(source: str, path: Path) -> bool:
+    """Whether a source that does not exist was meant as a path, so the hub is not asked.
+
+    Hub ids look like ``name`` or ``owner/name[:config]``; anything else, a data-file suffix,
+    or an ``owner`` that is an existing local folder (``data/mytask``) means a path.
+    """
+    if path.suffix.lower() in (*TABLE_SUFFIXES, ".json", ".txt") or not looks_like_hub_id(source):
+        return True
+    return "/" in source and path.parent.is_dir()
 
 
 def _file_task(
@@ -72,30 +83,48 @@ def _file_task(
 ) -> Task:
     suffix = path.suffix.lower()
     if suffix in TABLE_SUFFIXES:
-        table = read_table(path)
-        text_columns, label_column = infer_columns(table.columns, str(path), text_columns, label_column)
-        examples = examples_from_table(table, text_columns, label_column)
-        kind = kind or infer_kind([e.label for e in examples])
-        strata = [e.label.strip() for e in examples] if kind == TaskKind.CLASSIFICATION else None
-        train_rows, dev_rows = split_off_dev(len(examples), str(path), strata)
-        train, dev = [examples[i] for i in train_rows], [examples[i] for i in dev_rows]
-        return _labelled_task(path.name, str(path.resolve()), train, dev, metric, kind)
+        return _table_file_task(path, text_columns, label_column, metric, kind)
     if suffix in (".json", ".txt"):
-        if kind not in (None, TaskKind.CAUSAL_LM):
-            raise TaskError(f"{path}: a {suffix} file is a causal-LM task, not {kind}; use .csv, .tsv or .jsonl for labelled examples")
-        train, dev = read_alpaca_splits(path) if suffix == ".json" else read_plain_text_splits(path)
-        return Task(
-            name=path.name,
-            kind=TaskKind.CAUSAL_LM,
-            train=train,
-            dev=dev,
-            label_names=(),
-            metric=_checked_metric(metric or "loss", TaskKind.CAUSAL_LM, str(path)),
-            source=str(path.resolve()),
-        )
+        if text_columns is not None or label_column is not None:
+            raise TaskError(
+                f"{path}: a {suffix} file is a causal-LM task; --text-columns and --label-column do not apply"
+            )
+        return _language_model_task(path, metric, kind)
     raise TaskError(
         f"{path}: unsupported file type {suffix or '(none)'!r}; expected .csv, .tsv or .jsonl (labelled examples), "
         ".json (Alpaca instructions) or .txt (plain text)"
+    )
+
+
+def _table_file_task(
+    path: Path, text_columns: Sequence[str] | None, label_column: str | None, metric: str | None, kind: TaskKind | None
+) -> Task:
+    """One labelled file: a seeded 10% is held out as dev, per class for classification."""
+    table = read_table(path)
+    text_columns, label_column = infer_columns(table.columns, str(path), text_columns, label_column)
+    examples = examples_from_table(table, text_columns, label_column)
+    kind = kind or infer_kind([e.label for e in examples])
+    strata = [e.label.strip() for e in examples] if kind == TaskKind.CLASSIFICATION else None
+    train_rows, dev_rows = split_off_dev(len(examples), str(path), strata)
+    train, dev = [examples[i] for i in train_rows], [examples[i] for i in dev_rows]
+    return _labelled_task(path.name, str(path.resolve()), train, dev, metric, kind)
+
+
+def _language_model_task(path: Path, metric: str | None, kind: TaskKind | None) -> Task:
+    if kind not in (None, TaskKind.CAUSAL_LM):
+        raise TaskError(
+            f"{path}: a {path.suffix} file is a causal-LM task, not {kind}; "
+            "use .csv, .tsv or .jsonl for labelled examples"
+        )
+    train, dev = read_alpaca_splits(path) if path.suffix.lower() == ".json" else read_plain_text_splits(path)
+    return Task(
+        name=path.name,
+        kind=TaskKind.CAUSAL_LM,
+        train=train,
+        dev=dev,
+        label_names=(),
+        metric=_checked_metric(metric or "loss", TaskKind.CAUSAL_LM, str(path)),
+        source=str(path.resolve()),
     )
 
 
@@ -128,13 +157,20 @@ def _table_folder_task(
 
 def _split_file(folder: Path, stems: Sequence[str]) -> Path:
     """The one ``{stem}.csv|.tsv|.jsonl`` file in ``folder`` for a split (e.g. train)."""
-    found = [folder / f"{stem}{suffix}" for stem in stems for suffix in TABLE_SUFFIXES if (folder / f"{stem}{suffix}").is_file()]
+    found = [
+        folder / f"{stem}{suffix}"
+        for stem in stems
+        for suffix in TABLE_SUFFIXES
+        if (folder / f"{stem}{suffix}").is_file()
+    ]
     wanted = " or ".join(f"{stem}.csv/.tsv/.jsonl" for stem in stems)
     if not found:
         present = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
         raise TaskError(f"{folder}: no {wanted} file (found: {present}); a task folder needs train and dev files")
     if len(found) > 1:
-        raise TaskError(f"{folder}: {' and '.join(p.name for p in found)} both hold the split; keep exactly one {wanted}")
+        raise TaskError(
+            f"{folder}: {' and '.join(p.name for p in found)} both hold the split; keep exactly one {wanted}"
+        )
     return found[0]
 
 
@@ -149,7 +185,9 @@ def _labelled_task(
 ) -> Task:
     """A classification or regression task; the kind is inferred from all labels unless given."""
     if kind == TaskKind.CAUSAL_LM:
-        raise TaskError(f"{source}: labelled examples cannot make a causal_lm task; give a .json Alpaca file or a .txt file")
+        raise TaskError(
+            f"{source}: labelled examples cannot make a causal_lm task; give a .json Alpaca file or a .txt file"
+        )
     kind = kind or (layout.kind if layout else infer_kind([e.label for e in (*train, *dev)]))
     train_split, dev_split, label_names = encode_splits(train, dev, kind)
     default_metric = layout.metric if layout and layout.kind == kind else METRICS_BY_KIND[kind][0]
@@ -174,6 +212,7 @@ def _checked_kind(kind: TaskKind | str | None) -> TaskKind | None:
 def _checked_metric(metric: str, kind: TaskKind, source: str) -> str:
     if metric not in METRICS_BY_KIND[kind]:
         raise TaskError(
-            f"{source}: metric {metric!r} does not apply to a {kind} task; choose one of {', '.join(METRICS_BY_KIND[kind])}"
+            f"{source}: metric {metric!r} does not apply to a {kind} task; "
+            f"choose one of {', '.join(METRICS_BY_KIND[kind])}"
         )
     return metric

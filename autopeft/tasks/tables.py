@@ -143,9 +143,11 @@ def _parse_delimited(path: Path, text: str, column_names: Sequence[str] | None) 
                     f"{path}: line {reader.line_num} has {len(fields)} fields, "
                     f"expected {len(columns)} ({', '.join(columns)})"
                 )
-            rows.append((f"line {reader.line_num}", dict(zip(columns, fields))))
+            rows.append((f"line {reader.line_num}", dict(zip(columns, fields, strict=True))))
     except csv.Error as error:
         raise TaskError(f"{path}: line {reader.line_num} cannot be parsed ({error})") from None
+    if columns is None:
+        raise TaskError(f"{path}: no header row; expected column names on the first line")
     return Table(path=path, columns=columns, rows=tuple(rows))
 
 
@@ -166,9 +168,13 @@ def _parse_jsonl(path: Path, text: str) -> Table:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            raise TaskError(f"{path}: line {number} is not valid JSON ({error.msg}); expected one JSON object per line") from None
+            raise TaskError(
+                f"{path}: line {number} is not valid JSON ({error.msg}); expected one JSON object per line"
+            ) from None
         if not isinstance(record, dict):
-            raise TaskError(f"{path}: line {number} is a JSON {type(record).__name__}; expected one JSON object per line")
+            raise TaskError(
+                f"{path}: line {number} is a JSON {type(record).__name__}; expected one JSON object per line"
+            )
         columns.update(dict.fromkeys(record))
         rows.append((f"line {number}", record))
     return Table(path=path, columns=tuple(columns), rows=tuple(rows))

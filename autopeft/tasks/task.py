@@ -55,7 +55,7 @@ class Task:
     """A dataset ready for proxy fine-tuning: train on ``train``, score on ``dev``, never mixed.
 
     ``label_names`` is set for classification only; label id i means ``label_names[i]``. The
-    names are sorted deterministically: numerically when every label is an integer ("0", "1",
+    names are sorted deterministically: numerically when every label is a number ("0", "1",
     "10"), otherwise alphabetically. ``metric`` is the primary metric (a key of
     ``METRIC_GOALS``). ``source`` is what :func:`load_task` accepts to load this task again
     (with the same keyword arguments, when they were needed).

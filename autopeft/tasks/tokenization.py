@@ -113,10 +113,12 @@ def _tokenize_language_model(split: Split, tokenizer, max_length: int) -> Tokeni
     else:
         eos = tokenizer.eos_token_id
         if eos is None:
-            raise ModelError(f"tokenizer {tokenizer.name_or_path!r} has no EOS token; instruction tuning needs one to end responses")
+            raise ModelError(
+                f"tokenizer {tokenizer.name_or_path!r} has no EOS token; instruction tuning needs one to end responses"
+            )
         prompts = tokenizer(fields[0], truncation=True, max_length=max_length)["input_ids"]
         responses = tokenizer(fields[1], add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
-        joined = [_prompt_then_response(p, [*r, eos], max_length) for p, r in zip(prompts, responses)]
+        joined = [_prompt_then_response(p, [*r, eos], max_length) for p, r in zip(prompts, responses, strict=True)]
         input_ids = [ids for ids, _ in joined]
         labels = [token_labels for _, token_labels in joined]
     return TokenizedSplit(
@@ -141,7 +143,7 @@ def _text_columns(split: Split) -> list[list[str]]:
     widths = {len(texts) for texts in split.texts}
     if len(widths) != 1 or not widths <= {1, 2}:
         raise ValueError(f"every example needs the same number (1 or 2) of text fields, found {sorted(widths)}")
-    return [list(column) for column in zip(*split.texts)]
+    return [list(column) for column in zip(*split.texts, strict=True)]
 
 
 def _pad_token_id(tokenizer) -> int:
