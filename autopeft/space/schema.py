@@ -10,10 +10,18 @@ A shipped space can be named without its path (``lora`` for ``search_spaces/lora
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from autopeft.bundled import search_spaces_dir
 from autopeft.errors import SpaceError
@@ -28,20 +36,41 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Sizes(_Strict):
-    """Searched sizes (ranks, bottleneck sizes, prefix lengths); 0 means the module is off."""
+def _size_choice(value: object) -> int | str:
+    if value == "hidden" or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise ValueError("expected an integer size or 'hidden'")
 
-    choices: list[int] = Field(min_length=1)
+
+SizeChoice = Annotated[int | str, PlainValidator(_size_choice)]
+
+
+class Sizes(_Strict):
+    """Searched sizes (ranks, bottleneck sizes, prefix lengths); 0 means the module is off.
+
+    ``hidden`` stands for the model's hidden size; numbers above it are dropped when the space is
+    bound to a model, so one file serves models of different widths.
+    """
+
+    choices: list[SizeChoice] = Field(min_length=1)
     per: Granularity = "global"
 
     @field_validator("choices")
     @classmethod
-    def _sorted_non_negative(cls, choices: list[int]) -> list[int]:
-        if any(c < 0 for c in choices):
+    def _sorted_non_negative(cls, choices: list[int | str]) -> list[int | str]:
+        numbers = [c for c in choices if c != "hidden"]
+        if any(c < 0 for c in numbers):
             raise ValueError("sizes must be >= 0 (0 switches the module off)")
         if len(set(choices)) != len(choices):
             raise ValueError("sizes must not repeat")
-        return sorted(choices)
+        return sorted(numbers) + [c for c in choices if c == "hidden"]
+
+    def resolve(self, hidden: int) -> list[int]:
+        """The choices for a model whose hidden size is ``hidden``."""
+        numbers = {c for c in self.choices if c != "hidden" and c <= hidden}
+        if "hidden" in self.choices:
+            numbers.add(hidden)
+        return sorted(numbers)
 
 
 class LoraSpec(_Strict):
@@ -86,10 +115,15 @@ class PrefixSpec(_Strict):
 
 
 class LayersSpec(_Strict):
-    """Which layers may carry modules, and whether a per-layer on/off mask is searched."""
+    """Which layers may carry modules, and whether a per-layer on/off mask is searched.
+
+    With ``groups: G`` the eligible layers are split into G contiguous groups that share every
+    per-layer dimension (mask, ranks, sizes), which keeps deep models searchable.
+    """
 
     include: list[int] | None = None
     mask: bool = False
+    groups: int | None = Field(default=None, ge=1)
 
     @field_validator("include")
     @classmethod
@@ -143,7 +177,7 @@ def shipped_spaces() -> dict[str, Path]:
 def load_space_spec(name_or_path: str) -> SpaceSpec:
     """Read and validate a space file, or a shipped space by name."""
     path = Path(name_or_path).expanduser()
-    if not path.exists():
+    if not path.is_file():
         shipped = shipped_spaces()
         if name_or_path not in shipped:
             names = ", ".join(sorted(shipped))

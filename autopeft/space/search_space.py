@@ -2,7 +2,8 @@
 
 Dimension names say what they control::
 
-    layers.L3               layer 3 carries modules at all (when layers.mask is searched)
+    layers.L3               layer 3 carries modules at all (when layers.mask is searched);
+                            with layers.groups, G1 names the second group of layers instead of L1
     lora.role.q             LoRA may sit on role q (when lora.search_roles)
     lora.rank               one rank for every placement       (rank.per: global)
     lora.rank.L3            rank for every role of layer 3     (per: layer)
@@ -27,20 +28,21 @@ from autopeft.space.cost import count_trainable
 from autopeft.space.dimensions import Categorical, Choice, Dimension, Flag, Value
 from autopeft.space.architectures import Architecture, declared_architecture
 from autopeft.space.layout import ModelLayout, read_layout
-from autopeft.space.schema import Granularity, SpaceSpec
+from autopeft.space.schema import Granularity, Sizes, SpaceSpec
 from autopeft.space.structure import LoraModules, Place, Structure
 
 Point = dict[str, Value]
 
 
-def _granular_name(prefix: str, per: Granularity, layer: int, role: str | None = None) -> str:
+def _granular_name(prefix: str, per: Granularity, unit: str, role: str | None = None) -> str:
+    """Dimension name of a setting at ``per`` granularity; ``unit`` is a layer (L3) or group (G1)."""
     if per == "global":
         return prefix
     if per == "layer":
-        return f"{prefix}.L{layer}"
+        return f"{prefix}.{unit}"
     if per == "role":
         return f"{prefix}.{role}"
-    return f"{prefix}.L{layer}.{role}"
+    return f"{prefix}.{unit}.{role}"
 
 
 class SearchSpace:
@@ -54,6 +56,7 @@ class SearchSpace:
         self.spec = spec
         self.layout = layout
         self.layers = self._eligible_layers()
+        self.units = self._layer_units()
         modules = spec.modules
         self.lora_roles = self._resolve_roles(modules.lora.roles, "modules.lora.roles") if modules.lora else ()
         self.ia3_roles = self._resolve_roles(modules.ia3.roles, "modules.ia3.roles") if modules.ia3 else ()
@@ -75,6 +78,14 @@ class SearchSpace:
             )
         return tuple(sorted(set(include)))
 
+    def _layer_units(self) -> dict[int, str]:
+        """Layer -> the name its per-layer dimensions use: itself (L3), or its group (G1)."""
+        groups = self.spec.layers.groups
+        if groups is None:
+            return {layer: f"L{layer}" for layer in self.layers}
+        groups = min(groups, len(self.layers))
+        return {layer: f"G{i * groups // len(self.layers)}" for i, layer in enumerate(self.layers)}
+
     def _resolve_roles(self, names: Sequence[str], key: str) -> tuple[str, ...]:
         present = self.layout.roles
         aliases = self.layout.role_aliases()
@@ -95,12 +106,12 @@ class SearchSpace:
     def _build_dimensions(self) -> Iterable[Dimension]:
         modules = self.spec.modules
         if self.spec.layers.mask:
-            yield from (Flag(f"layers.L{i}") for i in self.layers)
+            yield from (Flag(f"layers.{unit}") for unit in dict.fromkeys(self.units.values()))
         if modules.lora is not None:
             lora = modules.lora
             if lora.search_roles:
                 yield from (Flag(f"lora.role.{role}") for role in self.lora_roles)
-            yield from self._sized("lora.rank", lora.rank.choices, lora.rank.per, self.lora_roles)
+            yield from self._sized("lora.rank", lora.rank, self.lora_roles)
             if len(lora.variants) > 1:
                 yield Categorical("lora.variant", tuple(lora.variants))
             else:
@@ -113,18 +124,19 @@ class SearchSpace:
             ("prefix.length", modules.prefix and modules.prefix.length),
         ):
             if sizes:
-                yield from self._sized(prefix, sizes.choices, sizes.per, ())
+                yield from self._sized(prefix, sizes, ())
 
     def _granular_names(self, prefix: str, per: Granularity, roles: Sequence[str]) -> list[str]:
         names: dict[str, None] = {}
         for layer in self.layers:
             for role in roles or (None,):
                 if role is None or self.layout.matrix(layer, role) is not None:
-                    names[_granular_name(prefix, per, layer, role)] = None
+                    names[_granular_name(prefix, per, self.units[layer], role)] = None
         return list(names)
 
-    def _sized(self, prefix: str, choices: Sequence[int], per: Granularity, roles: Sequence[str]) -> list[Choice]:
-        names = self._granular_names(prefix, per, roles)
+    def _sized(self, prefix: str, sizes: Sizes, roles: Sequence[str]) -> list[Choice]:
+        choices = sizes.resolve(self.layout.hidden_size)
+        names = self._granular_names(prefix, sizes.per, roles)
         if len(choices) == 1:
             self._constants.update(dict.fromkeys(names, choices[0]))
             return []
@@ -170,7 +182,7 @@ class SearchSpace:
     def decode(self, point: Mapping[str, Value]) -> Structure:
         """The structure a point describes (possibly empty; see :meth:`is_feasible`)."""
         values = {**self._constants, **point}
-        layers = [i for i in self.layers if values.get(f"layers.L{i}", True)]
+        layers = [i for i in self.layers if values.get(f"layers.{self.units[i]}", True)]
         lora = self._decode_lora(values, layers)
         return Structure(
             lora=lora,
@@ -190,7 +202,7 @@ class SearchSpace:
             for role in self.lora_roles:
                 if self.layout.matrix(layer, role) is None or not values.get(f"lora.role.{role}", True):
                     continue
-                rank = int(values[_granular_name("lora.rank", lora.rank.per, layer, role)])
+                rank = int(values[_granular_name("lora.rank", lora.rank.per, self.units[layer], role)])
                 if rank > 0:
                     ranks[(layer, role)] = rank
         return LoraModules(
@@ -212,13 +224,13 @@ class SearchSpace:
             for role in self.ia3_roles
             if self.layout.matrix(layer, role) is not None
             and (layer, role) not in taken
-            and (not ia3.searched or values[_granular_name("ia3", ia3.per, layer, role)])
+            and (not ia3.searched or values[_granular_name("ia3", ia3.per, self.units[layer], role)])
         )
 
     def _decode_sizes(self, values: Mapping[str, Value], prefix: str, layers: Sequence[int]) -> dict[int, int]:
         sizes = {}
         for layer in layers:
-            for name in (f"{prefix}.L{layer}", prefix):
+            for name in (f"{prefix}.{self.units[layer]}", prefix):
                 if name in values:
                     sizes[layer] = int(values[name])
                     break

@@ -28,7 +28,7 @@ CASES = {
     "unknown model": (["--model", "no-such-model", "--task", "demo"], "error: unknown model 'no-such-model'"),
     "missing task folder": (["--model", "minilm", "--task", "./no/such/task"], "error: task folder not found"),
     "malformed yaml": (["--model", "minilm", "--task", "demo", "--space", "{space}"],
-                       "error: {space}: modules.lora.rank.choices.0: Input should be a valid integer"),
+                       "error: {space}: modules.lora.rank.choices.0: expected an integer size or 'hidden'"),
     "unknown role": (["--model", "minilm", "--task", "demo", "--space", "{role_space}"],
                      "error: {role_space}: modules.lora.roles: unknown module 'wq'"),
     "zero trials": (["--model", "minilm", "--task", "demo", "--trials", "0"], "error: --trials must be at least 1, got 0"),

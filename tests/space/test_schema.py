@@ -22,7 +22,7 @@ def test_every_shipped_space_validates():
         ("modules: {lora: {roles: [q], rank: {choices: [4]}}}\n", "bad.yaml: name: Field required"),
         (
             "name: x\nmodules: {lora: {roles: [q], rank: {choices: [eight]}}}\n",
-            "bad.yaml: modules.lora.rank.choices.0: Input should be a valid integer",
+            "bad.yaml: modules.lora.rank.choices.0: expected an integer size or 'hidden' (got 'eight')",
         ),
         (
             "name: x\nmodules: {lora: {roles: [q], rank: {choices: [-1, 4]}}}\n",

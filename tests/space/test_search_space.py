@@ -96,3 +96,32 @@ def test_gpt2_fused_qkv_and_llama_gated_ffn_roles():
     llama = bind_space(parse_space(PER_PLACEMENT.replace("[query, value]", "[gate_proj, k]")), tiny_llama())
     assert llama.lora_roles == ("gate", "k")
     assert llama.layout.layers[0].kv_width == 16  # 2 key/value heads of width 8
+
+
+def test_autopeft_space_resolves_hidden_and_shares_one_layer_mask(bert):
+    from autopeft.space import load_space_spec
+
+    space = bind_space(load_space_spec("autopeft"), bert)  # hidden size 32
+    assert space.names == ("layers.L0", "layers.L1", "layers.L2", "serial_adapter.size",
+                           "parallel_adapter.size", "prefix.length")
+    assert space.dimensions[3].values == (0, 1, 3, 6, 12, 24, 32)
+    point = {"layers.L0": True, "layers.L1": False, "layers.L2": True,
+             "serial_adapter.size": 12, "parallel_adapter.size": 0, "prefix.length": 32}
+    structure = space.decode(point)
+    assert dict(structure.serial_adapter) == {0: 12, 2: 12}
+    assert dict(structure.prefix) == {0: 32, 2: 32}
+    assert structure.parallel_adapter == {}
+
+
+def test_layer_groups_share_per_layer_dimensions():
+    from autopeft.space import load_space_spec
+
+    llama = tiny_llama()  # 3 layers, so the decoder space's 6 groups collapse to one per layer
+    space = bind_space(load_space_spec("decoder"), llama)
+    assert [n for n in space.names if n.startswith("layers.")] == ["layers.G0", "layers.G1", "layers.G2"]
+    text = PER_PLACEMENT.replace("name: placement", "name: g\nlayers: {groups: 2}").replace("[query, value]", "[q, v]")
+    grouped = bind_space(parse_space(text), llama)
+    assert grouped.units == {0: "G0", 1: "G0", 2: "G1"}
+    assert "lora.rank.G0.q" in grouped.names and "lora.rank.G1.v" in grouped.names
+    point = {name: 0 for name in grouped.names} | {"lora.rank.G0.q": 4}
+    assert dict(grouped.decode(point).lora.ranks) == {(0, "q"): 4, (1, "q"): 4}
