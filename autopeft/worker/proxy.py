@@ -98,6 +98,17 @@ class ProxyTrainer:
             step_time_s=step_time,
         )
 
+    def score_untrained(self, request: TrialRequest) -> dict[str, float]:
+        """Dev metrics of a request's structure with freshly initialised modules (step 0)."""
+        _, dev = self.data(request.fidelity)
+        torch.manual_seed(request.seed)
+        reset_head(self.model, self.layout, request.seed)
+        applied = apply_structure(self.model, Structure.from_json(request.structure), self.layout)
+        try:
+            return self._score(dev)
+        finally:
+            applied.remove()
+
     def _failed(self, request: TrialRequest, reason: str, started: float, peak: _Peak) -> TrialOutcome:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -150,21 +161,34 @@ class ProxyTrainer:
 
     @torch.no_grad()
     def _score(self, dev: TokenizedSplit) -> dict[str, float]:
+        """Dev metrics of the task, plus ``loss``: mean cross-entropy (nats; MSE for regression)."""
         kind = self.spec.task.kind
-        outputs, labels, loss_sum, tokens = [], [], 0.0, 0
+        outputs, labels, loss_sum, count = [], [], 0.0, 0
         for start in range(0, len(dev), EVAL_BATCH_SIZE):
-            batch = {k: v.to(self.device) for k, v in dev.batch(range(start, min(start + EVAL_BATCH_SIZE, len(dev)))).items()}
+            indices = range(start, min(start + EVAL_BATCH_SIZE, len(dev)))
+            batch = {k: v.to(self.device) for k, v in dev.batch(indices).items()}
             target = batch.pop("labels")
             logits = self.model(**batch).logits.float()
             if kind is TaskKind.CAUSAL_LM:
-                batch_loss, batch_tokens = _token_loss(logits, target)
-                loss_sum, tokens = loss_sum + batch_loss, tokens + batch_tokens
+                batch_loss, batch_count = _token_loss(logits, target)
             else:
-                outputs.append(logits.argmax(-1) if kind is TaskKind.CLASSIFICATION else logits.squeeze(-1))
+                prediction = logits.argmax(-1) if kind is TaskKind.CLASSIFICATION else logits.squeeze(-1)
+                outputs.append(prediction)
                 labels.append(target)
+                batch_loss, batch_count = _example_loss(logits, target, kind), len(target)
+            loss_sum, count = loss_sum + batch_loss, count + batch_count
+        mean_loss = loss_sum / max(count, 1)
         if kind is TaskKind.CAUSAL_LM:
-            return evaluate_predictions(kind, None, None, loss=loss_sum / max(tokens, 1))
-        return evaluate_predictions(kind, torch.cat(outputs).cpu().numpy(), torch.cat(labels).cpu().numpy())
+            return evaluate_predictions(kind, None, None, loss=mean_loss)
+        metrics = evaluate_predictions(kind, torch.cat(outputs).cpu().numpy(), torch.cat(labels).cpu().numpy())
+        return {**metrics, "loss": mean_loss}
+
+
+def _example_loss(logits: torch.Tensor, target: torch.Tensor, kind: TaskKind) -> float:
+    """Summed cross-entropy over a batch (classification) or summed squared error (regression)."""
+    if kind is TaskKind.CLASSIFICATION:
+        return torch.nn.functional.cross_entropy(logits, target, reduction="sum").item()
+    return torch.nn.functional.mse_loss(logits.squeeze(-1), target.float(), reduction="sum").item()
 
 
 def _token_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
