@@ -12,8 +12,9 @@ from rich.console import Console
 from autopeft.cli import views
 from autopeft.errors import StoreError
 from autopeft.export import FORMATS, export_trial
-from autopeft.objectives import Objective, pareto_front
-from autopeft.scheduler import JobSpec, TaskOptions, prepare, run_search
+from autopeft.objectives import Objective
+from autopeft.scheduler import JobSpec, TaskOptions, prepare, resume_search, run_search
+from autopeft.scheduler.spec import DEFAULT_OPTIMIZER, DEFAULT_SPACE
 from autopeft.space import shipped_spaces
 from autopeft.store import DEFAULT_URL, Store
 from autopeft.trials import Fidelity
@@ -37,15 +38,23 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a ta
 def search(
     model: Annotated[str, typer.Option(help="minilm, smollm2, a local folder or a Hugging Face id.")],
     task: Annotated[str, typer.Option(help="demo, a GLUE folder, a CSV/TSV/JSONL file or folder, or a hub dataset.")],
-    space: Annotated[str, typer.Option(help="Shipped space name or YAML file.")] = "lora",
-    trials: Annotated[int, typer.Option(help="Trial budget.")] = 16,
+    space: Annotated[str, typer.Option(help="Shipped space name or YAML file.")] = DEFAULT_SPACE,
+    trials: Annotated[int, typer.Option(help="Budget in trials (a promoted trial costs eta^rung).")] = 16,
     workers: Annotated[int, typer.Option(help="Parallel Ray workers.")] = 1,
     storage: Storage = DEFAULT_URL,
-    optimizer: Annotated[str, typer.Option(help="Optimizer.")] = "random",
+    optimizer: Annotated[str, typer.Option(help="mobo, random, motpe or nsga2.")] = DEFAULT_OPTIMIZER,
     seed: Annotated[int, typer.Option(help="Seed of the data subsets, the optimizer and the trials.")] = 0,
     ray_address: Annotated[Optional[str], typer.Option(help="Existing Ray cluster (default: start a local one).")] = None,
     cpus_per_worker: Annotated[int, typer.Option(help="CPUs (torch threads) per worker.")] = 1,
+    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per worker (fractions share a GPU).")] = 0.0,
     max_time: Annotated[Optional[float], typer.Option(help="Wall-clock budget in seconds.")] = None,
+    max_worker_hours: Annotated[Optional[float], typer.Option(help="Compute budget: summed trial hours.")] = None,
+    max_trainable_fraction: Annotated[Optional[float], typer.Option(help="Hard cap on trainable / total parameters.")] = None,
+    also_minimize: Annotated[Optional[list[str]], typer.Option(help="Extra objective: peak_memory_bytes or step_time_s.")] = None,
+    rungs: Annotated[int, typer.Option(help="Fidelity rungs for multi-fidelity promotion (1 = none).")] = 1,
+    eta: Annotated[float, typer.Option(help="Step factor between rungs; the top 1/eta of a rung is promoted.")] = 3.0,
+    max_attempts: Annotated[int, typer.Option(help="Runs of a trial whose worker dies before it fails.")] = 3,
+    warm_start: Annotated[Optional[int], typer.Option(help="Seed the optimizer with this job's trials (same space).")] = None,
     steps: Annotated[int, typer.Option(help="Proxy fine-tune: optimizer steps.")] = Fidelity.steps,
     train_examples: Annotated[int, typer.Option(help="Proxy fine-tune: training subset size.")] = Fidelity.train_examples,
     batch_size: Annotated[int, typer.Option(help="Proxy fine-tune: batch size.")] = Fidelity.batch_size,
@@ -54,7 +63,7 @@ def search(
     eval_examples: Annotated[Optional[int], typer.Option(help="Dev examples scored (default: all).")] = None,
     text_columns: Annotated[Optional[str], typer.Option(help="Comma-separated text column(s) of a CSV/JSONL task.")] = None,
     label_column: Annotated[Optional[str], typer.Option(help="Label column of a CSV/JSONL task.")] = None,
-    metric: Annotated[Optional[str], typer.Option(help="Task metric to maximise (default: the task's).")] = None,
+    metric: Annotated[Optional[str], typer.Option(help="Task metric to optimise (default: the task's).")] = None,
 ) -> None:
     """Run a multi-objective search and print its Pareto set."""
     spec = JobSpec(
@@ -65,28 +74,60 @@ def search(
         workers=workers,
         optimizer=optimizer,
         seed=seed,
-        max_time_s=max_time,
         fidelity=Fidelity(train_examples, steps, batch_size, max_length, learning_rate, eval_examples),
         task_options=TaskOptions(
             text_columns=tuple(c.strip() for c in text_columns.split(",")) if text_columns else None,
             label_column=label_column,
             metric=metric,
         ),
+        also_minimize=tuple(also_minimize or ()),
+        max_trainable_fraction=max_trainable_fraction,
+        max_time_s=max_time,
+        max_worker_hours=max_worker_hours,
+        rungs=rungs,
+        eta=eta,
+        max_attempts=max_attempts,
+        warm_start=warm_start,
+        cpus_per_worker=cpus_per_worker,
+        gpus_per_worker=gpus_per_worker,
     )
     prepared = prepare(spec)
     store = Store(storage)
     console.print(views.search_header(prepared, store.url))
-    with views.SearchProgress(console, prepared) as progress:
+    with views.SearchProgress(console, prepared.objectives[0], prepared.spec.trials) as progress:
         job_id = run_search(
-            prepared,
-            store,
-            ray_address=ray_address,
-            cpus_per_worker=cpus_per_worker,
-            on_created=progress.created,
-            on_progress=progress.update,
+            prepared, store, ray_address=ray_address, on_created=progress.created, on_progress=progress.update
         )
+    _print_result(store, job_id)
+
+
+@app.command()
+def resume(
+    job: int,
+    storage: Storage = DEFAULT_URL,
+    ray_address: Annotated[Optional[str], typer.Option(help="Existing Ray cluster (default: start a local one).")] = None,
+) -> None:
+    """Continue a job whose driver died: no completed trial is lost or run again."""
+    store = Store(storage)
+    record = store.job(job)
+    objectives = _objectives(record)
+    with views.SearchProgress(console, objectives[0], record.budget_trials) as progress:
+        progress.created(job)
+        resume_search(store, job, ray_address=ray_address, on_progress=progress.update)
+    _print_result(store, job)
+
+
+@app.command()
+def cancel(job: int, storage: Storage = DEFAULT_URL) -> None:
+    """Stop a job: its driver abandons running trials and marks the job cancelled."""
+    state = Store(storage).request_cancel(job)
+    console.print(f"job {job}: {state}")
+
+
+def _print_result(store: Store, job_id: int) -> None:
     job = store.job(job_id)
-    console.print(views.pareto_table(job, pareto_front(store.trials(job_id), _objectives(job))))
+    objectives = _objectives(job)
+    console.print(views.pareto_table(job, views.reported_front(store.trials(job_id), objectives)))
     console.print(f"job [bold]{job_id}[/bold] {job.state}: {job.trials_done} trials in {store.url}")
 
 
@@ -105,19 +146,24 @@ def status(job: int, storage: Storage = DEFAULT_URL, as_json: AsJson = False) ->
     """Show a job's state, progress, best trial and recent failures."""
     store = Store(storage)
     record = store.job(job)
-    trials = store.trials(job)
+    summary = views.status_json(record, store.trials(job), _objectives(record), store.hypervolumes(job))
     if as_json:
-        typer.echo(json.dumps(views.status_json(record, trials, _objectives(record)), indent=2))
+        typer.echo(json.dumps(summary, indent=2))
     else:
-        console.print(views.status_panel(record, trials, _objectives(record)))
+        console.print(views.status_panel(record, summary))
 
 
 @app.command()
-def pareto(job: int, storage: Storage = DEFAULT_URL, as_json: AsJson = False) -> None:
+def pareto(
+    job: int,
+    storage: Storage = DEFAULT_URL,
+    as_json: AsJson = False,
+    rung: Annotated[Optional[int], typer.Option(help="Fidelity rung (default: the highest with results).")] = None,
+) -> None:
     """Print the non-dominated trials of a job (task metric up, trainable parameters down)."""
     store = Store(storage)
     record = store.job(job)
-    front = pareto_front(store.trials(job), _objectives(record))
+    front = views.reported_front(store.trials(job), _objectives(record), rung)
     if as_json:
         typer.echo(json.dumps([views.trial_json(t, _objectives(record)) for t in front], indent=2))
     else:

@@ -39,10 +39,26 @@ def structure_summary(structure: dict[str, Any]) -> str:
     return "; ".join(parts) or "(none)"
 
 
+def reported_front(
+    trials: Sequence[TrialRecord], objectives: Sequence[Objective], rung: int | None = None
+) -> list[TrialRecord]:
+    """The Pareto set at ``rung``, by default the highest rung that has completed trials.
+
+    Fronts never mix rungs: a longer fine-tune scores differently from a shorter one.
+    """
+    finished = [t for t in trials if t.state == TrialState.COMPLETED]
+    if rung is None:
+        rung = max((t.rung for t in finished), default=0)
+    return pareto_front([t for t in finished if t.rung == rung], objectives)
+
+
 def trial_json(trial: TrialRecord, objectives: Sequence[Objective]) -> dict[str, Any]:
     return {
         "trial": trial.number,
         "state": trial.state,
+        "rung": trial.rung,
+        "attempt": trial.attempt,
+        "promoted_from": trial.promoted_from,
         "values": {o.name: trial.value(o.name) for o in objectives},
         "trainable_params": trial.trainable_params,
         "metrics": trial.values,
@@ -54,6 +70,8 @@ def trial_json(trial: TrialRecord, objectives: Sequence[Objective]) -> dict[str,
         "wall_time_s": trial.wall_time_s,
         "step_time_s": trial.step_time_s,
         "peak_memory_bytes": trial.peak_memory_bytes,
+        "dispatch_wait_s": trial.dispatch_wait_s,
+        "timings": trial.timings,
         "error": trial.error,
     }
 
@@ -74,14 +92,27 @@ def job_json(job: JobRecord) -> dict[str, Any]:
     }
 
 
-def status_json(job: JobRecord, trials: Sequence[TrialRecord], objectives: Sequence[Objective]) -> dict[str, Any]:
-    front = pareto_front(trials, objectives)
+def status_json(
+    job: JobRecord,
+    trials: Sequence[TrialRecord],
+    objectives: Sequence[Objective],
+    hypervolumes: Sequence[tuple[int, int, float, dict]] = (),
+) -> dict[str, Any]:
+    front = reported_front(trials, objectives)
+    history = [{"rung": r, "trials_done": n, "hypervolume": v} for r, n, v, _ in hypervolumes]
     return {
         **job_json(job),
+        "driver": job.driver,
+        "driver_heartbeat": job.heartbeat_at.isoformat() if job.heartbeat_at else None,
         "objectives": [o.to_json() for o in objectives],
         "pareto_size": len(front),
         "best": trial_json(front[0], objectives) if front else None,
-        "failures": [{"trial": t.number, "error": t.error} for t in trials if t.state == TrialState.FAILED],
+        "hypervolume": history[-1]["hypervolume"] if history else None,
+        "hypervolume_reference": hypervolumes[-1][3] if hypervolumes else None,
+        "hypervolume_history": history,
+        "failures": [
+            {"trial": t.number, "attempt": t.attempt, "error": t.error} for t in trials if t.state == TrialState.FAILED
+        ],
     }
 
 
@@ -126,8 +157,7 @@ def jobs_table(jobs: Sequence[JobRecord]) -> Table:
     return table
 
 
-def status_panel(job: JobRecord, trials: Sequence[TrialRecord], objectives: Sequence[Objective]) -> Panel:
-    summary = status_json(job, trials, objectives)
+def status_panel(job: JobRecord, summary: dict[str, Any]) -> Panel:
     lines = [
         f"state {job.state}; trials {job.trials_done}/{job.budget_trials} "
         f"({job.trial_counts.get(TrialState.FAILED, 0)} failed, {job.trial_counts.get(TrialState.RUNNING, 0)} running)",
@@ -136,7 +166,12 @@ def status_panel(job: JobRecord, trials: Sequence[TrialRecord], objectives: Sequ
     ]
     if summary["best"]:
         best = summary["best"]
-        lines.append(f"best: trial {best['trial']} {best['values']}")
+        lines.append(f"best: trial {best['trial']} (rung {best['rung']}) {best['values']}")
+    if summary["hypervolume"] is not None:
+        lines.append(
+            f"hypervolume {summary['hypervolume']:.4f} after {summary['hypervolume_history'][-1]['trials_done']} "
+            f"trials (reference {summary['hypervolume_reference']})"
+        )
     lines += [f"failed trial {f['trial']}: {f['error']}" for f in summary["failures"][-5:]]
     if job.error:
         lines.append(f"error: {job.error}")
@@ -154,10 +189,10 @@ def search_header(prepared: PreparedJob, store_url: str) -> str:
 
 
 class SearchProgress:
-    """A progress bar of trials done out of the budget, with the best metric so far."""
+    """A progress bar of budget spent, with the best metric so far and the hypervolume."""
 
-    def __init__(self, console: Console, prepared: PreparedJob) -> None:
-        self.objective = prepared.objectives[0]
+    def __init__(self, console: Console, objective: Objective, budget: float) -> None:
+        self.objective = objective
         self.best: float | None = None
         self.bar = Progress(
             TextColumn("[bold]job {task.fields[job]}"),
@@ -167,7 +202,7 @@ class SearchProgress:
             TimeElapsedColumn(),
             console=console,
         )
-        self.task_id = self.bar.add_task("search", total=prepared.spec.trials, job="-", best="starting workers")
+        self.task_id = self.bar.add_task("search", total=budget, job="-", best="starting workers")
 
     def __enter__(self) -> SearchProgress:
         self.bar.__enter__()
@@ -185,8 +220,9 @@ class SearchProgress:
             self.best is None or (value > self.best if self.objective.goal == "max" else value < self.best)
         ):
             self.best = value
-        best = "-" if self.best is None else f"{self.best:.4f}"
-        failed = f", {progress.failed} failed" if progress.failed else ""
-        self.bar.update(
-            self.task_id, completed=progress.done, best=f"best {self.objective.name} {best}{failed}"
-        )
+        text = f"best {self.objective.name} {'-' if self.best is None else f'{self.best:.4f}'}"
+        if progress.hypervolume is not None:
+            text += f", HV {progress.hypervolume:.4f}"
+        if progress.failed:
+            text += f", {progress.failed} failed"
+        self.bar.update(self.task_id, completed=progress.spent_units, best=text)

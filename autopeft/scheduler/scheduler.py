@@ -156,8 +156,10 @@ class Scheduler:
             self._records[trial.id] = trial
             if trial.promoted_from is not None:
                 self._promoted.add(trial.promoted_from)
-            if trial.state not in (TrialState.COMPLETED, TrialState.FAILED):
-                self._queue.append(self.store.retry_trial(trial.id, "resumed by a new driver"))
+            if trial.state == TrialState.RUNNING:  # its worker went down with the old driver
+                self._records[trial.id] = self.store.retry_trial(trial.id, "resumed by a new driver")
+            if trial.state in (TrialState.RUNNING, TrialState.PENDING):
+                self._queue.append(self._records[trial.id])
         for trial in finished:
             self.budget.charge(self.settings.rungs.cost(trial.rung), trial.wall_time_s)
             self.done += 1

@@ -138,6 +138,7 @@ class Store:
     def __init__(self, url: str = DEFAULT_URL) -> None:
         self.engine = create_store_engine(url)
         self.url = display_url(str(self.engine.url))
+        self.absolute_url = self.engine.url.render_as_string(hide_password=False)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def close(self) -> None:
