@@ -29,12 +29,15 @@ def test_lora_trial_learns_sst2_and_reports_costs(trainer):
     assert outcome.peak_memory_bytes > 50e6 and outcome.step_time_s > 0 and outcome.wall_time_s > 0
 
 
+def _body(model) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("classifier.")}
+
+
 def test_trials_leave_the_base_model_unchanged(trainer):
     """Only the task head changes between trials: each trial re-initialises it from its seed."""
-    body = lambda: {k: v.clone() for k, v in trainer.model.state_dict().items() if not k.startswith("classifier.")}  # noqa: E731
-    before = body()
+    before = _body(trainer.model)
     trainer.run(TrialRequest(2, 1, LORA_QV.to_json(), seed=1, fidelity=FIDELITY))
-    after = body()
+    after = _body(trainer.model)
     assert list(after) == list(before) and all(torch.equal(before[k], after[k]) for k in before)
 
 
