@@ -81,7 +81,7 @@ class _Candidates:
     def __len__(self) -> int:
         return len(self.places)
 
-    def head(self, count: int) -> _Candidates:
+    def first(self, count: int) -> _Candidates:
         return _Candidates(
             self.places[:count], self.per_rank[:count], self.fixed[:count], self.caps[:count], self.weights[:count]
         )
@@ -206,9 +206,9 @@ def _spt_candidates(
     order = np.concatenate([np.flatnonzero(passes), np.flatnonzero(~passes)])
     chosen = _take(everyone, order)
     picked = max(1, int(passes.sum()))
-    while picked < len(chosen) and chosen.head(picked).capacity() < least_modules:
+    while picked < len(chosen) and chosen.first(picked).capacity() < least_modules:
         picked += 1
-    return chosen.head(picked)
+    return chosen.first(picked)
 
 
 def _take(candidates: _Candidates, order: np.ndarray) -> _Candidates:
@@ -237,7 +237,7 @@ def _ranks(candidates: _Candidates, budget: int, least: int, *, droppable: bool)
     kept = _kept(candidates, budget) if droppable else len(candidates)
     rank_one_cost = np.cumsum(candidates.per_rank + candidates.fixed)
     while True:
-        ranks = _filled(candidates.head(kept), budget)
+        ranks = _filled(candidates.first(kept), budget)
         spent = sum(r * c for r, c in zip(ranks, candidates.per_rank)) + candidates.fixed[:kept].sum()
         if spent >= least or kept == len(candidates) or rank_one_cost[kept] > budget:
             return ranks + [0] * (len(candidates) - kept)
@@ -290,7 +290,8 @@ def _continuous_ranks(candidates: _Candidates, spend: float) -> np.ndarray:
 
     if (caps * per_rank).sum() <= spend:
         return caps.copy()
-    low, high = 0.0, float((caps / weights).max())
+    weighted = weights > 0  # a zero weight (a score of 0) keeps rank 1 at any λ
+    low, high = 0.0, float((caps[weighted] / weights[weighted]).max(initial=1.0))
     for _ in range(60):
         middle = (low + high) / 2
         low, high = (middle, high) if cost(middle) <= spend else (low, middle)
