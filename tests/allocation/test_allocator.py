@@ -158,6 +158,15 @@ def test_spt_adds_matrices_by_score_when_the_picked_ones_cannot_absorb_the_budge
     check_allocation(minilm_layout, structure, 500_000, ["q"])
 
 
+def test_spt_fallback_matrices_without_any_score_still_take_ranks(minilm_layout):
+    scores = {f"{layer}.q": 0.0 for layer in range(5)} | {"5.q": 9.0}
+    sensitivity = spt_sensitivity(minilm_layout, scores, {"5.q": 10**6})
+    structure = allocate(minilm_layout, sensitivity, budget_params=500_000, rule="spt", sharpness=1.0,
+                         roles=["q"])
+    assert structure.lora.ranks[(5, "q")] == 384
+    check_allocation(minilm_layout, structure, 500_000, ["q"])
+
+
 @pytest.mark.parametrize("rule", ALLOCATION_RULES)
 def test_a_budget_below_the_smallest_allocation_is_one_clear_error(rule, minilm_layout):
     sensitivity = synthetic_sensitivity(minilm_layout, seed=0)
