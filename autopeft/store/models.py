@@ -110,3 +110,24 @@ class Event(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     kind: Mapped[str] = mapped_column(String(32))
     message: Mapped[str] = mapped_column(Text)
+
+
+class SensitivityRecord(Base):
+    """SPT or IST scores of one model on one task, measured once and reused by every trial.
+
+    ``key`` digests model, task, method and the measurement settings in ``params``
+    (:func:`autopeft.store.sensitivity.sensitivity_key`); ``scores`` is ``Sensitivity.to_json()``.
+    """
+
+    __tablename__ = "sensitivities"
+    __table_args__ = (UniqueConstraint("key", name="uq_sensitivities_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(Text)
+    task: Mapped[str] = mapped_column(Text)
+    method: Mapped[str] = mapped_column(String(8))
+    params: Mapped[dict[str, Any]]
+    key: Mapped[str] = mapped_column(String(64))
+    scores: Mapped[dict[str, Any]]
+    seconds: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
