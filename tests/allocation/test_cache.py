@@ -84,7 +84,7 @@ def test_the_key_ignores_the_order_of_params():
     )
 
 
-def test_migration_0002_adds_and_removes_only_the_sensitivity_table(tmp_path):
+def test_migration_0003_adds_and_removes_only_the_sensitivity_table(tmp_path):
     engine = create_engine(f"sqlite:///{tmp_path / 'store.db'}")
     migrate(engine)
     assert "sensitivities" in inspect(engine).get_table_names()
@@ -93,7 +93,7 @@ def test_migration_0002_adds_and_removes_only_the_sensitivity_table(tmp_path):
     config.set_main_option("script_location", str(migrations_dir()))
     with engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.downgrade(config, "0001")
+        command.downgrade(config, "0002")
     tables = set(inspect(engine).get_table_names())
     assert "sensitivities" not in tables and {"jobs", "trials", "trial_values", "events"} <= tables
 
