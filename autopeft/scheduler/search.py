@@ -9,6 +9,7 @@ from autopeft.optimizers import Observation, Optimizer, make_optimizer
 from autopeft.scheduler.budget import Budget
 from autopeft.scheduler.promotion import Rungs
 from autopeft.scheduler.scheduler import Progress, Scheduler, SchedulerSettings
+from autopeft.scheduler.sensitivities import provide_sensitivities
 from autopeft.scheduler.spec import PreparedJob, prepare_stored
 from autopeft.space.search_space import declared_architecture_of
 from autopeft.store import Store
@@ -78,14 +79,17 @@ def run_search(
     ray_address: str | None = None,
     on_created: Callable[[int], None] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    on_measure: Callable[[str], None] | None = None,
 ) -> int:
     """Run ``prepared`` to its end and return its job id.
 
-    The worker pool starts (and loads the model) before the job is recorded, so a cluster that
+    Budgeted spaces get their SPT / IST scores first (``on_measure(method)`` announces a
+    measurement). The worker pool starts (and loads the model) before the job is recorded, so a cluster that
     cannot be reached leaves no job behind.
     """
     spec = prepared.spec
     warm = warm_start_observations(store, prepared) if spec.warm_start is not None else []
+    prepared = provide_sensitivities(prepared, store, on_measure)
     pool = _pool(prepared, store, ray_address)
     try:
         job_id = store.create_job(prepared.stored_spec(), spec.trials, spec.max_time_s)
@@ -113,7 +117,7 @@ def resume_search(
     are run again.
     """
     job = store.job(job_id)
-    prepared = prepare_stored(job.spec)
+    prepared = provide_sensitivities(prepare_stored(job.spec), store)
     pool = _pool(prepared, store, ray_address)
     try:
         optimizer = make_optimizer(prepared.spec.optimizer, prepared.space, prepared.objectives, prepared.spec.seed)

@@ -163,15 +163,34 @@ def prepare(spec: JobSpec, space_spec: SpaceSpec | None = None) -> PreparedJob:
 
 
 def _check_feasible(space: SearchSpace, probes: int = 4096) -> None:
-    """Fail early when no point of the space is feasible (probing a few thousand Sobol points)."""
+    """Fail early when no point of the space is feasible (probing a few thousand Sobol points).
+
+    Budgeted spaces are probed with the uniform rule: their scores are measured later, and the
+    rule only shapes ranks inside the same budget.
+    """
     if space.dimensions:
         draws = SobolEngine(len(space.dimensions), scramble=True, seed=0).draw(probes).tolist()
     else:
         draws = [[]]
-    if not any(space.is_feasible(space.from_unit(u)) for u in draws):
-        cap = space.spec.max_trainable_fraction
-        reason = f"under a trainable fraction of {cap}" if cap else "that adds at least one module"
-        raise BudgetError(f"{space.spec.source}: the space has no configuration {reason}")
+    points = [space.from_unit(u) for u in draws]
+    if space.needed_sensitivities:
+        points = [{**p, "budget.rule": "uniform"} if "budget.rule" in p else p for p in points]
+        if "budget.rule" not in space.names and space.spec.budget.rules != ["uniform"]:
+            return  # one non-uniform rule: feasibility shows once its scores are measured
+    if not any(space.is_feasible(p) for p in points):
+        raise BudgetError(f"{space.spec.source}: {_infeasibility(space)}")
+
+
+def _infeasibility(space: SearchSpace) -> str:
+    cap = space.spec.max_trainable_fraction
+    if space.spec.budget is not None:
+        fraction = space.spec.budget.fraction
+        return (
+            f"budget.fraction {fraction.low}..{fraction.high} of {space.layout.total_params:,} parameters "
+            f"cannot buy one LoRA module on {', '.join(space.lora_roles)}"
+            + (f" under a trainable fraction of {cap}" if cap else "")
+        )
+    return "the space has no configuration " + (f"under a trainable fraction of {cap}" if cap else "that adds a module")
 
 
 @dataclass(frozen=True)

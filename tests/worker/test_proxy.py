@@ -49,7 +49,7 @@ def test_same_seed_same_result(trainer):
 
 
 def test_nan_loss_fails_the_trial_with_its_reason_and_the_worker_goes_on(trainer):
-    exploding = Fidelity(train_examples=200, steps=30, batch_size=8, max_length=32, learning_rate=1e12, eval_examples=64)
+    exploding = Fidelity(train_examples=200, steps=30, batch_size=8, max_length=32, learning_rate=1e30, eval_examples=64)
     outcome = trainer.run(TrialRequest(5, 4, LORA_QV.to_json(), seed=0, fidelity=exploding))
     assert outcome.state == TrialState.FAILED
     assert outcome.error.startswith("non-finite loss") and "at step" in outcome.error
