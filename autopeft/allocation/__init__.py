@@ -1,18 +1,12 @@
-"""Sensitivity-aware budgets: SPT and IST scores measured once per (model, task), and the
-allocator that turns a searched budget, rule and sharpness into per-matrix LoRA ranks."""
+"""Measuring sensitivity for budgeted spaces: SPT gradients (:mod:`.spt`) and IST loss probes
+(:mod:`.ist`) on a live model, once per (model, task, settings).
 
-from autopeft.allocation.allocator import ALLOCATION_RULES, AllocationRule, allocate
+The scores (:class:`autopeft.space.sensitivity.Sensitivity`) and the allocator that turns them
+into per-matrix ranks (:mod:`autopeft.space.allocation`) belong to the search space, which decodes
+budgeted points with them.
+"""
+
 from autopeft.allocation.ist import measure_ist
-from autopeft.allocation.sensitivity import TAU_GRID, Sensitivity
 from autopeft.allocation.spt import measure_spt, top_fraction_counts
 
-__all__ = [
-    "ALLOCATION_RULES",
-    "TAU_GRID",
-    "AllocationRule",
-    "Sensitivity",
-    "allocate",
-    "measure_ist",
-    "measure_spt",
-    "top_fraction_counts",
-]
+__all__ = ["measure_ist", "measure_spt", "top_fraction_counts"]

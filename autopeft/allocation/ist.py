@@ -37,7 +37,7 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from autopeft.allocation.measurement import batch_indices, measuring, model_batch
-from autopeft.allocation.sensitivity import Sensitivity
+from autopeft.space.sensitivity import Sensitivity
 from autopeft.injection import apply_structure
 from autopeft.injection.peft_modules import ADAPTER_NAME
 from autopeft.space.layout import ModelLayout

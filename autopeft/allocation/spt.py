@@ -3,7 +3,7 @@
 The sensitivity of one weight is Σ over k batches of (∂L/∂w)², the squared gradient of the task
 loss with respect to the frozen base weight (first-order Taylor estimate of the loss drop one
 step of tuning that weight alone would bring). Per role matrix we keep the sum of its weights'
-sensitivities and, for every τ of :data:`~autopeft.allocation.sensitivity.TAU_GRID`, how many of
+sensitivities and, for every τ of :data:`~autopeft.space.sensitivity.TAU_GRID`, how many of
 its weights are among the top ``τ * N`` of all N role-matrix weights: the quantity SPT's switch
 between unstructured and structured tuning looks at.
 
@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from autopeft.allocation.measurement import batch_indices, measuring, model_batch
-from autopeft.allocation.sensitivity import TAU_GRID, Sensitivity
+from autopeft.space.sensitivity import TAU_GRID, Sensitivity
 from autopeft.space.layout import ModelLayout
 from autopeft.space.structure import place_key
 from autopeft.tasks import TokenizedSplit

@@ -12,7 +12,9 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from autopeft.allocation import Sensitivity, measure_ist, measure_spt
+from autopeft.space.sensitivity import Sensitivity
+from autopeft.allocation.ist import measure_ist
+from autopeft.allocation.spt import measure_spt
 from autopeft.models import load_base_model, load_tokenizer
 from autopeft.scheduler.spec import PreparedJob
 from autopeft.space.layout import read_layout

@@ -23,7 +23,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from torch import nn
 
-from autopeft.allocation import Sensitivity, allocate
+from autopeft.space.allocation import allocate
+from autopeft.space.sensitivity import Sensitivity
 from autopeft.errors import BudgetError, SpaceError
 from autopeft.space.cost import count_trainable
 from autopeft.space.dimensions import Categorical, Choice, Dimension, Flag, Real, Value

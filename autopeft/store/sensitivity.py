@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from autopeft.allocation import Sensitivity
+from autopeft.space.sensitivity import Sensitivity
 from autopeft.store.models import SensitivityRecord
 from autopeft.store.store import Store
 

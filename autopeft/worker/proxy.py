@@ -161,7 +161,7 @@ class ProxyTrainer:
         losses = []
         started = time.perf_counter()
         try:
-            for step, indices in enumerate(_batches(len(train), fidelity.batch_size, fidelity.steps, seed)):
+            for step, indices in enumerate(training_batches(len(train), fidelity.batch_size, fidelity.steps, seed)):
                 batch = {k: v.to(self.device) for k, v in train.batch(indices).items()}
                 with self._autocast():
                     loss = self.model(**batch).loss
@@ -234,7 +234,7 @@ def _token_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]
     return loss.item(), int((shifted_labels != -100).sum())
 
 
-def _batches(size: int, batch_size: int, steps: int, seed: int) -> Iterator[list[int]]:
+def training_batches(size: int, batch_size: int, steps: int, seed: int) -> Iterator[list[int]]:
     """``steps`` batches of indices, reshuffled every pass over the data (seeded)."""
     generator = torch.Generator().manual_seed(seed)
     order: list[int] = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 
-from autopeft.allocation import TAU_GRID, Sensitivity
+from autopeft.space.sensitivity import TAU_GRID, Sensitivity
 from autopeft.space.layout import ModelLayout
 from autopeft.space.structure import place_key
 

@@ -10,7 +10,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, inspect
 
-from autopeft.allocation import Sensitivity
+from autopeft.space.sensitivity import Sensitivity
 from autopeft.bundled import migrations_dir
 from autopeft.store import Store
 from autopeft.store.database import migrate

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 
-from autopeft.allocation import measure_ist
+from autopeft.allocation.ist import measure_ist
 from autopeft.space.layout import read_layout
 from tests.allocation.conftest import random_tokens
 from tests.space.tiny_models import example_inputs, tiny_llama

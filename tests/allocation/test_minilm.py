@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from autopeft.allocation import ALLOCATION_RULES, allocate, measure_ist, measure_spt
+from autopeft.space.allocation import ALLOCATION_RULES, allocate
+from autopeft.allocation.ist import measure_ist
+from autopeft.allocation.spt import measure_spt
 from autopeft.models import load_base_model, load_tokenizer
 from autopeft.space.cost import count_trainable
 from autopeft.space.layout import read_layout

@@ -7,7 +7,8 @@ import itertools
 import pytest
 import torch
 
-from autopeft.allocation import TAU_GRID, measure_spt, top_fraction_counts
+from autopeft.space.sensitivity import TAU_GRID
+from autopeft.allocation.spt import measure_spt, top_fraction_counts
 from autopeft.allocation.measurement import batch_indices
 from autopeft.injection import reset_head
 from autopeft.space.layout import read_layout

@@ -45,7 +45,7 @@ from typing import Literal
 
 import numpy as np
 
-from autopeft.allocation.sensitivity import Sensitivity
+from autopeft.space.sensitivity import Sensitivity
 from autopeft.errors import BudgetError, SpaceError
 from autopeft.space.layout import ModelLayout
 from autopeft.space.structure import LoraModules, LoraVariant, Place, Structure, place_key

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from autopeft.allocation import ALLOCATION_RULES, Sensitivity, allocate
+from autopeft.space.allocation import ALLOCATION_RULES, allocate
+from autopeft.space.sensitivity import Sensitivity
 from autopeft.errors import BudgetError, SpaceError
 from autopeft.models import build_skeleton, resolve_model
 from autopeft.models.loading import TaskHead
