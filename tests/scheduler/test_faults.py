@@ -73,11 +73,12 @@ def test_out_of_memory_and_nan_trials_fail_with_reasons_and_the_search_goes_on(t
         huge = Structure(lora=LoraModules({(0, "q"): 50_000_000}))
         pool.submit(slot, TrialRequest(1, 0, huge.to_json(), seed=0, fidelity=TINY))
         [(_, oom)] = wait_for(lambda: pool.wait(1.0))
+        # A learning rate no run survives: LoRA products on every value projection overflow.
         exploding = Fidelity(**{**TINY.to_json(), "learning_rate": 1e30, "steps": 30})
-        healthy = Structure(lora=LoraModules({(0, "q"): 4}))
-        pool.submit(slot, TrialRequest(2, 1, healthy.to_json(), seed=0, fidelity=exploding))
+        every_value = Structure(lora=LoraModules({(layer, "v"): 4 for layer in range(6)}))
+        pool.submit(slot, TrialRequest(2, 1, every_value.to_json(), seed=0, fidelity=exploding))
         [(_, nan)] = wait_for(lambda: pool.wait(1.0))
-        pool.submit(slot, TrialRequest(3, 2, healthy.to_json(), seed=0, fidelity=TINY))
+        pool.submit(slot, TrialRequest(3, 2, every_value.to_json(), seed=0, fidelity=TINY))
         [(_, fine)] = wait_for(lambda: pool.wait(1.0))
     finally:
         pool.shutdown()
