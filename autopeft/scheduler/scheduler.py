@@ -34,6 +34,20 @@ REFERENCE_AFTER = 4
 """Completed trials after which the hypervolume reference point is fixed and recorded."""
 
 
+def _dead_here(driver: str) -> bool:
+    """Whether ``driver`` ("host:pid") ran on this host and its process is gone."""
+    host, _, pid = driver.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def trial_seed(job_seed: int, number: int) -> int:
     """A distinct, reproducible seed per trial of a job."""
     return (job_seed * 1_000_003 + number) % 2**31
@@ -113,7 +127,10 @@ class Scheduler:
     # ------------------------------------------------------------------------- life cycle
     def run(self) -> str:
         """Drive the job to its end; returns the final job state."""
-        self.store.claim_job(self.job_id, self.driver, self.settings.stale_after_s)
+        previous = self.store.job(self.job_id).driver
+        self.store.claim_job(
+            self.job_id, self.driver, self.settings.stale_after_s, force=previous is not None and _dead_here(previous)
+        )
         self.store.set_job_state(self.job_id, JobState.RUNNING)
         self._restore()
         try:

@@ -271,8 +271,9 @@ class Store:
             return _trial_record(trial)
 
     # ----------------------------------------------------------------------- the driver
-    def claim_job(self, job_id: int, driver: str, stale_after_s: float) -> None:
-        """Make ``driver`` the job's driver, unless another one beat within ``stale_after_s``."""
+    def claim_job(self, job_id: int, driver: str, stale_after_s: float, *, force: bool = False) -> None:
+        """Make ``driver`` the job's driver, unless another one beat within ``stale_after_s``
+        (``force`` when the caller knows that one is dead)."""
         with self._session() as session:
             job = session.get(Job, job_id)
             if job is None:
@@ -280,7 +281,8 @@ class Store:
             if job.state in FINISHED_JOB_STATES:
                 raise StoreError(f"job {job_id} is {job.state}; nothing to resume")
             beat = _utc(job.heartbeat_at)
-            if job.driver not in (None, driver) and beat is not None and (utcnow() - beat).total_seconds() < stale_after_s:
+            recent = beat is not None and (utcnow() - beat).total_seconds() < stale_after_s
+            if job.driver not in (None, driver) and recent and not force:
                 raise StoreError(f"job {job_id} is still driven by {job.driver} (heartbeat {beat:%H:%M:%S} UTC)")
             job.driver, job.heartbeat_at = driver, utcnow()
             session.add(Event(job_id=job_id, kind="driver", message=f"driven by {driver}"))
