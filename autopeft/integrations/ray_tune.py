@@ -16,6 +16,7 @@ to sort by.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,6 +67,17 @@ class AutopeftSearcher(Searcher):
             self.optimizer.tell([Observation(point, failed=True)])
         else:
             self.optimizer.tell([Observation(point, values)])
+
+    def save(self, checkpoint_path: str) -> None:
+        """Tune checkpoints the searcher: keep every observation and the trials still running."""
+        with open(checkpoint_path, "wb") as handle:
+            pickle.dump({"observations": self.optimizer.observations, "running": self._running}, handle)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as handle:
+            state = pickle.load(handle)
+        self.optimizer.tell(state["observations"])
+        self._running = state["running"]
 
     def _values(self, point: Point, result: dict | None) -> dict[str, float] | None:
         """Objective values from a Tune result; None when a learned objective is missing."""

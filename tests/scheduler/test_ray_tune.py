@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import ray
 from ray import tune
@@ -41,4 +43,19 @@ def test_tuner_runs_an_autopeft_search(prepared, tmp_path):
     assert (frame["measured_params"] == frame["config/trainable_params"]).all()
     assert frame["accuracy"].between(0, 1).all()
     assert len(searcher.optimizer.observations) == 3
-    assert len({str(c) for c in frame["config/structure"]}) == 3  # no duplicates
+    structures = [json.dumps(result.config["structure"], sort_keys=True) for result in results]
+    assert len(set(structures)) == 3  # no duplicates
+
+
+def test_searcher_state_survives_a_checkpoint(prepared, tmp_path):
+    objectives = [Objective("accuracy", "max"), Objective("trainable_params", "min")]
+    searcher = AutopeftSearcher(prepared.space, objectives, optimizer="random", seed=1)
+    first = searcher.suggest("a")
+    searcher.on_trial_complete("a", {"accuracy": 0.7})
+    searcher.suggest("b")
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    restored = AutopeftSearcher(prepared.space, objectives, optimizer="random", seed=1)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    assert [o.values["accuracy"] for o in restored.optimizer.observations] == [0.7]
+    assert set(restored._running) == {"b"}
+    assert restored.optimizer.ask(1)[0] != {k: first[k] for k in prepared.space.names}
