@@ -16,7 +16,7 @@ import platform
 from datetime import date
 from pathlib import Path
 
-from autopeft.cli.views import reported_front
+from autopeft.reports import reported_front
 from autopeft.objectives import Objective
 from autopeft.optimizers.hypervolume import hypervolume, reference_point
 from autopeft.scheduler import JobSpec, prepare, run_search

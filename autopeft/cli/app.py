@@ -1,23 +1,33 @@
-"""Commands of the ``autopeft`` CLI: search, jobs, status, pareto, export, spaces."""
+"""Commands of the ``autopeft`` CLI.
+
+Every verb works against a store directly (``--storage``, SQLite by default) and most also
+against a running service (``--server URL``, with the token from ``AUTOPEFT_TOKEN`` or the file
+named by ``AUTOPEFT_TOKEN_FILE``); against a server, results print as JSON.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 
+from autopeft import reports
 from autopeft.cli import views
-from autopeft.errors import StoreError
 from autopeft.export import FORMATS, export_trial
-from autopeft.objectives import Objective
+from autopeft.objectives import job_objectives
 from autopeft.scheduler import JobSpec, TaskOptions, prepare, resume_search, run_search
 from autopeft.scheduler.spec import DEFAULT_OPTIMIZER, DEFAULT_SPACE
+from autopeft.service import JobRunner, ServiceClient, create_app
+from autopeft.service.app import job_request
+from autopeft.service.token import service_token
 from autopeft.space import shipped_spaces
 from autopeft.store import DEFAULT_URL, Store
 from autopeft.trials import Fidelity
+from autopeft.worker.pool import start_ray
 
 app = typer.Typer(
     name="autopeft",
@@ -32,6 +42,18 @@ Storage = Annotated[
     str, typer.Option("--storage", help="Trial store: SQLite file or database URL (postgresql://...).")
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+Server = Annotated[
+    Optional[str],
+    typer.Option("--server", envvar="AUTOPEFT_SERVER", help="Talk to an autopeft service instead of a store."),
+]
+
+
+def _client(server: str) -> ServiceClient:
+    return ServiceClient(server, service_token())
+
+
+def _print_json(data) -> None:
+    typer.echo(json.dumps(data, indent=2))
 
 
 @app.command()
@@ -64,8 +86,9 @@ def search(
     text_columns: Annotated[Optional[str], typer.Option(help="Comma-separated text column(s) of a CSV/JSONL task.")] = None,
     label_column: Annotated[Optional[str], typer.Option(help="Label column of a CSV/JSONL task.")] = None,
     metric: Annotated[Optional[str], typer.Option(help="Task metric to optimise (default: the task's).")] = None,
+    server: Server = None,
 ) -> None:
-    """Run a multi-objective search and print its Pareto set."""
+    """Run a multi-objective search and print its Pareto set (with --server: submit it)."""
     spec = JobSpec(
         model=model,
         task=task,
@@ -91,6 +114,9 @@ def search(
         cpus_per_worker=cpus_per_worker,
         gpus_per_worker=gpus_per_worker,
     )
+    if server:
+        _print_json(_client(server).submit(job_request(spec)))
+        return
     prepared = prepare(spec)
     store = Store(storage)
     console.print(views.search_header(prepared, store.url))
@@ -110,7 +136,7 @@ def resume(
     """Continue a job whose driver died: no completed trial is lost or run again."""
     store = Store(storage)
     record = store.job(job)
-    objectives = _objectives(record)
+    objectives = job_objectives(record)
     with views.SearchProgress(console, objectives[0], record.budget_trials) as progress:
         progress.created(job)
         resume_search(store, job, ray_address=ray_address, on_progress=progress.update)
@@ -118,35 +144,41 @@ def resume(
 
 
 @app.command()
-def cancel(job: int, storage: Storage = DEFAULT_URL) -> None:
+def cancel(job: int, storage: Storage = DEFAULT_URL, server: Server = None) -> None:
     """Stop a job: its driver abandons running trials and marks the job cancelled."""
-    state = Store(storage).request_cancel(job)
+    state = _client(server).cancel(job)["state"] if server else Store(storage).request_cancel(job)
     console.print(f"job {job}: {state}")
 
 
 def _print_result(store: Store, job_id: int) -> None:
     job = store.job(job_id)
-    objectives = _objectives(job)
-    console.print(views.pareto_table(job, views.reported_front(store.trials(job_id), objectives)))
+    objectives = job_objectives(job)
+    console.print(views.pareto_table(job, reports.reported_front(store.trials(job_id), objectives)))
     console.print(f"job [bold]{job_id}[/bold] {job.state}: {job.trials_done} trials in {store.url}")
 
 
 @app.command()
-def jobs(storage: Storage = DEFAULT_URL, as_json: AsJson = False) -> None:
+def jobs(storage: Storage = DEFAULT_URL, as_json: AsJson = False, server: Server = None) -> None:
     """List the jobs in the store."""
+    if server:
+        _print_json(_client(server).jobs())
+        return
     records = Store(storage).jobs()
     if as_json:
-        typer.echo(json.dumps([views.job_json(job) for job in records], indent=2))
+        typer.echo(json.dumps([reports.job_json(job) for job in records], indent=2))
     else:
         console.print(views.jobs_table(records))
 
 
 @app.command()
-def status(job: int, storage: Storage = DEFAULT_URL, as_json: AsJson = False) -> None:
-    """Show a job's state, progress, best trial and recent failures."""
+def status(job: int, storage: Storage = DEFAULT_URL, as_json: AsJson = False, server: Server = None) -> None:
+    """Show a job's state, progress, hypervolume, best trial and recent failures."""
+    if server:
+        _print_json(_client(server).status(job))
+        return
     store = Store(storage)
     record = store.job(job)
-    summary = views.status_json(record, store.trials(job), _objectives(record), store.hypervolumes(job))
+    summary = reports.status_json(record, store.trials(job), job_objectives(record), store.hypervolumes(job))
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     else:
@@ -159,13 +191,17 @@ def pareto(
     storage: Storage = DEFAULT_URL,
     as_json: AsJson = False,
     rung: Annotated[Optional[int], typer.Option(help="Fidelity rung (default: the highest with results).")] = None,
+    server: Server = None,
 ) -> None:
     """Print the non-dominated trials of a job (task metric up, trainable parameters down)."""
+    if server:
+        _print_json(_client(server).pareto(job, rung))
+        return
     store = Store(storage)
     record = store.job(job)
-    front = views.reported_front(store.trials(job), _objectives(record), rung)
+    front = reports.reported_front(store.trials(job), job_objectives(record), rung)
     if as_json:
-        typer.echo(json.dumps([views.trial_json(t, _objectives(record)) for t in front], indent=2))
+        typer.echo(json.dumps([reports.trial_json(t, job_objectives(record)) for t in front], indent=2))
     else:
         console.print(views.pareto_table(record, front))
 
@@ -177,12 +213,36 @@ def export(
     out: Annotated[Path, typer.Option(help="Output folder.")],
     fmt: Annotated[str, typer.Option("--format", help=f"One of: {', '.join(FORMATS)}.")] = "peft",
     storage: Storage = DEFAULT_URL,
+    server: Server = None,
 ) -> None:
     """Write a trial's structure as a training-stack config, validated on the real model."""
-    store = Store(storage)
-    written = export_trial(store.job(job), store.trial(job, trial), fmt, out)
+    if server:
+        written = _client(server).export(job, trial, fmt, out)
+    else:
+        store = Store(storage)
+        written = export_trial(store.job(job), store.trial(job, trial), fmt, out)
     for path in written:
         console.print(f"wrote {path}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    storage: Storage = DEFAULT_URL,
+    ray_address: Annotated[Optional[str], typer.Option(help="Existing Ray cluster (default: start a local one).")] = None,
+    max_jobs: Annotated[int, typer.Option(help="Jobs running at once; more wait their turn.")] = 2,
+) -> None:
+    """Run the REST service (token from AUTOPEFT_TOKEN or the file in AUTOPEFT_TOKEN_FILE)."""
+    import uvicorn
+
+    token = service_token()
+    store = Store(storage)
+    start_ray(ray_address, num_cpus=os.cpu_count() or 1)
+    runner = JobRunner(store, ray_address, max_jobs)
+    resumed = runner.resume_unfinished()
+    console.print(f"autopeft service on http://{host}:{port} (store {store.url}); resumed jobs: {resumed or 'none'}")
+    uvicorn.run(create_app(store, token, runner), host=host, port=port, log_level="warning")
 
 
 @app.command()
@@ -192,7 +252,3 @@ def spaces() -> None:
         console.print(f"{name:12s} {path}")
 
 
-def _objectives(job) -> list[Objective]:
-    if "objectives" not in job.spec:
-        raise StoreError(f"job {job.id} has no objectives in its spec")
-    return [Objective.from_json(o) for o in job.spec["objectives"]]

@@ -131,7 +131,8 @@ class Scheduler:
         self.store.claim_job(
             self.job_id, self.driver, self.settings.stale_after_s, force=previous is not None and _dead_here(previous)
         )
-        self.store.set_job_state(self.job_id, JobState.RUNNING)
+        if self.store.job(self.job_id).state != JobState.CANCELLING:  # a pending cancel wins
+            self.store.set_job_state(self.job_id, JobState.RUNNING)
         self._restore()
         try:
             state = self._loop()

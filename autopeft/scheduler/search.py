@@ -12,7 +12,7 @@ from autopeft.scheduler.scheduler import Progress, Scheduler, SchedulerSettings
 from autopeft.scheduler.sensitivities import provide_sensitivities
 from autopeft.scheduler.spec import PreparedJob, prepare_stored
 from autopeft.space.search_space import declared_architecture_of
-from autopeft.store import Store
+from autopeft.store import JobState, Store
 from autopeft.trials import TrialState
 from autopeft.worker.pool import WorkerPool
 from autopeft.worker.proxy import WorkerSpec
@@ -111,14 +111,19 @@ def resume_search(
     ray_address: str | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> str:
-    """Continue job ``job_id`` after its driver died; returns the final state.
+    """Run a stored job from where the store says it is; returns the final state.
 
-    Completed and failed trials are kept and told to a fresh optimizer; trials that were running
-    are run again.
+    That is how a job whose driver died continues (completed and failed trials are kept and told
+    to a fresh optimizer, trials that were running run again), and how the service runs a job it
+    recorded as pending. When the workers cannot start, the job is marked failed with the reason.
     """
     job = store.job(job_id)
-    prepared = provide_sensitivities(prepare_stored(job.spec), store)
-    pool = _pool(prepared, store, ray_address)
+    try:
+        prepared = provide_sensitivities(prepare_stored(job.spec), store)
+        pool = _pool(prepared, store, ray_address)
+    except AutopeftError as exc:
+        store.set_job_state(job_id, JobState.FAILED, str(exc))
+        raise
     try:
         optimizer = make_optimizer(prepared.spec.optimizer, prepared.space, prepared.objectives, prepared.spec.seed)
         if prepared.spec.warm_start is not None:
