@@ -218,6 +218,7 @@ def sft_dataset(path):
 
 def main(argv=None):
     args = parse_args(argv)
+    import torch
     from trl import SFTConfig, SFTTrainer
 
     trainer = SFTTrainer(
@@ -233,6 +234,8 @@ def main(argv=None):
             save_strategy="no",
             seed=args.seed,
             report_to="none",
+            # SFTConfig trains in bf16 unless told that there is no GPU.
+            use_cpu=not torch.cuda.is_available(),
         ),
         train_dataset=sft_dataset(args.train_file),
         eval_dataset=sft_dataset(args.dev_file) if args.dev_file else None,
