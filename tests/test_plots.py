@@ -29,9 +29,15 @@ HISTORY = [(2, 0.1), (4, 0.35), (6, 0.42)]
 
 
 @pytest.fixture
-def trials(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
-    job = store.create_job({}, budget_trials=len(TRIALS))
+def store_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+@pytest.fixture
+def trials(store_url):
+    store = Store(store_url)
+    spec = {"objectives": [o.to_json() for o in OBJECTIVES], "model": "minilm", "task": "SST-2"}
+    job = store.create_job(spec, budget_trials=len(TRIALS))
     for params, accuracy, config in TRIALS:
         trial = store.add_trial(job, config=config, structure={"lora": {}}, trainable_params=params, seed=0,
                                 fidelity={})
@@ -109,3 +115,25 @@ def test_parallel_coordinates_treat_booleans_as_categories(trials):
 def test_bad_plot_paths(trials, tmp_path, name, message):
     with pytest.raises(AutopeftError, match=message):
         write_plot(tmp_path / name, trials, OBJECTIVES)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".html"])
+def test_cli_pareto_plot(trials, store_url, tmp_path, capsys, suffix):
+    from autopeft.cli import main
+
+    path = tmp_path / f"front{suffix}"
+    with pytest.raises(SystemExit) as done:
+        main(["pareto", "1", "--storage", store_url, "--plot", str(path), "--json"])
+    assert done.value.code == 0
+    printed = capsys.readouterr()
+    assert printed.err == f"wrote {path}\n" and json.loads(printed.out)[0]["trial"] == 5
+    assert path.stat().st_size > 10_000
+
+
+def test_cli_pareto_plot_rejects_other_suffixes(trials, store_url, tmp_path, capsys):
+    from autopeft.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["pareto", "1", "--storage", store_url, "--plot", str(tmp_path / "front.pdf")])
+    assert done.value.code == 2
+    assert capsys.readouterr().err.startswith("error: --plot ")

@@ -1,4 +1,4 @@
-"""Commands of the ``autopeft`` CLI: search, jobs, status, pareto, export, spaces."""
+"""Commands of the ``autopeft`` CLI: search, jobs, status, pareto, export, train, spaces."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ import typer
 from rich.console import Console
 
 from autopeft.cli import views
-from autopeft.errors import StoreError
-from autopeft.export import FORMATS, export_trial
+from autopeft.errors import AutopeftError, StoreError
+from autopeft.export import FORMAT_HELP, export_trial
 from autopeft.objectives import Objective, pareto_front
 from autopeft.scheduler import JobSpec, TaskOptions, prepare, run_search
 from autopeft.space import shipped_spaces
 from autopeft.store import DEFAULT_URL, Store
 from autopeft.trials import Fidelity
+from autopeft.training import TrainingOptions
 
 app = typer.Typer(
     name="autopeft",
@@ -113,11 +114,23 @@ def status(job: int, storage: Storage = DEFAULT_URL, as_json: AsJson = False) ->
 
 
 @app.command()
-def pareto(job: int, storage: Storage = DEFAULT_URL, as_json: AsJson = False) -> None:
+def pareto(
+    job: int,
+    storage: Storage = DEFAULT_URL,
+    as_json: AsJson = False,
+    plot: Annotated[Optional[Path], typer.Option(help="Also draw the front: a .png, or an interactive .html.")] = None,
+) -> None:
     """Print the non-dominated trials of a job (task metric up, trainable parameters down)."""
     store = Store(storage)
     record = store.job(job)
-    front = pareto_front(store.trials(job), _objectives(record))
+    trials = store.trials(job)
+    front = pareto_front(trials, _objectives(record))
+    if plot is not None:
+        from autopeft.plots import write_plot
+
+        title = f"job {job}: {record.spec.get('model')} on {record.spec.get('task')}"
+        written = write_plot(plot, trials, _objectives(record), title=title)
+        typer.echo(f"wrote {written}", err=as_json)  # keeps --json output parseable
     if as_json:
         typer.echo(json.dumps([views.trial_json(t, _objectives(record)) for t in front], indent=2))
     else:
@@ -129,7 +142,7 @@ def export(
     job: int,
     trial: Annotated[int, typer.Option(help="Trial number (as listed by pareto).")],
     out: Annotated[Path, typer.Option(help="Output folder.")],
-    fmt: Annotated[str, typer.Option("--format", help=f"One of: {', '.join(FORMATS)}.")] = "peft",
+    fmt: Annotated[str, typer.Option("--format", help=f"One of: {FORMAT_HELP}.")] = "peft",
     storage: Storage = DEFAULT_URL,
 ) -> None:
     """Write a trial's structure as a training-stack config, validated on the real model."""
@@ -137,6 +150,40 @@ def export(
     written = export_trial(store.job(job), store.trial(job, trial), fmt, out)
     for path in written:
         console.print(f"wrote {path}")
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option(help="Folder for the best adapter and training_summary.json.")],
+    job: Annotated[Optional[int], typer.Argument(help="Job of the trial to train (or give --config).")] = None,
+    trial: Annotated[Optional[int], typer.Option(help="Trial number (as listed by pareto).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="An --format autopeft export instead of JOB --trial.")] = None,
+    task: Annotated[Optional[str], typer.Option(help="Task to train on (default: the one searched on).")] = None,
+    epochs: Annotated[float, typer.Option(help="Passes over the training data.")] = TrainingOptions.epochs,
+    learning_rate: Annotated[float, typer.Option(help="AdamW peak learning rate.")] = TrainingOptions.learning_rate,
+    batch_size: Annotated[int, typer.Option(help="Examples per step.")] = TrainingOptions.batch_size,
+    max_length: Annotated[int, typer.Option(help="Tokens per example.")] = TrainingOptions.max_length,
+    train_examples: Annotated[Optional[int], typer.Option(help="Seeded training subset (default: all).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of initialisation, subset and data order.")] = 0,
+    storage: Storage = DEFAULT_URL,
+) -> None:
+    """Train a trial's structure at full fidelity with the HF Trainer and save the best adapter."""
+    from autopeft.export.autopeft_format import AutopeftConfig
+    from autopeft.training.run import train_config
+    from autopeft.training.sources import config_of_trial, model_of, task_of
+
+    names_trial = job is not None or trial is not None
+    if names_trial == (config is not None) or (names_trial and None in (job, trial)):
+        raise AutopeftError("give either JOB --trial N or --config FILE")
+    if config is not None:
+        structure_config, origin = AutopeftConfig.load(config), str(config)
+    else:
+        store = Store(storage)
+        structure_config = config_of_trial(store.job(job), store.trial(job, trial))
+        origin = f"trial {trial} of job {job}"
+    options = TrainingOptions(epochs, learning_rate, batch_size, max_length, train_examples, seed)
+    result = train_config(structure_config, model_of(structure_config), task_of(structure_config, task), options, out)
+    console.print(f"{origin}: {result.summary_line()}", highlight=False)
 
 
 @app.command()
