@@ -1,8 +1,12 @@
 """Full-fidelity training with the HF Trainer on the real MiniLM and real MRPC.
 
 MRPC's dev split is 68.4% paraphrases, so always answering "paraphrase" already scores
-accuracy 0.684 (and F1 0.812, which is why F1 cannot show learning here). These runs choose the
-best epoch by accuracy and must beat that majority-class accuracy.
+accuracy 0.684 (and F1 0.812, which is why F1 cannot show learning here). The learning run
+chooses its best epoch by accuracy and must beat that majority-class accuracy. Measured on the
+2-core development machine: LoRA r8 on query/value trains out of the majority class only after
+about 100 steps of 16 examples (40 and 80 steps at higher learning rates, and 120 steps with LoRA
+on every linear layer at lr 1e-2, still answered "paraphrase" everywhere); 100 steps at lr 2e-3
+reached 0.694 (MCC 0.18, dev loss 0.601 against the prior's 0.624).
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ from tests.export.conftest import grid, lora
 pytestmark = pytest.mark.slow
 
 MAJORITY_ACCURACY = 279 / 408  # MRPC dev: 279 of 408 pairs are paraphrases
-LEARNS = TrainingOptions(epochs=2, learning_rate=5e-3, batch_size=16, max_length=64, train_examples=320, seed=0)
-QUICK = TrainingOptions(epochs=1, batch_size=8, max_length=32, train_examples=16)
+LEARNS = TrainingOptions(epochs=1, learning_rate=2e-3, batch_size=16, max_length=128, train_examples=1600, seed=0)
+QUICK = TrainingOptions(epochs=2, batch_size=8, max_length=32, train_examples=16)
 
 
 def dev_accuracy(model, task, minilm_ref) -> float:
@@ -55,22 +59,21 @@ def mrpc_by_accuracy(mrpc):
 def test_lora_beats_the_majority_class_and_loads_as_a_peft_adapter(mrpc_store_job, mrpc_by_accuracy, minilm_ref,
                                                                      tmp_path):
     _, job = mrpc_store_job
-    trial = job.trial(lora(grid(range(6), ("q", "k", "v", "o", "up", "down"))))
+    trial = job.trial(lora(grid(range(6), ("q", "v"))))
     config = config_of_trial(*job.records(trial))
     result = train_config(config, minilm_ref, mrpc_by_accuracy, LEARNS, tmp_path / "adapter")
 
-    assert result.adapter_format == "peft" and result.steps == 2 * 320 // 16
+    assert result.adapter_format == "peft" and result.steps == 1600 // 16
     assert result.baseline["accuracy"] == pytest.approx(MAJORITY_ACCURACY)
-    assert [h["epoch"] for h in result.history] == [1.0, 2.0]
-    assert result.best["accuracy"] == max(h["accuracy"] for h in result.history)
-    assert result.best["accuracy"] > MAJORITY_ACCURACY
+    assert result.best["accuracy"] > MAJORITY_ACCURACY and result.best["mcc"] > 0.1
     summary = json.loads((tmp_path / "adapter" / SUMMARY_NAME).read_text())
     assert summary["best"] == result.best and summary["metric"] == "accuracy"
 
     base = load_base_model(minilm_ref, TaskHead(TaskKind.CLASSIFICATION, 2))
     loaded = PeftModel.from_pretrained(base, str(tmp_path / "adapter"))
     assert loaded.peft_config["default"].base_model_name_or_path == "sentence-transformers/all-MiniLM-L6-v2"
-    assert dev_accuracy(loaded, mrpc_by_accuracy, minilm_ref) == pytest.approx(result.best["accuracy"])
+    # Scored here in other batches (other padding): at most one borderline pair may flip.
+    assert dev_accuracy(loaded, mrpc_by_accuracy, minilm_ref) == pytest.approx(result.best["accuracy"], abs=1 / 408)
 
 
 def test_structures_peft_cannot_hold_train_and_save_in_autopeft_format(mrpc_store_job, mrpc, minilm_ref, tmp_path):
@@ -79,7 +82,9 @@ def test_structures_peft_cannot_hold_train_and_save_in_autopeft_format(mrpc_stor
     config = config_of_trial(*job.records(job.trial(structure)))
     small_dev = dataclasses.replace(mrpc, dev=mrpc.dev.subset(48, 0))
     result = train_config(config, minilm_ref, small_dev, QUICK, tmp_path / "adapter")
-    assert result.adapter_format == "autopeft" and result.steps == 2
+    assert result.adapter_format == "autopeft" and result.steps == 4
+    assert [h["epoch"] for h in result.history] == [1.0, 2.0]
+    assert result.best["f1"] == max(h["f1"] for h in result.history)  # MRPC's own metric chose the epoch
     model = load_base_model(minilm_ref, TaskHead(TaskKind.CLASSIFICATION, 2))
     applied = autopeft.load_adapter(model, tmp_path / "adapter")
     assert applied.num_trainable == config.trainable_params
