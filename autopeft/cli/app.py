@@ -16,8 +16,8 @@ from autopeft.objectives import Objective, pareto_front
 from autopeft.scheduler import JobSpec, TaskOptions, prepare, run_search
 from autopeft.space import shipped_spaces
 from autopeft.store import DEFAULT_URL, Store
-from autopeft.trials import Fidelity
 from autopeft.training import TrainingOptions
+from autopeft.trials import Fidelity
 
 app = typer.Typer(
     name="autopeft",

@@ -136,7 +136,9 @@ def train_config(
     head = TaskHead(config.head.kind, config.head.num_labels)
     trainable = prepare_model(load_base_model(model, head), config)
     tokenizer = load_tokenizer(model)
-    train_split = task.train if options.train_examples is None else task.train.subset(options.train_examples, options.seed)
+    train_split = task.train
+    if options.train_examples is not None:
+        train_split = train_split.subset(options.train_examples, options.seed)
     train = tokenize_split(train_split, task.kind, tokenizer, options.max_length)
     dev = tokenize_split(task.dev, task.kind, tokenizer, options.max_length)
     out_dir = Path(out_dir).expanduser().resolve()

@@ -11,7 +11,6 @@ from autopeft.errors import ExportError
 from autopeft.export import export_trial
 from autopeft.export.autopeft_format import AutopeftConfig
 from autopeft.space.structure import LoraModules, Structure
-from tests.export.conftest import grid
 
 pytestmark = pytest.mark.slow
 

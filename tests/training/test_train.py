@@ -124,7 +124,8 @@ def test_cli_trains_a_trial_and_then_its_autopeft_export(demo_store_job, tmp_pat
     result = run_cli("train", str(job.job_id), "--trial", str(trial.number), "--out", str(tmp_path / "ia3"),
                      "--storage", store_url, *quick, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"trial {trial.number} of job {job.job_id}: dev accuracy " in result.stdout and "peft adapter in" in result.stdout
+    assert f"trial {trial.number} of job {job.job_id}: dev accuracy " in result.stdout
+    assert "peft adapter in" in result.stdout
     assert (tmp_path / "ia3" / "adapter_config.json").is_file()
 
     exported = run_cli("export", str(job.job_id), "--trial", str(trial.number), "--format", "autopeft",
