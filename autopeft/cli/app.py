@@ -1,23 +1,35 @@
-"""Commands of the ``autopeft`` CLI: search, jobs, status, pareto, export, train, spaces."""
+"""Commands of the ``autopeft`` CLI.
+
+Every verb works against a store directly (``--storage``, SQLite by default) and most also
+against a running service (``--server URL``, with the token from ``AUTOPEFT_TOKEN`` or the file
+named by ``AUTOPEFT_TOKEN_FILE``); against a server, results print as JSON.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 
+from autopeft import reports
 from autopeft.cli import views
-from autopeft.errors import AutopeftError, StoreError
+from autopeft.errors import AutopeftError
 from autopeft.export import FORMAT_HELP, export_trial
-from autopeft.objectives import Objective, pareto_front
-from autopeft.scheduler import JobSpec, TaskOptions, prepare, run_search
+from autopeft.objectives import job_objectives
+from autopeft.scheduler import JobSpec, TaskOptions, prepare, resume_search, run_search
+from autopeft.scheduler.spec import DEFAULT_OPTIMIZER, DEFAULT_SPACE
+from autopeft.service import JobRunner, ServiceClient, create_app
+from autopeft.service.app import job_request
+from autopeft.service.token import service_token
 from autopeft.space import shipped_spaces
 from autopeft.store import DEFAULT_URL, Store
 from autopeft.training import TrainingOptions
 from autopeft.trials import Fidelity
+from autopeft.worker.pool import start_ray
 
 app = typer.Typer(
     name="autopeft",
@@ -32,21 +44,41 @@ Storage = Annotated[
     str, typer.Option("--storage", help="Trial store: SQLite file or database URL (postgresql://...).")
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+Server = Annotated[
+    Optional[str],
+    typer.Option("--server", envvar="AUTOPEFT_SERVER", help="Talk to an autopeft service instead of a store."),
+]
+
+
+def _client(server: str) -> ServiceClient:
+    return ServiceClient(server, service_token())
+
+
+def _print_json(data) -> None:
+    typer.echo(json.dumps(data, indent=2))
 
 
 @app.command()
 def search(
     model: Annotated[str, typer.Option(help="minilm, smollm2, a local folder or a Hugging Face id.")],
     task: Annotated[str, typer.Option(help="demo, a GLUE folder, a CSV/TSV/JSONL file or folder, or a hub dataset.")],
-    space: Annotated[str, typer.Option(help="Shipped space name or YAML file.")] = "lora",
-    trials: Annotated[int, typer.Option(help="Trial budget.")] = 16,
+    space: Annotated[str, typer.Option(help="Shipped space name or YAML file.")] = DEFAULT_SPACE,
+    trials: Annotated[int, typer.Option(help="Budget in trials (a promoted trial costs eta^rung).")] = 16,
     workers: Annotated[int, typer.Option(help="Parallel Ray workers.")] = 1,
     storage: Storage = DEFAULT_URL,
-    optimizer: Annotated[str, typer.Option(help="Optimizer.")] = "random",
+    optimizer: Annotated[str, typer.Option(help="mobo, random, motpe or nsga2.")] = DEFAULT_OPTIMIZER,
     seed: Annotated[int, typer.Option(help="Seed of the data subsets, the optimizer and the trials.")] = 0,
     ray_address: Annotated[Optional[str], typer.Option(help="Existing Ray cluster (default: start a local one).")] = None,
     cpus_per_worker: Annotated[int, typer.Option(help="CPUs (torch threads) per worker.")] = 1,
+    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per worker (fractions share a GPU).")] = 0.0,
     max_time: Annotated[Optional[float], typer.Option(help="Wall-clock budget in seconds.")] = None,
+    max_worker_hours: Annotated[Optional[float], typer.Option(help="Compute budget: summed trial hours.")] = None,
+    max_trainable_fraction: Annotated[Optional[float], typer.Option(help="Hard cap on trainable / total parameters.")] = None,
+    also_minimize: Annotated[Optional[list[str]], typer.Option(help="Extra objective: peak_memory_bytes or step_time_s.")] = None,
+    rungs: Annotated[int, typer.Option(help="Fidelity rungs for multi-fidelity promotion (1 = none).")] = 1,
+    eta: Annotated[float, typer.Option(help="Step factor between rungs; the top 1/eta of a rung is promoted.")] = 3.0,
+    max_attempts: Annotated[int, typer.Option(help="Runs of a trial whose worker dies before it fails.")] = 3,
+    warm_start: Annotated[Optional[int], typer.Option(help="Seed the optimizer with this job's trials (same space).")] = None,
     steps: Annotated[int, typer.Option(help="Proxy fine-tune: optimizer steps.")] = Fidelity.steps,
     train_examples: Annotated[int, typer.Option(help="Proxy fine-tune: training subset size.")] = Fidelity.train_examples,
     batch_size: Annotated[int, typer.Option(help="Proxy fine-tune: batch size.")] = Fidelity.batch_size,
@@ -55,9 +87,10 @@ def search(
     eval_examples: Annotated[Optional[int], typer.Option(help="Dev examples scored (default: all).")] = None,
     text_columns: Annotated[Optional[str], typer.Option(help="Comma-separated text column(s) of a CSV/JSONL task.")] = None,
     label_column: Annotated[Optional[str], typer.Option(help="Label column of a CSV/JSONL task.")] = None,
-    metric: Annotated[Optional[str], typer.Option(help="Task metric to maximise (default: the task's).")] = None,
+    metric: Annotated[Optional[str], typer.Option(help="Task metric to optimise (default: the task's).")] = None,
+    server: Server = None,
 ) -> None:
-    """Run a multi-objective search and print its Pareto set."""
+    """Run a multi-objective search and print its Pareto set (with --server: submit it)."""
     spec = JobSpec(
         model=model,
         task=task,
@@ -66,51 +99,92 @@ def search(
         workers=workers,
         optimizer=optimizer,
         seed=seed,
-        max_time_s=max_time,
         fidelity=Fidelity(train_examples, steps, batch_size, max_length, learning_rate, eval_examples),
         task_options=TaskOptions(
             text_columns=tuple(c.strip() for c in text_columns.split(",")) if text_columns else None,
             label_column=label_column,
             metric=metric,
         ),
+        also_minimize=tuple(also_minimize or ()),
+        max_trainable_fraction=max_trainable_fraction,
+        max_time_s=max_time,
+        max_worker_hours=max_worker_hours,
+        rungs=rungs,
+        eta=eta,
+        max_attempts=max_attempts,
+        warm_start=warm_start,
+        cpus_per_worker=cpus_per_worker,
+        gpus_per_worker=gpus_per_worker,
     )
+    if server:
+        _print_json(_client(server).submit(job_request(spec)))
+        return
     prepared = prepare(spec)
     store = Store(storage)
     console.print(views.search_header(prepared, store.url))
-    with views.SearchProgress(console, prepared) as progress:
+    with views.SearchProgress(console, prepared.objectives[0], prepared.spec.trials) as progress:
         job_id = run_search(
-            prepared,
-            store,
-            ray_address=ray_address,
-            cpus_per_worker=cpus_per_worker,
-            on_created=progress.created,
-            on_progress=progress.update,
+            prepared, store, ray_address=ray_address, on_created=progress.created, on_progress=progress.update
         )
+    _print_result(store, job_id)
+
+
+@app.command()
+def resume(
+    job: int,
+    storage: Storage = DEFAULT_URL,
+    ray_address: Annotated[Optional[str], typer.Option(help="Existing Ray cluster (default: start a local one).")] = None,
+) -> None:
+    """Continue a job whose driver died: no completed trial is lost or run again."""
+    store = Store(storage)
+    record = store.job(job)
+    objectives = job_objectives(record)
+    with views.SearchProgress(console, objectives[0], record.budget_trials) as progress:
+        progress.created(job)
+        resume_search(store, job, ray_address=ray_address, on_progress=progress.update)
+    _print_result(store, job)
+
+
+@app.command()
+def cancel(job: int, storage: Storage = DEFAULT_URL, server: Server = None) -> None:
+    """Stop a job: its driver abandons running trials and marks the job cancelled."""
+    state = _client(server).cancel(job)["state"] if server else Store(storage).request_cancel(job)
+    console.print(f"job {job}: {state}")
+
+
+def _print_result(store: Store, job_id: int) -> None:
     job = store.job(job_id)
-    console.print(views.pareto_table(job, pareto_front(store.trials(job_id), _objectives(job))))
+    objectives = job_objectives(job)
+    console.print(views.pareto_table(job, reports.reported_front(store.trials(job_id), objectives)))
     console.print(f"job [bold]{job_id}[/bold] {job.state}: {job.trials_done} trials in {store.url}")
 
 
 @app.command()
-def jobs(storage: Storage = DEFAULT_URL, as_json: AsJson = False) -> None:
+def jobs(storage: Storage = DEFAULT_URL, as_json: AsJson = False, server: Server = None) -> None:
     """List the jobs in the store."""
+    if server:
+        _print_json(_client(server).jobs())
+        return
     records = Store(storage).jobs()
     if as_json:
-        typer.echo(json.dumps([views.job_json(job) for job in records], indent=2))
+        typer.echo(json.dumps([reports.job_json(job) for job in records], indent=2))
     else:
         console.print(views.jobs_table(records))
 
 
 @app.command()
-def status(job: int, storage: Storage = DEFAULT_URL, as_json: AsJson = False) -> None:
-    """Show a job's state, progress, best trial and recent failures."""
+def status(job: int, storage: Storage = DEFAULT_URL, as_json: AsJson = False, server: Server = None) -> None:
+    """Show a job's state, progress, hypervolume, best trial and recent failures."""
+    if server:
+        _print_json(_client(server).status(job))
+        return
     store = Store(storage)
     record = store.job(job)
-    trials = store.trials(job)
+    summary = reports.status_json(record, store.trials(job), job_objectives(record), store.hypervolumes(job))
     if as_json:
-        typer.echo(json.dumps(views.status_json(record, trials, _objectives(record)), indent=2))
+        typer.echo(json.dumps(summary, indent=2))
     else:
-        console.print(views.status_panel(record, trials, _objectives(record)))
+        console.print(views.status_panel(record, summary))
 
 
 @app.command()
@@ -118,23 +192,37 @@ def pareto(
     job: int,
     storage: Storage = DEFAULT_URL,
     as_json: AsJson = False,
+    rung: Annotated[Optional[int], typer.Option(help="Fidelity rung (default: the highest with results).")] = None,
+    server: Server = None,
     plot: Annotated[Optional[Path], typer.Option(help="Also draw the front: a .png, or an interactive .html.")] = None,
 ) -> None:
     """Print the non-dominated trials of a job (task metric up, trainable parameters down)."""
+    if server:
+        if plot is not None:
+            raise AutopeftError("--plot reads a store; drop --server and give --storage")
+        _print_json(_client(server).pareto(job, rung))
+        return
     store = Store(storage)
     record = store.job(job)
     trials = store.trials(job)
-    front = pareto_front(trials, _objectives(record))
+    front = reports.reported_front(trials, job_objectives(record), rung)
     if plot is not None:
-        from autopeft.plots import write_plot
-
-        title = f"job {job}: {record.spec.get('model')} on {record.spec.get('task')}"
-        written = write_plot(plot, trials, _objectives(record), title=title)
-        typer.echo(f"wrote {written}", err=as_json)  # keeps --json output parseable
+        _plot_front(plot, store, record, trials, front, as_json)
     if as_json:
-        typer.echo(json.dumps([views.trial_json(t, _objectives(record)) for t in front], indent=2))
+        typer.echo(json.dumps([reports.trial_json(t, job_objectives(record)) for t in front], indent=2))
     else:
         console.print(views.pareto_table(record, front))
+
+
+def _plot_front(path: Path, store: Store, record, trials, front, as_json: bool) -> None:
+    """Draw the reported front's rung: its trials and its hypervolume history."""
+    from autopeft.plots import write_plot
+
+    rung = front[0].rung if front else 0
+    history = [(done, volume) for at, done, volume, _ in store.hypervolumes(record.id) if at == rung]
+    title = f"job {record.id}: {record.spec.get('model')} on {record.spec.get('task')}"
+    written = write_plot(path, [t for t in trials if t.rung == rung], job_objectives(record), history, title)
+    typer.echo(f"wrote {written}", err=as_json)  # keeps --json output parseable
 
 
 @app.command()
@@ -144,10 +232,14 @@ def export(
     out: Annotated[Path, typer.Option(help="Output folder.")],
     fmt: Annotated[str, typer.Option("--format", help=f"One of: {FORMAT_HELP}.")] = "peft",
     storage: Storage = DEFAULT_URL,
+    server: Server = None,
 ) -> None:
     """Write a trial's structure as a training-stack config, validated on the real model."""
-    store = Store(storage)
-    written = export_trial(store.job(job), store.trial(job, trial), fmt, out)
+    if server:
+        written = _client(server).export(job, trial, fmt, out)
+    else:
+        store = Store(storage)
+        written = export_trial(store.job(job), store.trial(job, trial), fmt, out)
     for path in written:
         console.print(f"wrote {path}")
 
@@ -187,13 +279,29 @@ def train(
 
 
 @app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    storage: Storage = DEFAULT_URL,
+    ray_address: Annotated[Optional[str], typer.Option(help="Existing Ray cluster (default: start a local one).")] = None,
+    max_jobs: Annotated[int, typer.Option(help="Jobs running at once; more wait their turn.")] = 2,
+) -> None:
+    """Run the REST service (token from AUTOPEFT_TOKEN or the file in AUTOPEFT_TOKEN_FILE)."""
+    import uvicorn
+
+    token = service_token()
+    store = Store(storage)
+    start_ray(ray_address, num_cpus=os.cpu_count() or 1)
+    runner = JobRunner(store, ray_address, max_jobs)
+    resumed = runner.resume_unfinished()
+    console.print(f"autopeft service on http://{host}:{port} (store {store.url}); resumed jobs: {resumed or 'none'}")
+    uvicorn.run(create_app(store, token, runner), host=host, port=port, log_level="warning")
+
+
+@app.command()
 def spaces() -> None:
     """List the shipped search spaces."""
     for name, path in shipped_spaces().items():
         console.print(f"{name:12s} {path}")
 
 
-def _objectives(job) -> list[Objective]:
-    if "objectives" not in job.spec:
-        raise StoreError(f"job {job.id} has no objectives in its spec")
-    return [Objective.from_json(o) for o in job.spec["objectives"]]

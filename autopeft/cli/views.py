@@ -1,4 +1,4 @@
-"""How jobs and trials look on the terminal (rich) and in ``--json`` output."""
+"""How jobs and trials look on the terminal (rich); their JSON form is :mod:`autopeft.reports`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from autopeft.objectives import Objective, pareto_front
+from autopeft.objectives import Objective
 from autopeft.scheduler import PreparedJob
 from autopeft.scheduler.scheduler import Progress as SchedulerProgress
 from autopeft.store import JobRecord, TrialRecord
@@ -37,52 +37,6 @@ def structure_summary(structure: dict[str, Any]) -> str:
         sizes = sorted(set(structure["parallel_adapter"]["sizes"].values()))
         parts.append(f"parallel_adapter {{{','.join(map(str, sizes))}}} x{len(structure['parallel_adapter']['sizes'])}")
     return "; ".join(parts) or "(none)"
-
-
-def trial_json(trial: TrialRecord, objectives: Sequence[Objective]) -> dict[str, Any]:
-    return {
-        "trial": trial.number,
-        "state": trial.state,
-        "values": {o.name: trial.value(o.name) for o in objectives},
-        "trainable_params": trial.trainable_params,
-        "metrics": trial.values,
-        "structure": trial.structure,
-        "config": trial.config,
-        "fidelity": trial.fidelity,
-        "seed": trial.seed,
-        "worker": trial.worker,
-        "wall_time_s": trial.wall_time_s,
-        "step_time_s": trial.step_time_s,
-        "peak_memory_bytes": trial.peak_memory_bytes,
-        "error": trial.error,
-    }
-
-
-def job_json(job: JobRecord) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "state": job.state,
-        "model": job.spec.get("model"),
-        "task": job.spec.get("task"),
-        "space": job.spec.get("space"),
-        "budget_trials": job.budget_trials,
-        "trials_done": job.trials_done,
-        "trial_counts": job.trial_counts,
-        "created_at": job.created_at.isoformat(),
-        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
-        "error": job.error,
-    }
-
-
-def status_json(job: JobRecord, trials: Sequence[TrialRecord], objectives: Sequence[Objective]) -> dict[str, Any]:
-    front = pareto_front(trials, objectives)
-    return {
-        **job_json(job),
-        "objectives": [o.to_json() for o in objectives],
-        "pareto_size": len(front),
-        "best": trial_json(front[0], objectives) if front else None,
-        "failures": [{"trial": t.number, "error": t.error} for t in trials if t.state == TrialState.FAILED],
-    }
 
 
 def _fmt(value: float | None) -> str:
@@ -126,8 +80,7 @@ def jobs_table(jobs: Sequence[JobRecord]) -> Table:
     return table
 
 
-def status_panel(job: JobRecord, trials: Sequence[TrialRecord], objectives: Sequence[Objective]) -> Panel:
-    summary = status_json(job, trials, objectives)
+def status_panel(job: JobRecord, summary: dict[str, Any]) -> Panel:
     lines = [
         f"state {job.state}; trials {job.trials_done}/{job.budget_trials} "
         f"({job.trial_counts.get(TrialState.FAILED, 0)} failed, {job.trial_counts.get(TrialState.RUNNING, 0)} running)",
@@ -136,7 +89,12 @@ def status_panel(job: JobRecord, trials: Sequence[TrialRecord], objectives: Sequ
     ]
     if summary["best"]:
         best = summary["best"]
-        lines.append(f"best: trial {best['trial']} {best['values']}")
+        lines.append(f"best: trial {best['trial']} (rung {best['rung']}) {best['values']}")
+    if summary["hypervolume"] is not None:
+        lines.append(
+            f"hypervolume {summary['hypervolume']:.4f} after {summary['hypervolume_history'][-1]['trials_done']} "
+            f"trials (reference {summary['hypervolume_reference']})"
+        )
     lines += [f"failed trial {f['trial']}: {f['error']}" for f in summary["failures"][-5:]]
     if job.error:
         lines.append(f"error: {job.error}")
@@ -154,10 +112,10 @@ def search_header(prepared: PreparedJob, store_url: str) -> str:
 
 
 class SearchProgress:
-    """A progress bar of trials done out of the budget, with the best metric so far."""
+    """A progress bar of budget spent, with the best metric so far and the hypervolume."""
 
-    def __init__(self, console: Console, prepared: PreparedJob) -> None:
-        self.objective = prepared.objectives[0]
+    def __init__(self, console: Console, objective: Objective, budget: float) -> None:
+        self.objective = objective
         self.best: float | None = None
         self.bar = Progress(
             TextColumn("[bold]job {task.fields[job]}"),
@@ -167,7 +125,7 @@ class SearchProgress:
             TimeElapsedColumn(),
             console=console,
         )
-        self.task_id = self.bar.add_task("search", total=prepared.spec.trials, job="-", best="starting workers")
+        self.task_id = self.bar.add_task("search", total=budget, job="-", best="starting workers")
 
     def __enter__(self) -> SearchProgress:
         self.bar.__enter__()
@@ -185,8 +143,9 @@ class SearchProgress:
             self.best is None or (value > self.best if self.objective.goal == "max" else value < self.best)
         ):
             self.best = value
-        best = "-" if self.best is None else f"{self.best:.4f}"
-        failed = f", {progress.failed} failed" if progress.failed else ""
-        self.bar.update(
-            self.task_id, completed=progress.done, best=f"best {self.objective.name} {best}{failed}"
-        )
+        text = f"best {self.objective.name} {'-' if self.best is None else f'{self.best:.4f}'}"
+        if progress.hypervolume is not None:
+            text += f", HV {progress.hypervolume:.4f}"
+        if progress.failed:
+            text += f", {progress.failed} failed"
+        self.bar.update(self.task_id, completed=progress.spent_units, best=text)

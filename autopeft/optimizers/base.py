@@ -24,11 +24,13 @@ from autopeft.space import Point, SearchSpace
 
 @dataclass(frozen=True)
 class Observation:
-    """A finished evaluation: the point, and its objective values unless it failed."""
+    """A finished evaluation: the point, its objective values unless it failed, and the
+    fidelity rung it ran at (0 = the base proxy; promoted configs are observed again higher)."""
 
     point: Point
     values: Mapping[str, float] = field(default_factory=dict)
     failed: bool = False
+    rung: int = 0
 
 
 class Optimizer(ABC):

@@ -1,29 +1,75 @@
 """Owning a running job: keep every worker busy, record every outcome, stop on budget.
 
-The loop asks the optimizer for exactly as many points as there are idle workers (the running
-ones passed as pending), records each trial before it is dispatched, and feeds every outcome —
-completed or failed — to the store and then to the optimizer.
+Each loop turn the scheduler beats the job's heartbeat (and notices a cancellation), gives every
+idle worker work — retried trials and promotions first, then exactly as many new proposals as
+there are idle workers and budget — records what finished, and, once every worker is busy,
+has the next proposal computed in the background. A worker that dies mid-trial costs nothing
+but time: the trial runs again on its replacement, up to ``max_attempts`` times. A driver that
+dies leaves the store consistent; :meth:`Scheduler.run` on the same job resumes it without
+losing or repeating a completed trial.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from autopeft.objectives import Objective
+from autopeft.objectives import Objective, observed
 from autopeft.optimizers import Observation, Optimizer
+from autopeft.optimizers.hypervolume import hypervolume, reference_point
+from autopeft.scheduler.budget import Budget
+from autopeft.scheduler.promotion import Rungs, promotable
+from autopeft.scheduler.proposer import Proposer
 from autopeft.space import Point, SearchSpace
 from autopeft.store import JobState, Store, TrialRecord
 from autopeft.trials import Fidelity, TrialOutcome, TrialRequest, TrialState
 from autopeft.worker.pool import WorkerPool
 
-WAIT_SLICE_S = 1.0
+WAIT_SLICE_S = 0.5
+REFERENCE_AFTER = 4
+"""Completed trials after which the hypervolume reference point is fixed and recorded."""
+
+
+def _dead_here(driver: str) -> bool:
+    """Whether ``driver`` ("host:pid") ran on this host and its process is gone."""
+    host, _, pid = driver.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def trial_seed(job_seed: int, number: int) -> int:
     """A distinct, reproducible seed per trial of a job."""
     return (job_seed * 1_000_003 + number) % 2**31
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """How a job runs, beyond its budget.
+
+    Attributes:
+        rungs: fidelity levels for multi-fidelity promotion (one level = none).
+        max_attempts: runs of a trial whose worker dies before it is failed.
+        heartbeat_s: seconds between the driver's heartbeats (and cancellation checks).
+        stale_after_s: a driver silent this long is considered dead (resume may take over).
+        prefetch: compute the next proposal while every worker is busy.
+    """
+
+    rungs: Rungs = field(default_factory=Rungs)
+    max_attempts: int = 3
+    heartbeat_s: float = 5.0
+    stale_after_s: float = 60.0
+    prefetch: bool = True
 
 
 @dataclass
@@ -32,12 +78,14 @@ class Progress:
 
     done: int
     failed: int
-    budget: int
+    spent_units: float
+    budget_units: float
     last: TrialRecord
+    hypervolume: float | None
 
 
 class Scheduler:
-    """Runs job ``job_id`` to its trial budget (or ``max_time_s``) on ``pool``."""
+    """Runs job ``job_id`` on ``pool`` until its budget is spent, the space is exhausted or it is cancelled."""
 
     def __init__(
         self,
@@ -50,89 +98,213 @@ class Scheduler:
         pool: WorkerPool,
         fidelity: Fidelity,
         seed: int,
-        budget_trials: int,
-        max_time_s: float | None = None,
+        budget: Budget,
+        settings: SchedulerSettings = SchedulerSettings(),
         on_progress: Callable[[Progress], None] | None = None,
     ) -> None:
         self.store = store
         self.job_id = job_id
         self.space = space
-        self.optimizer = optimizer
         self.objectives = objectives
         self.pool = pool
         self.fidelity = fidelity
         self.seed = seed
-        self.budget = budget_trials
-        self.max_time_s = max_time_s
+        self.budget = budget
+        self.settings = settings
+        self.proposer = Proposer(optimizer)
         self.on_progress = on_progress or (lambda progress: None)
-        self._points: dict[int, Point] = {}
-        self._created = len(store.trials(job_id))
+        self.driver = f"{socket.gethostname()}:{os.getpid()}"
+        self._queue: deque[TrialRecord] = deque()
+        self._records: dict[int, TrialRecord] = {}
+        self._promoted: set[int] = set()
+        self._reference: dict[str, float] | None = None
+        self._exhausted = False
+        self._last_beat = 0.0
         self.done = 0
         self.failed = 0
+        self.hypervolume: float | None = None
 
-    def run(self) -> None:
-        """Drive the job to its end and mark it completed (or cancelled on Ctrl-C, failed on error)."""
-        self.store.set_job_state(self.job_id, JobState.RUNNING)
-        deadline = None if self.max_time_s is None else time.monotonic() + self.max_time_s
+    # ------------------------------------------------------------------------- life cycle
+    def run(self) -> str:
+        """Drive the job to its end; returns the final job state."""
+        previous = self.store.job(self.job_id).driver
+        self.store.claim_job(
+            self.job_id, self.driver, self.settings.stale_after_s, force=previous is not None and _dead_here(previous)
+        )
+        if self.store.job(self.job_id).state != JobState.CANCELLING:  # a pending cancel wins
+            self.store.set_job_state(self.job_id, JobState.RUNNING)
+        self._restore()
         try:
-            while True:
-                out_of_time = deadline is not None and time.monotonic() >= deadline
-                if not out_of_time and not self._dispatch() and not self.pool.busy:
-                    break
-                if out_of_time and not self.pool.busy:
-                    break
-                for request, outcome in self.pool.wait(WAIT_SLICE_S):
-                    self._record(request, outcome)
+            state = self._loop()
         except KeyboardInterrupt:
+            self._abandon_running("driver interrupted")
             self.store.set_job_state(self.job_id, JobState.CANCELLED, "interrupted")
             raise
         except Exception as exc:
             self.store.set_job_state(self.job_id, JobState.FAILED, f"{type(exc).__name__}: {exc}")
             raise
-        self.store.set_job_state(self.job_id, JobState.COMPLETED)
+        finally:
+            self.proposer.close()
+        self.store.set_job_state(self.job_id, state)
+        return state
+
+    def _loop(self) -> str:
+        while True:
+            if self._beat() == JobState.CANCELLING:
+                self._abandon_running("cancelled")
+                return JobState.CANCELLED
+            started_any = self._dispatch()
+            if not self.pool.busy and not started_any:
+                return JobState.COMPLETED
+            for request, outcome in self.pool.wait(WAIT_SLICE_S):
+                self._finish(request, outcome)
+            self._prefetch()
+
+    def _beat(self) -> str | None:
+        if time.monotonic() - self._last_beat < self.settings.heartbeat_s:
+            return None
+        self._last_beat = time.monotonic()
+        return self.store.heartbeat_job(self.job_id)
+
+    def _restore(self) -> None:
+        """Take over what a previous driver left: observations, promotions, unfinished trials."""
+        trials = self.store.trials(self.job_id)
+        finished = [t for t in trials if t.state in (TrialState.COMPLETED, TrialState.FAILED)]
+        for trial in trials:
+            self._records[trial.id] = trial
+            if trial.promoted_from is not None:
+                self._promoted.add(trial.promoted_from)
+            if trial.state == TrialState.RUNNING:  # its worker went down with the old driver
+                self._records[trial.id] = self.store.retry_trial(trial.id, "resumed by a new driver")
+            if trial.state in (TrialState.RUNNING, TrialState.PENDING):
+                self._queue.append(self._records[trial.id])
+        for trial in finished:
+            self.budget.charge(self.settings.rungs.cost(trial.rung), trial.wall_time_s)
+            self.done += 1
+            self.failed += trial.state == TrialState.FAILED
+        if finished:
+            self.proposer.tell([self._observation(t) for t in finished])
+            self._update_hypervolume(finished[-1].rung, record=False)
+
+    # ------------------------------------------------------------------------- dispatching
+    def _in_flight_units(self) -> float:
+        return sum(self.settings.rungs.cost(slot.request.rung) for slot in self.pool.busy)
 
     def _dispatch(self) -> bool:
-        """Fill idle workers with new trials; False when nothing runs and nothing can be started."""
-        remaining = self.budget - self.done - len(self.pool.busy)
+        """Give idle workers queued trials, then new proposals; True if anything runs or started."""
+        started = False
+        for slot in list(self.pool.idle):
+            if not self._queue or not self._affordable(self._queue[0].rung):
+                break
+            self._submit(slot, self._queue.popleft())
+            started = True
         idle = self.pool.idle
-        if remaining <= 0 or not idle:
-            return bool(self.pool.busy)
-        pending = [self._points[slot.request.trial_id] for slot in self.pool.busy]
-        points = self.optimizer.ask(min(len(idle), remaining), pending=pending)
-        for slot, point in zip(idle, points):
-            self.pool.submit(slot, self._new_trial(point, slot.name))
-        return bool(points) or bool(self.pool.busy)
+        affordable = self._new_trials_affordable()
+        wanted = min(len(idle), affordable)
+        if wanted > 0 and not self._exhausted:
+            points = self.proposer.take(wanted, self._pending_points())
+            self._exhausted = len(points) < wanted
+            for slot, point in zip(idle, points):
+                self._submit(slot, self._new_trial(point))
+                started = True
+        return started or bool(self.pool.busy)
 
-    def _new_trial(self, point: Point, worker: str) -> TrialRequest:
+    def _affordable(self, rung: int) -> bool:
+        return self.budget.can_start(self.settings.rungs.cost(rung), self._in_flight_units())
+
+    def _new_trials_affordable(self) -> int:
+        if self.budget.stop_reason() is not None:
+            return 0
+        left = self.budget.units - self.budget.spent_units - self._in_flight_units()
+        left -= sum(self.settings.rungs.cost(t.rung) for t in self._queue)
+        return max(0, int(left + 1e-9))
+
+    def _pending_points(self) -> list[Point]:
+        return [self._records[slot.request.trial_id].config for slot in self.pool.busy]
+
+    def _prefetch(self) -> None:
+        if self.settings.prefetch and not self.pool.idle and not self._exhausted:
+            if self._new_trials_affordable() > 0:
+                self.proposer.prefetch(1, self._pending_points())
+
+    def _new_trial(self, point: Point, rung: int = 0, promoted_from: int | None = None) -> TrialRecord:
+        number = len(self._records)
         record = self.store.add_trial(
             self.job_id,
             config=point,
             structure=self.space.decode(point).to_json(),
             trainable_params=self.space.trainable_params(point),
-            seed=trial_seed(self.seed, self._created),
-            fidelity=self.fidelity.to_json(),
+            seed=trial_seed(self.seed, number),
+            fidelity=self.settings.rungs.fidelity(self.fidelity, rung).to_json(),
+            rung=rung,
+            promoted_from=promoted_from,
         )
-        self._created += 1
-        self._points[record.id] = point
-        self.store.mark_running(record.id, worker)
-        return TrialRequest(record.id, record.number, record.structure, record.seed, self.fidelity)
+        self._records[record.id] = record
+        return record
 
-    def _record(self, request: TrialRequest, outcome: TrialOutcome) -> None:
-        predicted = self.space.trainable_params(self._points[request.trial_id])
-        if outcome.state == TrialState.COMPLETED and outcome.trainable_params != predicted:
-            outcome = TrialOutcome(
-                **{**outcome.__dict__, "state": TrialState.FAILED,
-                   "error": f"built model has {outcome.trainable_params} trainable parameters, "
-                            f"the exact count predicted {predicted}"}
-            )
-        record = self.store.record_outcome(outcome)
+    def _submit(self, slot, record: TrialRecord) -> None:
+        self.store.mark_running(record.id, slot.name, dispatch_wait_s=time.monotonic() - slot.idle_since)
+        request = TrialRequest(
+            record.id, record.number, record.structure, record.seed, Fidelity.from_json(record.fidelity), record.rung
+        )
+        self.pool.submit(slot, request)
+
+    # --------------------------------------------------------------------------- outcomes
+    def _finish(self, request: TrialRequest, outcome: TrialOutcome) -> None:
+        record = self._records[request.trial_id]
+        if outcome.lost_worker and record.attempt < self.settings.max_attempts:
+            self._queue.appendleft(self.store.retry_trial(record.id, outcome.error or "worker lost"))
+            self._records[record.id] = self._queue[0]
+            return
+        if outcome.state == TrialState.COMPLETED and outcome.trainable_params != record.trainable_params:
+            outcome = TrialOutcome(**{
+                **outcome.__dict__, "state": TrialState.FAILED,
+                "error": f"built model has {outcome.trainable_params} trainable parameters, "
+                         f"the exact count predicted {record.trainable_params}",
+            })
+        record = self._records[record.id] = self.store.record_outcome(outcome)
+        self.budget.charge(self.settings.rungs.cost(record.rung), outcome.wall_time_s)
         self.done += 1
-        self.failed += outcome.state == TrialState.FAILED
-        self.optimizer.tell([self._observation(request.trial_id, record)])
-        self.on_progress(Progress(self.done, self.failed, self.budget, record))
+        self.failed += record.state == TrialState.FAILED
+        self.proposer.tell([self._observation(record)])
+        if record.state == TrialState.COMPLETED:
+            self._update_hypervolume(record.rung)
+            self._promote(record.rung)
+        self.on_progress(
+            Progress(self.done, self.failed, self.budget.spent_units, self.budget.units, record, self.hypervolume)
+        )
 
-    def _observation(self, trial_id: int, record: TrialRecord) -> Observation:
-        point = self._points.pop(trial_id)
+    def _observation(self, record: TrialRecord) -> Observation:
         if record.state != TrialState.COMPLETED:
-            return Observation(point, failed=True)
-        return Observation(point, {o.name: record.value(o.name) for o in self.objectives})
+            return Observation(record.config, failed=True, rung=record.rung)
+        return Observation(record.config, {o.name: record.value(o.name) for o in self.objectives}, rung=record.rung)
+
+    def _rung_trials(self, rung: int) -> list[TrialRecord]:
+        return observed([t for t in self._records.values() if t.rung == rung], self.objectives)
+
+    def _promote(self, rung: int) -> None:
+        if rung >= self.settings.rungs.top:
+            return
+        for trial in promotable(self._rung_trials(rung), self._promoted, self.objectives, self.settings.rungs.eta):
+            self._promoted.add(trial.id)
+            self._queue.append(self._new_trial(trial.config, rung + 1, promoted_from=trial.id))
+
+    def _update_hypervolume(self, rung: int, record: bool = True) -> None:
+        values = [{o.name: t.value(o.name) for o in self.objectives} for t in self._rung_trials(rung)]
+        if self._reference is None:
+            completed = self._rung_trials(0)
+            if len(completed) < min(REFERENCE_AFTER, self.budget.units):
+                return
+            self._reference = reference_point(
+                [{o.name: t.value(o.name) for o in self.objectives} for t in completed], self.objectives
+            )
+        self.hypervolume = hypervolume(values, self.objectives, self._reference)
+        if record:
+            self.store.record_hypervolume(self.job_id, rung, self.done, self.hypervolume, self._reference)
+
+    def _abandon_running(self, reason: str) -> None:
+        for slot in self.pool.busy:
+            self.store.record_outcome(
+                TrialOutcome(slot.request.trial_id, TrialState.FAILED, slot.name, error=reason)
+            )
+        self.pool.shutdown()

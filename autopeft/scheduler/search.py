@@ -1,33 +1,24 @@
-"""Launching a prepared job: workers first, then the job row, then the scheduler loop."""
+"""Launching and resuming jobs: workers first, then the job row, then the scheduler loop."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from autopeft.optimizers import make_optimizer
-from autopeft.scheduler.scheduler import Progress, Scheduler
-from autopeft.scheduler.spec import PreparedJob
+from autopeft.errors import AutopeftError
+from autopeft.optimizers import Observation, Optimizer, make_optimizer
+from autopeft.scheduler.budget import Budget
+from autopeft.scheduler.promotion import Rungs
+from autopeft.scheduler.scheduler import Progress, Scheduler, SchedulerSettings
+from autopeft.scheduler.sensitivities import provide_sensitivities
+from autopeft.scheduler.spec import PreparedJob, prepare_stored
 from autopeft.space.search_space import declared_architecture_of
-from autopeft.store import Store
+from autopeft.store import JobState, Store
+from autopeft.trials import TrialState
 from autopeft.worker.pool import WorkerPool
 from autopeft.worker.proxy import WorkerSpec
 
 
-def run_search(
-    prepared: PreparedJob,
-    store: Store,
-    *,
-    ray_address: str | None = None,
-    cpus_per_worker: int = 1,
-    gpus_per_worker: float = 0.0,
-    on_created: Callable[[int], None] | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
-) -> int:
-    """Run ``prepared`` to completion and return its job id.
-
-    The worker pool starts (and loads the model) before the job is recorded, so a cluster that
-    cannot be reached leaves no job behind.
-    """
+def _pool(prepared: PreparedJob, store: Store, ray_address: str | None) -> WorkerPool:
     spec = prepared.spec
     worker_spec = WorkerSpec(
         model=prepared.model,
@@ -35,30 +26,108 @@ def run_search(
         architecture=declared_architecture_of(prepared.space_spec),
         data_seed=spec.seed,
     )
-    pool = WorkerPool(
+    return WorkerPool(
         worker_spec,
         spec.workers,
         address=ray_address,
-        cpus_per_worker=cpus_per_worker,
-        gpus_per_worker=gpus_per_worker,
+        cpus_per_worker=spec.cpus_per_worker,
+        gpus_per_worker=spec.gpus_per_worker,
+        storage_url=store.absolute_url,
     )
+
+
+def _scheduler(prepared: PreparedJob, store: Store, job_id: int, pool: WorkerPool, optimizer: Optimizer,
+               on_progress: Callable[[Progress], None] | None) -> Scheduler:
+    spec = prepared.spec
+    return Scheduler(
+        store,
+        job_id,
+        space=prepared.space,
+        optimizer=optimizer,
+        objectives=list(prepared.objectives),
+        pool=pool,
+        fidelity=spec.fidelity,
+        seed=spec.seed,
+        budget=Budget(spec.trials, spec.max_time_s, spec.max_worker_hours),
+        settings=SchedulerSettings(rungs=Rungs(spec.rungs, spec.eta), max_attempts=spec.max_attempts),
+        on_progress=on_progress,
+    )
+
+
+def warm_start_observations(store: Store, prepared: PreparedJob) -> list[Observation]:
+    """Finished trials of job ``prepared.spec.warm_start``, which must have searched the same space."""
+    source = store.job(prepared.spec.warm_start)
+    theirs = source.spec.get("space_spec")
+    if theirs != prepared.space_spec.model_dump(mode="json"):
+        raise AutopeftError(f"--warm-start job {source.id} searched a different space; its trials cannot seed this one")
+    observations = []
+    for trial in store.trials(source.id, states=[TrialState.COMPLETED, TrialState.FAILED]):
+        if set(trial.config) != set(prepared.space.names):
+            continue
+        if trial.state == TrialState.FAILED:
+            observations.append(Observation(trial.config, failed=True, rung=trial.rung))
+        elif all(trial.value(o.name) is not None for o in prepared.objectives):
+            values = {o.name: trial.value(o.name) for o in prepared.objectives}
+            observations.append(Observation(trial.config, values, rung=trial.rung))
+    return observations
+
+
+def run_search(
+    prepared: PreparedJob,
+    store: Store,
+    *,
+    ray_address: str | None = None,
+    on_created: Callable[[int], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    on_measure: Callable[[str], None] | None = None,
+) -> int:
+    """Run ``prepared`` to its end and return its job id.
+
+    Budgeted spaces get their SPT / IST scores first (``on_measure(method)`` announces a
+    measurement). The worker pool starts (and loads the model) before the job is recorded, so a cluster that
+    cannot be reached leaves no job behind.
+    """
+    spec = prepared.spec
+    warm = warm_start_observations(store, prepared) if spec.warm_start is not None else []
+    prepared = provide_sensitivities(prepared, store, on_measure)
+    pool = _pool(prepared, store, ray_address)
     try:
         job_id = store.create_job(prepared.stored_spec(), spec.trials, spec.max_time_s)
         if on_created is not None:
             on_created(job_id)
-        Scheduler(
-            store,
-            job_id,
-            space=prepared.space,
-            optimizer=make_optimizer(spec.optimizer, prepared.space, prepared.objectives, spec.seed),
-            objectives=list(prepared.objectives),
-            pool=pool,
-            fidelity=spec.fidelity,
-            seed=spec.seed,
-            budget_trials=spec.trials,
-            max_time_s=spec.max_time_s,
-            on_progress=on_progress,
-        ).run()
+        optimizer = make_optimizer(spec.optimizer, prepared.space, prepared.objectives, spec.seed)
+        if warm:
+            optimizer.tell(warm)
+        _scheduler(prepared, store, job_id, pool, optimizer, on_progress).run()
     finally:
         pool.shutdown()
     return job_id
+
+
+def resume_search(
+    store: Store,
+    job_id: int,
+    *,
+    ray_address: str | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> str:
+    """Run a stored job from where the store says it is; returns the final state.
+
+    That is how a job whose driver died continues (completed and failed trials are kept and told
+    to a fresh optimizer, trials that were running run again), and how the service runs a job it
+    recorded as pending. When the workers cannot start, the job is marked failed with the reason.
+    """
+    job = store.job(job_id)
+    try:
+        prepared = provide_sensitivities(prepare_stored(job.spec), store)
+        pool = _pool(prepared, store, ray_address)
+    except AutopeftError as exc:
+        store.set_job_state(job_id, JobState.FAILED, str(exc))
+        raise
+    try:
+        optimizer = make_optimizer(prepared.spec.optimizer, prepared.space, prepared.objectives, prepared.spec.seed)
+        if prepared.spec.warm_start is not None:
+            optimizer.tell(warm_start_observations(store, prepared))
+        return _scheduler(prepared, store, job_id, pool, optimizer, on_progress).run()
+    finally:
+        pool.shutdown()

@@ -143,6 +143,54 @@ class ArchitectureSpec(_Strict):
     feedforward_roles: list[str] = []
 
 
+class Range(_Strict):
+    """A searched continuous setting between ``low`` and ``high`` (equal bounds: a constant)."""
+
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        return self
+
+
+class SensitivitySettings(_Strict):
+    """How SPT gradients and IST loss probes are measured (once per model, task and settings)."""
+
+    batches: int = Field(default=16, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    ist_steps: int = Field(default=50, ge=1)
+    ist_probe_batches: int = Field(default=4, ge=1)
+
+
+class BudgetSpec(_Strict):
+    """Sensitivity-aware allocation (SPT / IST): a few searched numbers become per-matrix LoRA ranks.
+
+    ``fraction`` is the total trainable budget as a fraction of the model's parameters (searched on
+    a log scale); ``rules`` the allocation rules; ``sharpness`` how strongly ranks follow the
+    scores (0 = equal ranks).
+    """
+
+    fraction: Range
+    rules: list[Literal["uniform", "spt", "ist"]] = Field(default=["uniform", "spt", "ist"], min_length=1)
+    sharpness: Range = Range(low=0.0, high=2.0)
+    roles: list[str] = Field(min_length=1)
+    variants: list[LoraVariant] = Field(default=["lora"], min_length=1)
+    alpha_ratio: float = Field(default=2.0, gt=0)
+    switch_factor: float = Field(default=10.0, gt=0)
+    sensitivity: SensitivitySettings = SensitivitySettings()
+
+    @model_validator(mode="after")
+    def _positive_budget(self) -> BudgetSpec:
+        if self.fraction.low <= 0 or self.fraction.high > 1:
+            raise ValueError("fraction must lie in (0, 1]")
+        if self.sharpness.low < 0:
+            raise ValueError("sharpness must be >= 0")
+        return self
+
+
 class ModulesSpec(_Strict):
     lora: LoraSpec | None = None
     ia3: IA3Spec | None = None
@@ -164,9 +212,16 @@ class SpaceSpec(_Strict):
     description: str = ""
     architecture: ArchitectureSpec | None = None
     layers: LayersSpec = LayersSpec()
-    modules: ModulesSpec
+    modules: ModulesSpec | None = None
+    budget: BudgetSpec | None = None
     max_trainable_fraction: float | None = Field(default=None, gt=0, le=1)
     source: str = Field(default="<inline>", exclude=True)
+
+    @model_validator(mode="after")
+    def _modules_or_budget(self) -> SpaceSpec:
+        if (self.modules is None) == (self.budget is None):
+            raise ValueError("declare either modules (searched module types and sizes) or budget (allocated LoRA)")
+        return self
 
 
 def shipped_spaces() -> dict[str, Path]:

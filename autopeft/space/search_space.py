@@ -23,9 +23,11 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from torch import nn
 
-from autopeft.errors import SpaceError
+from autopeft.space.allocation import allocate
+from autopeft.space.sensitivity import Sensitivity
+from autopeft.errors import BudgetError, SpaceError
 from autopeft.space.cost import count_trainable
-from autopeft.space.dimensions import Categorical, Choice, Dimension, Flag, Value
+from autopeft.space.dimensions import Categorical, Choice, Dimension, Flag, Real, Value
 from autopeft.space.architectures import Architecture, declared_architecture
 from autopeft.space.layout import ModelLayout, read_layout
 from autopeft.space.schema import Granularity, Sizes, SpaceSpec
@@ -52,17 +54,38 @@ class SearchSpace:
     does not have.
     """
 
-    def __init__(self, spec: SpaceSpec, layout: ModelLayout) -> None:
+    def __init__(
+        self, spec: SpaceSpec, layout: ModelLayout, sensitivities: Mapping[str, Sensitivity] | None = None
+    ) -> None:
         self.spec = spec
         self.layout = layout
+        self.sensitivities = dict(sensitivities or {})
         self.layers = self._eligible_layers()
         self.units = self._layer_units()
-        modules = spec.modules
-        self.lora_roles = self._resolve_roles(modules.lora.roles, "modules.lora.roles") if modules.lora else ()
-        self.ia3_roles = self._resolve_roles(modules.ia3.roles, "modules.ia3.roles") if modules.ia3 else ()
+        modules, budget = spec.modules, spec.budget
+        self.lora_roles = ()
+        if modules is not None and modules.lora is not None:
+            self.lora_roles = self._resolve_roles(modules.lora.roles, "modules.lora.roles")
+        if budget is not None:
+            self.lora_roles = self._resolve_roles(budget.roles, "budget.roles")
+        self.ia3_roles = ()
+        if modules is not None and modules.ia3 is not None:
+            self.ia3_roles = self._resolve_roles(modules.ia3.roles, "modules.ia3.roles")
         self._constants: dict[str, Value] = {}
-        self.dimensions: tuple[Dimension, ...] = tuple(self._build_dimensions())
-        self._by_name = {d.name: d for d in self.dimensions}
+        self.dimensions: tuple[Dimension, ...] = tuple(
+            self._budget_dimensions() if budget is not None else self._module_dimensions()
+        )
+
+    @property
+    def needed_sensitivities(self) -> tuple[str, ...]:
+        """Sensitivity methods (``spt``, ``ist``) that decoding this space needs scores for."""
+        if self.spec.budget is None:
+            return ()
+        return tuple(rule for rule in self.spec.budget.rules if rule in ("spt", "ist"))
+
+    def with_sensitivities(self, sensitivities: Mapping[str, Sensitivity]) -> SearchSpace:
+        """The same space, decoding with these measured scores."""
+        return SearchSpace(self.spec, self.layout, sensitivities)
 
     # ----------------------------------------------------------------- binding to the model
     def _eligible_layers(self) -> tuple[int, ...]:
@@ -103,7 +126,23 @@ class SearchSpace:
         return tuple(resolved)
 
     # ----------------------------------------------------------------------- dimensions
-    def _build_dimensions(self) -> Iterable[Dimension]:
+    def _budget_dimensions(self) -> Iterable[Dimension]:
+        budget = self.spec.budget
+        if self.spec.layers.mask or self.spec.layers.include is not None or self.spec.layers.groups:
+            raise SpaceError(f"{self.spec.source}: layers: a budget space places modules itself; remove 'layers'")
+        searched = (
+            (Real("budget.fraction", budget.fraction.low, budget.fraction.high, log=True), budget.fraction.low),
+            (Categorical("budget.rule", tuple(budget.rules)), budget.rules[0]),
+            (Real("budget.sharpness", budget.sharpness.low, budget.sharpness.high), budget.sharpness.low),
+            (Categorical("budget.variant", tuple(budget.variants)), budget.variants[0]),
+        )
+        for dimension, only_value in searched:
+            if dimension.bounds[0] < dimension.bounds[1]:
+                yield dimension
+            else:
+                self._constants[dimension.name] = only_value
+
+    def _module_dimensions(self) -> Iterable[Dimension]:
         modules = self.spec.modules
         if self.spec.layers.mask:
             yield from (Flag(f"layers.{unit}") for unit in dict.fromkeys(self.units.values()))
@@ -182,6 +221,8 @@ class SearchSpace:
     def decode(self, point: Mapping[str, Value]) -> Structure:
         """The structure a point describes (possibly empty; see :meth:`is_feasible`)."""
         values = {**self._constants, **point}
+        if self.spec.budget is not None:
+            return self._decode_budget(values)
         layers = [i for i in self.layers if values.get(f"layers.{self.units[i]}", True)]
         lora = self._decode_lora(values, layers)
         return Structure(
@@ -192,6 +233,26 @@ class SearchSpace:
             parallel_scale=self.spec.modules.parallel_adapter.scale if self.spec.modules.parallel_adapter else 4.0,
             prefix=self._decode_sizes(values, "prefix.length", layers),
         )
+
+    def _decode_budget(self, values: Mapping[str, Value]) -> Structure:
+        """Allocate LoRA ranks for the point's budget, rule and sharpness (empty if impossible)."""
+        budget, rule = self.spec.budget, str(values["budget.rule"])
+        if rule != "uniform" and rule not in self.sensitivities:
+            raise SpaceError(f"{self.spec.source}: rule '{rule}' needs {rule.upper()} scores; measure them first")
+        try:
+            return allocate(
+                self.layout,
+                self.sensitivities.get(rule),
+                budget_params=round(float(values["budget.fraction"]) * self.layout.total_params),
+                rule=rule,
+                sharpness=float(values["budget.sharpness"]),
+                roles=self.lora_roles,
+                variant=str(values["budget.variant"]),
+                alpha_ratio=budget.alpha_ratio,
+                switch_factor=budget.switch_factor,
+            )
+        except BudgetError:
+            return Structure()
 
     def _decode_lora(self, values: Mapping[str, Value], layers: Sequence[int]) -> LoraModules | None:
         lora = self.spec.modules.lora
@@ -270,6 +331,8 @@ def declared_architecture_of(spec: SpaceSpec) -> Architecture | None:
     )
 
 
-def bind_space(spec: SpaceSpec, model: nn.Module) -> SearchSpace:
+def bind_space(
+    spec: SpaceSpec, model: nn.Module, sensitivities: Mapping[str, Sensitivity] | None = None
+) -> SearchSpace:
     """Bind ``spec`` to a model (real or a meta-device skeleton) through its layout."""
-    return SearchSpace(spec, read_layout(model, declared_architecture_of(spec)))
+    return SearchSpace(spec, read_layout(model, declared_architecture_of(spec)), sensitivities)

@@ -18,9 +18,14 @@ DEFAULT_URL = "sqlite:///autopeft.db"
 
 
 def normalise_url(url: str) -> str:
-    """Accept ``postgresql://`` and plain file paths; use psycopg 3 for PostgreSQL."""
+    """Accept ``postgresql://`` and plain file paths; use psycopg 3 for PostgreSQL.
+
+    SQLite paths become absolute, so that Ray workers started elsewhere open the same file.
+    """
     if "://" not in url:
-        return f"sqlite:///{Path(url).expanduser()}"
+        return f"sqlite:///{Path(url).expanduser().resolve()}"
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and url != "sqlite:///:memory:":
+        return f"sqlite:///{Path(url.removeprefix('sqlite:///')).expanduser().resolve()}"
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
     return url

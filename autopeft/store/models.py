@@ -31,6 +31,8 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     error: Mapped[str | None] = mapped_column(Text)
+    driver: Mapped[str | None] = mapped_column(String(128))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     trials: Mapped[list[Trial]] = relationship(back_populates="job", cascade="all, delete-orphan")
 
@@ -58,6 +60,14 @@ class Trial(Base):
     step_time_s: Mapped[float | None] = mapped_column(Float)
     peak_memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
     error: Mapped[str | None] = mapped_column(Text)
+    rung: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    promoted_from: Mapped[int | None] = mapped_column(
+        ForeignKey("trials.id", ondelete="SET NULL", name="fk_trials_promoted_from")
+    )
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    dispatch_wait_s: Mapped[float | None] = mapped_column(Float)
+    timings: Mapped[dict[str, Any] | None]
 
     job: Mapped[Job] = relationship(back_populates="trials")
     values: Mapped[list[TrialValue]] = relationship(cascade="all, delete-orphan", lazy="selectin")
@@ -75,6 +85,20 @@ class TrialValue(Base):
     value: Mapped[float] = mapped_column(Float)
 
 
+class HypervolumeRecord(Base):
+    """The hypervolume of a job's observed front after ``trials_done`` finished trials."""
+
+    __tablename__ = "hypervolumes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    rung: Mapped[int] = mapped_column(Integer)
+    trials_done: Mapped[int] = mapped_column(Integer)
+    value: Mapped[float] = mapped_column(Float)
+    reference: Mapped[dict[str, Any]]
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Event(Base):
     """Something that happened to a job or trial, kept for ``status`` and post-mortems."""
 
@@ -86,3 +110,24 @@ class Event(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     kind: Mapped[str] = mapped_column(String(32))
     message: Mapped[str] = mapped_column(Text)
+
+
+class SensitivityRecord(Base):
+    """SPT or IST scores of one model on one task, measured once and reused by every trial.
+
+    ``key`` digests model, task, method and the measurement settings in ``params``
+    (:func:`autopeft.store.sensitivity.sensitivity_key`); ``scores`` is ``Sensitivity.to_json()``.
+    """
+
+    __tablename__ = "sensitivities"
+    __table_args__ = (UniqueConstraint("key", name="uq_sensitivities_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(Text)
+    task: Mapped[str] = mapped_column(Text)
+    method: Mapped[str] = mapped_column(String(8))
+    params: Mapped[dict[str, Any]]
+    key: Mapped[str] = mapped_column(String(64))
+    scores: Mapped[dict[str, Any]]
+    seconds: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -18,16 +18,20 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from autopeft.errors import StoreError
 from autopeft.store.database import DEFAULT_URL, create_store_engine, display_url
-from autopeft.store.models import Event, Job, Trial, TrialValue, utcnow
+from autopeft.store.models import Event, HypervolumeRecord, Job, Trial, TrialValue, utcnow
 from autopeft.trials import TrialOutcome, TrialState
 
 
 class JobState(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
+    CANCELLING = "cancelling"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+
+FINISHED_JOB_STATES = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,12 @@ class TrialRecord:
     peak_memory_bytes: int | None
     error: str | None
     values: dict[str, float]
+    rung: int = 0
+    attempt: int = 1
+    promoted_from: int | None = None
+    heartbeat_at: datetime | None = None
+    dispatch_wait_s: float | None = None
+    timings: dict[str, float] | None = None
 
     def value(self, name: str) -> float | None:
         """A metric, or one of the trial's measured costs, by objective name."""
@@ -78,6 +88,8 @@ class JobRecord:
     finished_at: datetime | None
     error: str | None
     trial_counts: dict[str, int]
+    driver: str | None = None
+    heartbeat_at: datetime | None = None
 
     @property
     def trials_done(self) -> int:
@@ -111,6 +123,12 @@ def _trial_record(row: Trial) -> TrialRecord:
         peak_memory_bytes=row.peak_memory_bytes,
         error=row.error,
         values={v.name: v.value for v in row.values},
+        rung=row.rung,
+        attempt=row.attempt,
+        promoted_from=row.promoted_from,
+        heartbeat_at=_utc(row.heartbeat_at),
+        dispatch_wait_s=row.dispatch_wait_s,
+        timings=row.timings,
     )
 
 
@@ -120,6 +138,7 @@ class Store:
     def __init__(self, url: str = DEFAULT_URL) -> None:
         self.engine = create_store_engine(url)
         self.url = display_url(str(self.engine.url))
+        self.absolute_url = self.engine.url.render_as_string(hide_password=False)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def close(self) -> None:
@@ -166,6 +185,8 @@ class Store:
             finished_at=_utc(job.finished_at),
             error=job.error,
             trial_counts=counts,
+            driver=job.driver,
+            heartbeat_at=_utc(job.heartbeat_at),
         )
 
     def set_job_state(self, job_id: int, state: str, error: str | None = None) -> None:
@@ -176,7 +197,7 @@ class Store:
             job.state = state
             if state == JobState.RUNNING and job.started_at is None:
                 job.started_at = utcnow()
-            if state in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED):
+            if state in FINISHED_JOB_STATES:
                 job.finished_at = utcnow()
             if error is not None:
                 job.error = error
@@ -192,6 +213,8 @@ class Store:
         trainable_params: int,
         seed: int,
         fidelity: dict[str, Any],
+        rung: int = 0,
+        promoted_from: int | None = None,
     ) -> TrialRecord:
         """Record a pending trial with the next number of its job."""
         for _ in range(5):  # another writer may take the same number; the unique key tells us
@@ -209,6 +232,8 @@ class Store:
                         trainable_params=trainable_params,
                         seed=seed,
                         fidelity=fidelity,
+                        rung=rung,
+                        promoted_from=promoted_from,
                     )
                     session.add(trial)
                     session.flush()
@@ -218,12 +243,86 @@ class Store:
                 continue
         raise StoreError(f"could not allocate a trial number for job {job_id}")
 
-    def mark_running(self, trial_id: int, worker: str) -> None:
+    def mark_running(self, trial_id: int, worker: str, dispatch_wait_s: float | None = None) -> None:
+        """A worker took the trial; ``dispatch_wait_s`` is how long that worker sat idle before."""
         with self._session() as session:
             trial = session.get(Trial, trial_id)
             trial.state = TrialState.RUNNING
             trial.worker = worker
-            trial.started_at = utcnow()
+            trial.started_at = trial.heartbeat_at = utcnow()
+            trial.dispatch_wait_s = dispatch_wait_s
+
+    def heartbeat_trial(self, trial_id: int) -> None:
+        with self._session() as session:
+            trial = session.get(Trial, trial_id)
+            if trial is not None and trial.state == TrialState.RUNNING:
+                trial.heartbeat_at = utcnow()
+
+    def retry_trial(self, trial_id: int, reason: str) -> TrialRecord:
+        """Put a trial whose worker was lost back to pending, counting the attempt."""
+        with self._session() as session:
+            trial = session.get(Trial, trial_id)
+            trial.state = TrialState.PENDING
+            trial.attempt += 1
+            trial.worker = None
+            trial.started_at = trial.heartbeat_at = None
+            session.add(Event(job_id=trial.job_id, trial_id=trial.id, kind="trial_retried", message=reason))
+            session.flush()
+            return _trial_record(trial)
+
+    # ----------------------------------------------------------------------- the driver
+    def claim_job(self, job_id: int, driver: str, stale_after_s: float, *, force: bool = False) -> None:
+        """Make ``driver`` the job's driver, unless another one beat within ``stale_after_s``
+        (``force`` when the caller knows that one is dead)."""
+        with self._session() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                raise StoreError(f"no job {job_id} in the store at {self.url}")
+            if job.state in FINISHED_JOB_STATES:
+                raise StoreError(f"job {job_id} is {job.state}; nothing to resume")
+            beat = _utc(job.heartbeat_at)
+            recent = beat is not None and (utcnow() - beat).total_seconds() < stale_after_s
+            if job.driver not in (None, driver) and recent and not force:
+                raise StoreError(f"job {job_id} is still driven by {job.driver} (heartbeat {beat:%H:%M:%S} UTC)")
+            job.driver, job.heartbeat_at = driver, utcnow()
+            session.add(Event(job_id=job_id, kind="driver", message=f"driven by {driver}"))
+
+    def heartbeat_job(self, job_id: int) -> str:
+        """Record that the driver is alive; returns the job's state (to see cancellation)."""
+        with self._session() as session:
+            job = session.get(Job, job_id)
+            job.heartbeat_at = utcnow()
+            return job.state
+
+    def request_cancel(self, job_id: int) -> str:
+        """Ask a running job to stop; a job without a live driver is cancelled at once."""
+        with self._session() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                raise StoreError(f"no job {job_id} in the store at {self.url}")
+            if job.state in FINISHED_JOB_STATES:
+                return job.state
+            job.state = JobState.CANCELLING if job.state == JobState.RUNNING else JobState.CANCELLED
+            if job.state == JobState.CANCELLED:
+                job.finished_at = utcnow()
+            session.add(Event(job_id=job_id, kind="cancel_requested", message=job.state))
+            return job.state
+
+    def record_hypervolume(self, job_id: int, rung: int, trials_done: int, value: float, reference: dict) -> None:
+        with self._session() as session:
+            session.add(HypervolumeRecord(job_id=job_id, rung=rung, trials_done=trials_done, value=value,
+                                          reference=reference))
+
+    def hypervolumes(self, job_id: int) -> list[tuple[int, int, float, dict]]:
+        """(rung, trials done, hypervolume, reference point) in the order they were recorded."""
+        query = (
+            select(HypervolumeRecord.rung, HypervolumeRecord.trials_done, HypervolumeRecord.value,
+                   HypervolumeRecord.reference)
+            .where(HypervolumeRecord.job_id == job_id)
+            .order_by(HypervolumeRecord.id)
+        )
+        with self._sessions() as session:
+            return [tuple(row) for row in session.execute(query)]
 
     def record_outcome(self, outcome: TrialOutcome) -> TrialRecord:
         """Store what a worker measured; a failed trial keeps its reason and an event."""
@@ -236,6 +335,7 @@ class Store:
             trial.step_time_s = outcome.step_time_s
             trial.peak_memory_bytes = outcome.peak_memory_bytes
             trial.error = outcome.error
+            trial.timings = outcome.timings
             if outcome.trainable_params is not None:
                 trial.trainable_params = outcome.trainable_params
             trial.values = [TrialValue(name=k, value=float(v)) for k, v in outcome.metrics.items()]

@@ -2,21 +2,45 @@
 
 from __future__ import annotations
 
+import os
+import threading
+
 import ray
 
+from autopeft.store import Store
 from autopeft.trials import TrialOutcome, TrialRequest
 from autopeft.worker.proxy import ProxyTrainer, WorkerSpec
 
 
 @ray.remote
 class TrialWorker:
-    """Loads the base model and data at start, then runs the trials it is sent, one at a time."""
+    """Loads the base model and data at start, then runs the trials it is sent, one at a time.
 
-    def __init__(self, spec: WorkerSpec) -> None:
+    While a trial runs, a thread writes its heartbeat to the store every ``heartbeat_s`` seconds,
+    so that ``status`` and a resumed driver can tell live trials from lost ones.
+    """
+
+    def __init__(self, spec: WorkerSpec, storage_url: str | None = None, heartbeat_s: float = 10.0) -> None:
         self.trainer = ProxyTrainer(spec)
+        self._store = Store(storage_url) if storage_url else None
+        self._heartbeat_s = heartbeat_s
 
     def name(self) -> str:
         return self.trainer.name
 
+    def pid(self) -> int:
+        return os.getpid()
+
     def run(self, request: TrialRequest) -> TrialOutcome:
-        return self.trainer.run(request)
+        done = threading.Event()
+        beat = threading.Thread(target=self._beat, args=(request.trial_id, done), daemon=True)
+        beat.start()
+        try:
+            return self.trainer.run(request)
+        finally:
+            done.set()
+            beat.join()
+
+    def _beat(self, trial_id: int, done: threading.Event) -> None:
+        while self._store is not None and not done.wait(self._heartbeat_s):
+            self._store.heartbeat_trial(trial_id)

@@ -62,6 +62,10 @@ class ProxyTrainer:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self._data: dict[tuple, tuple[TokenizedSplit, TokenizedSplit]] = {}
 
+    def _autocast(self):
+        """bf16 autocast on GPUs (weights stay float32); a no-op on CPU."""
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
     def data(self, fidelity: Fidelity) -> tuple[TokenizedSplit, TokenizedSplit]:
         """Tokenized (train, dev) subsets for a fidelity, built once per distinct fidelity."""
         key = (fidelity.train_examples, fidelity.eval_examples, fidelity.max_length)
@@ -78,15 +82,14 @@ class ProxyTrainer:
     def run(self, request: TrialRequest) -> TrialOutcome:
         """Train and score one structure; never raises for a failing trial."""
         started = time.perf_counter()
+        timings: dict[str, float] = {}
         with _peak_memory(self.device) as peak:
             try:
-                metrics, trainable, step_time = self._train_and_score(request)
+                metrics, trainable, step_time = self._train_and_score(request, timings)
             except TrialFailure as failure:
-                return self._failed(request, str(failure), started, peak)
-            except (torch.OutOfMemoryError, MemoryError) as exc:
-                return self._failed(request, f"out of memory: {exc}".strip(), started, peak)
+                return self._failed(request, str(failure), started, peak, timings)
             except Exception as exc:  # noqa: BLE001 - any crash fails this trial, not the search
-                return self._failed(request, f"{type(exc).__name__}: {exc}", started, peak)
+                return self._failed(request, _reason(exc), started, peak, timings)
         return TrialOutcome(
             trial_id=request.trial_id,
             state=TrialState.COMPLETED,
@@ -96,6 +99,7 @@ class ProxyTrainer:
             peak_memory_bytes=peak.bytes,
             wall_time_s=time.perf_counter() - started,
             step_time_s=step_time,
+            timings=timings,
         )
 
     def score_untrained(self, request: TrialRequest) -> dict[str, float]:
@@ -109,7 +113,10 @@ class ProxyTrainer:
         finally:
             applied.remove()
 
-    def _failed(self, request: TrialRequest, reason: str, started: float, peak: _Peak) -> TrialOutcome:
+    def _failed(
+        self, request: TrialRequest, reason: str, started: float, peak: _Peak, timings: dict[str, float]
+    ) -> TrialOutcome:
+        self.model.zero_grad(set_to_none=True)
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         return TrialOutcome(
@@ -119,19 +126,28 @@ class ProxyTrainer:
             peak_memory_bytes=peak.bytes,
             wall_time_s=time.perf_counter() - started,
             error=reason.splitlines()[0][:500],
+            timings=timings,
         )
 
-    def _train_and_score(self, request: TrialRequest) -> tuple[dict[str, float], int, float]:
+    def _train_and_score(
+        self, request: TrialRequest, timings: dict[str, float]
+    ) -> tuple[dict[str, float], int, float]:
+        """Returns (dev metrics, trainable parameters, mean step time); fills ``timings`` (s)."""
         fidelity = request.fidelity
-        train, dev = self.data(fidelity)
-        torch.manual_seed(request.seed)
-        reset_head(self.model, self.layout, request.seed)
-        applied = apply_structure(self.model, Structure.from_json(request.structure), self.layout)
+        with _timed(timings, "data"):
+            train, dev = self.data(fidelity)
+        with _timed(timings, "inject"):
+            torch.manual_seed(request.seed)
+            reset_head(self.model, self.layout, request.seed)
+            applied = apply_structure(self.model, Structure.from_json(request.structure), self.layout)
         try:
-            losses, step_time = self._train(applied.parameters, train, fidelity, request.seed)
-            metrics = self._score(dev)
+            with _timed(timings, "train"):
+                losses, step_time = self._train(applied.parameters, train, fidelity, request.seed)
+            with _timed(timings, "evaluate"):
+                metrics = self._score(dev)
         finally:
-            applied.remove()
+            with _timed(timings, "remove"):
+                applied.remove()
         tail = max(1, len(losses) // 10)
         metrics["train_loss_first"] = sum(losses[:tail]) / tail
         metrics["train_loss_last"] = sum(losses[-tail:]) / tail
@@ -145,9 +161,10 @@ class ProxyTrainer:
         losses = []
         started = time.perf_counter()
         try:
-            for step, indices in enumerate(_batches(len(train), fidelity.batch_size, fidelity.steps, seed)):
+            for step, indices in enumerate(training_batches(len(train), fidelity.batch_size, fidelity.steps, seed)):
                 batch = {k: v.to(self.device) for k, v in train.batch(indices).items()}
-                loss = self.model(**batch).loss
+                with self._autocast():
+                    loss = self.model(**batch).loss
                 if not torch.isfinite(loss):
                     raise TrialFailure(f"non-finite loss ({loss.item()}) at step {step}")
                 loss.backward()
@@ -168,7 +185,8 @@ class ProxyTrainer:
             indices = range(start, min(start + EVAL_BATCH_SIZE, len(dev)))
             batch = {k: v.to(self.device) for k, v in dev.batch(indices).items()}
             target = batch.pop("labels")
-            logits = self.model(**batch).logits.float()
+            with self._autocast():
+                logits = self.model(**batch).logits.float()
             if kind is TaskKind.CAUSAL_LM:
                 batch_loss, batch_count = _token_loss(logits, target)
             else:
@@ -191,6 +209,23 @@ def _example_loss(logits: torch.Tensor, target: torch.Tensor, kind: TaskKind) ->
     return torch.nn.functional.mse_loss(logits.squeeze(-1), target.float(), reduction="sum").item()
 
 
+def _reason(exc: Exception) -> str:
+    """A failure reason; allocation failures read 'out of memory' on every device."""
+    message = str(exc).strip()
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in message:
+        return f"out of memory: {type(exc).__name__}: {message}"
+    return f"{type(exc).__name__}: {message}"
+
+
+@contextmanager
+def _timed(timings: dict[str, float], phase: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - started
+
+
 def _token_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
     """Summed next-token cross-entropy (nats) and the number of scored tokens; labels (B, T), -100 ignored."""
     shifted_logits = logits[:, :-1].reshape(-1, logits.shape[-1])
@@ -199,7 +234,7 @@ def _token_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]
     return loss.item(), int((shifted_labels != -100).sum())
 
 
-def _batches(size: int, batch_size: int, steps: int, seed: int) -> Iterator[list[int]]:
+def training_batches(size: int, batch_size: int, steps: int, seed: int) -> Iterator[list[int]]:
     """``steps`` batches of indices, reshuffled every pass over the data (seeded)."""
     generator = torch.Generator().manual_seed(seed)
     order: list[int] = []

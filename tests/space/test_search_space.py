@@ -125,3 +125,29 @@ def test_layer_groups_share_per_layer_dimensions():
     assert "lora.rank.G0.q" in grouped.names and "lora.rank.G1.v" in grouped.names
     point = {name: 0 for name in grouped.names} | {"lora.rank.G0.q": 4}
     assert dict(grouped.decode(point).lora.ranks) == {(0, "q"): 4, (1, "q"): 4}
+
+
+def test_budgeted_space_searches_four_numbers_and_allocates_within_budget(minilm_ref):
+    from autopeft.errors import SpaceError
+    from autopeft.models import TaskHead, build_skeleton
+    from autopeft.space import load_space_spec
+    from autopeft.tasks import TaskKind
+
+    skeleton = build_skeleton(minilm_ref, TaskHead(TaskKind.CLASSIFICATION, 2))
+    space = bind_space(load_space_spec("budgeted"), skeleton)
+    assert space.names == ("budget.fraction", "budget.rule", "budget.sharpness", "budget.variant")
+    assert space.needed_sensitivities == ("spt", "ist")
+    point = {"budget.fraction": 0.02, "budget.rule": "uniform", "budget.sharpness": 0.0, "budget.variant": "lora"}
+    params = space.trainable_params(point)
+    budget = 0.02 * space.layout.total_params
+    assert 0.9 * budget <= params <= budget
+    assert space.is_feasible(point)
+    with pytest.raises(SpaceError, match="rule 'spt' needs SPT scores"):
+        space.decode({**point, "budget.rule": "spt"})
+
+
+def test_space_file_needs_modules_or_budget_but_not_both():
+    from autopeft.errors import SpaceError
+
+    with pytest.raises(SpaceError, match="declare either modules"):
+        parse_space("name: x\n", source="s.yaml")

@@ -1,0 +1,12 @@
+"""Measuring sensitivity for budgeted spaces: SPT gradients (:mod:`.spt`) and IST loss probes
+(:mod:`.ist`) on a live model, once per (model, task, settings).
+
+The scores (:class:`autopeft.space.sensitivity.Sensitivity`) and the allocator that turns them
+into per-matrix ranks (:mod:`autopeft.space.allocation`) belong to the search space, which decodes
+budgeted points with them.
+"""
+
+from autopeft.allocation.ist import measure_ist
+from autopeft.allocation.spt import measure_spt, top_fraction_counts
+
+__all__ = ["measure_ist", "measure_spt", "top_fraction_counts"]

@@ -1,0 +1,59 @@
+"""What SPT and IST measurements share: seeded batches, and handing the model back as it came.
+
+A measurement must be reproducible from its settings (the store caches it under them), so the
+task head it sees is re-initialised from the measurement's seed, and it must not disturb the
+worker's model: the head's tensors, every ``requires_grad`` flag and the train/eval mode are put
+back afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from autopeft.injection import head_parameters, reset_head
+from autopeft.space.layout import ModelLayout
+from autopeft.tasks import TokenizedSplit
+
+
+def batch_indices(size: int, batches: int, batch_size: int, seed: int) -> list[list[int]]:
+    """``batches`` lists of ``batch_size`` example indices out of ``size`` examples.
+
+    Examples come from one seeded permutation, in order, starting a fresh permutation when the
+    data runs out; small data therefore repeats examples only after using all of them.
+    """
+    if size < 1 or batches < 1 or batch_size < 1:
+        raise ValueError(f"need data, batches and a batch size (got {size} examples, {batches} x {batch_size})")
+    generator = torch.Generator().manual_seed(seed)
+    order: list[int] = []
+    while len(order) < batches * batch_size:
+        order += torch.randperm(size, generator=generator).tolist()
+    return [order[i * batch_size : (i + 1) * batch_size] for i in range(batches)]
+
+
+def model_batch(data: TokenizedSplit, indices: list[int], device: torch.device) -> dict[str, torch.Tensor]:
+    """Model inputs and ``labels`` for ``indices`` on ``device`` (see :meth:`TokenizedSplit.batch`)."""
+    return {name: tensor.to(device) for name, tensor in data.batch(indices).items()}
+
+
+@contextmanager
+def measuring(model: nn.Module, layout: ModelLayout, seed: int) -> Iterator[None]:
+    """Eval mode and a task head drawn from ``seed`` while the block runs; the model as before after."""
+    head = head_parameters(model, layout)
+    saved_head = [p.detach().clone() for p in head]
+    flags = [p.requires_grad for p in model.parameters()]
+    was_training = model.training
+    reset_head(model, layout, seed)
+    model.eval()
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for parameter, saved in zip(head, saved_head, strict=True):
+                parameter.copy_(saved)
+        for parameter, flag in zip(model.parameters(), flags, strict=True):
+            parameter.requires_grad_(flag)
+        model.train(was_training)

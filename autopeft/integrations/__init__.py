@@ -1,0 +1,1 @@
+"""Bridges from autopeft's search to tools users already run (Ray Tune)."""

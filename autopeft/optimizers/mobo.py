@@ -1,0 +1,226 @@
+"""Multi-objective Bayesian optimisation with BoTorch (qLogNEHVI).
+
+How a batch is proposed:
+
+1. Until ``initial_points`` points have been issued (and at least half of them observed), points
+   come from a scrambled Sobol design (:class:`RandomSearch`).
+2. Then one GP per *learned* objective (task metric, measured costs) is fitted on the successful
+   observations; objectives the space computes exactly (``trainable_params``) are never learned
+   but computed for every candidate (:mod:`autopeft.optimizers.surrogate`). Infeasible points
+   (no module, over ``max_trainable_fraction``) are excluded by an outcome constraint.
+3. qLogNoisyExpectedHypervolumeImprovement over the maximised axes (costs in log10), with the
+   reference point of :func:`autopeft.optimizers.hypervolume.reference_point`, recorded in
+   :attr:`Mobo.reference_point`; running points are ``X_pending``.
+4. The acquisition is maximised exactly over the feasible unseen structures when the space has at
+   most ``enumeration_limit`` encoded vectors, otherwise by ``optimize_acqf_mixed_alternating``
+   one slot at a time; a winner that decodes to an infeasible or already seen structure is
+   repaired to the best feasible unseen point among its one-coordinate neighbours and a random
+   pool.
+
+Failed observations carry no values: they stay out of the GPs, and (like every asked or told
+point) their structures are never proposed again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
+from botorch.acquisition.multi_objective.objective import IdentityMCMultiOutputObjective
+from botorch.exceptions.errors import ModelFittingError
+from botorch.optim import optimize_acqf_discrete, optimize_acqf_mixed_alternating
+from botorch.sampling import ListSampler, SobolQMCNormalSampler
+from botorch.sampling.index_sampler import IndexSampler
+
+from autopeft.optimizers.axes import CLOSED_FORM, axis_matrix
+from autopeft.optimizers.base import Observation, Optimizer
+from autopeft.optimizers.encoded_space import DTYPE, EncodedSpace
+from autopeft.optimizers.hypervolume import reference_axes, reference_point
+from autopeft.optimizers.random_search import RandomSearch
+from autopeft.optimizers.surrogate import ClosedFormObjectives, surrogate_model
+from autopeft.space import Point
+
+log = logging.getLogger(__name__)
+
+
+def default_initial_points(dimensions: int) -> int:
+    """Sobol design size: two points per dimension, at least 4, at most 16."""
+    return min(max(4, 2 * dimensions), 16)
+
+
+class Mobo(Optimizer):
+    """BoTorch qLogNEHVI; see the module docstring.
+
+    Args:
+        initial_points: Sobol design size (default :func:`default_initial_points`).
+        raw_samples, num_restarts: acquisition search effort of the mixed alternating optimizer.
+        mc_samples: quasi-Monte-Carlo samples of the GP posterior in the acquisition.
+        enumeration_limit: fully discrete spaces with at most this many encoded vectors are
+            searched exhaustively.
+        repair_pool: random points scored when a candidate must be repaired.
+    """
+
+    name = "mobo"
+
+    def __init__(
+        self,
+        space,
+        objectives,
+        seed: int = 0,
+        *,
+        initial_points: int | None = None,
+        raw_samples: int = 256,
+        num_restarts: int = 4,
+        mc_samples: int = 128,
+        enumeration_limit: int = 4096,
+        repair_pool: int = 256,
+    ) -> None:
+        super().__init__(space, objectives, seed)
+        self.encoded = EncodedSpace.of(space)
+        self.initial_points = initial_points or default_initial_points(self.encoded.dim)
+        self.raw_samples = raw_samples
+        self.num_restarts = num_restarts
+        self.mc_samples = mc_samples
+        self.enumeration_limit = enumeration_limit
+        self.repair_pool = repair_pool
+        self.learned = [o for o in self.objectives if o.name not in CLOSED_FORM]
+        self.closed_form = ClosedFormObjectives(space, [o for o in self.objectives if o.name in CLOSED_FORM])
+        self.reference_point: dict[str, float] | None = None
+        """Last reference point used by the acquisition, in objective units (None before the first)."""
+        self._design = RandomSearch(space, objectives, seed)
+        self._pending: list[Point] = []
+        self._grid: list[tuple[torch.Tensor, str]] | None = None
+
+    # ------------------------------------------------------------------------ proposing
+    def ask(self, n: int, pending: Sequence[Point] = ()) -> list[Point]:
+        self._pending = list(pending)
+        return super().ask(n, pending)
+
+    def _propose(self, n: int, excluded: set[str]) -> list[Point]:
+        design = n if not self._model_ready() else min(n, max(0, self.initial_points - len(self._seen)))
+        points = self._design._propose(design, excluded)
+        if len(points) < n and self._model_ready():
+            taken = excluded | {self.space.structure_key(p) for p in points}
+            with torch.random.fork_rng():
+                torch.manual_seed(self.seed * 1_000_003 + len(self._seen))
+                points += self._model_points(n - len(points), taken, self._pending + points)
+        return points
+
+    def _successful(self) -> list[Observation]:
+        names = [o.name for o in self.learned]
+        return [o for o in self.observations if not o.failed and all(n in o.values for n in names)]
+
+    def _model_ready(self) -> bool:
+        enough = max(2, (self.initial_points + 1) // 2)
+        return len(self._seen) >= self.initial_points and len(self._successful()) >= enough
+
+    def _model_points(self, n: int, excluded: set[str], pending: Sequence[Point]) -> list[Point]:
+        try:
+            acquisition = self._acquisition(pending)
+        except ModelFittingError as error:
+            log.warning("GP fit failed (%s); proposing Sobol points instead", error)
+            return self._design._propose(n, excluded)
+        if self.encoded.grid_size() <= self.enumeration_limit:
+            return self._enumerated(acquisition, n, excluded)
+        return self._alternating(acquisition, n, excluded)
+
+    def _acquisition(self, pending: Sequence[Point]) -> qLogNoisyExpectedHypervolumeImprovement:
+        observations = self._successful()
+        train_x = torch.tensor([self.space.encode(o.point) for o in observations], dtype=DTYPE)
+        values = [self._objective_values(o) for o in observations]
+        model = surrogate_model(train_x, axis_matrix(values, self.learned), self.encoded, self.closed_form)
+        self.reference_point = reference_point(values, self.objectives)
+        outputs = [o.name for o in self.learned] + [o.name for o in self.closed_form.objectives]
+        slack = len(outputs)
+        sampler = ListSampler(
+            *(SobolQMCNormalSampler(torch.Size([self.mc_samples])) for _ in self.learned),
+            IndexSampler(torch.Size([self.mc_samples])),
+        )
+        return qLogNoisyExpectedHypervolumeImprovement(
+            model=model,
+            ref_point=reference_axes(self.reference_point, self.objectives),
+            X_baseline=train_x,
+            sampler=sampler,
+            objective=IdentityMCMultiOutputObjective(outcomes=[outputs.index(o.name) for o in self.objectives]),
+            constraints=[lambda samples: samples[..., slack]],
+            X_pending=self._encode_all(pending),
+            prune_baseline=True,
+            cache_root=False,
+        )
+
+    def _objective_values(self, observation: Observation) -> dict[str, float]:
+        """Observed learned values; closed-form ones recomputed from the point, never taken on trust."""
+        values = {o.name: float(observation.values[o.name]) for o in self.learned}
+        if any(o.name == "trainable_params" for o in self.objectives):
+            values["trainable_params"] = float(self.space.trainable_params(observation.point))
+        return values
+
+    def _encode_all(self, points: Sequence[Point]) -> torch.Tensor | None:
+        if not points:
+            return None
+        return torch.tensor([self.space.encode(p) for p in points], dtype=DTYPE)
+
+    # ------------------------------------------------------- maximising the acquisition
+    def _feasible_grid(self) -> list[tuple[torch.Tensor, str]]:
+        """(vector, structure key) of one encoding per feasible structure of a small discrete space."""
+        if self._grid is None:
+            by_key: dict[str, torch.Tensor] = {}
+            for vector in self.encoded.grid():
+                point = self.space.to_point(vector.tolist())
+                if self.space.is_feasible(point):
+                    by_key.setdefault(self.space.structure_key(point), vector)
+            self._grid = [(vector, key) for key, vector in by_key.items()]
+        return self._grid
+
+    def _enumerated(self, acquisition, n: int, excluded: set[str]) -> list[Point]:
+        choices = [vector for vector, key in self._feasible_grid() if key not in excluded]
+        if not choices:
+            return []
+        n = min(n, len(choices))
+        candidates, _ = optimize_acqf_discrete(acquisition, q=n, choices=torch.stack(choices), unique=True)
+        return [self.space.to_point(x.tolist()) for x in candidates]
+
+    def _alternating(self, acquisition, n: int, excluded: set[str]) -> list[Point]:
+        base_pending = acquisition.X_pending
+        chosen: list[torch.Tensor] = []
+        points: list[Point] = []
+        taken = set(excluded)
+        for _ in range(n):
+            if chosen:
+                extra = torch.stack(chosen)
+                acquisition.set_X_pending(extra if base_pending is None else torch.cat([base_pending, extra]))
+            candidate, _ = optimize_acqf_mixed_alternating(
+                acquisition, bounds=self.encoded.bounds, discrete_dims=self.encoded.discrete_dims,
+                cat_dims=self.encoded.cat_dims, q=1, raw_samples=self.raw_samples,
+                num_restarts=self.num_restarts, options={"initialization_strategy": "random"},
+            )  # fmt: skip
+            vector = self._repaired(acquisition, candidate[0], taken)
+            if vector is None:
+                break
+            point = self.space.to_point(vector.tolist())
+            chosen.append(vector)
+            points.append(point)
+            taken.add(self.space.structure_key(point))
+        acquisition.set_X_pending(base_pending)
+        return points
+
+    def _usable(self, vector: torch.Tensor, excluded: set[str]) -> bool:
+        point = self.space.to_point(vector.tolist())
+        return self.space.is_feasible(point) and self.space.structure_key(point) not in excluded
+
+    def _repaired(self, acquisition, vector: torch.Tensor, excluded: set[str]) -> torch.Tensor | None:
+        """``vector`` if it is a feasible unseen structure, else the best such alternative (or None)."""
+        if self._usable(vector, excluded):
+            return vector
+        low, high = self.encoded.bounds
+        random = low + torch.rand(self.repair_pool, self.encoded.dim, dtype=DTYPE) * (high - low)
+        pool = [x for x in torch.cat([self.encoded.neighbours(vector), random]) if self._usable(x, excluded)]
+        if not pool:
+            fallback = self._design._propose(1, excluded)
+            return torch.tensor(self.space.encode(fallback[0]), dtype=DTYPE) if fallback else None
+        rounded = torch.stack([torch.tensor(self.space.encode(self.space.to_point(x.tolist())), dtype=DTYPE) for x in pool])
+        with torch.no_grad():
+            scores = acquisition(rounded.unsqueeze(-2))
+        return rounded[scores.argmax()]

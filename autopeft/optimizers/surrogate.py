@@ -1,0 +1,86 @@
+"""The models behind MOBO: one GP per learned objective, closed-form objectives computed exactly.
+
+A :class:`SurrogateModel` is a botorch ``ModelList`` whose outputs are, in order: the learned
+objectives' axes (one GP each), the closed-form objectives' axes, and a feasibility slack
+(``-1`` feasible, ``+1`` infeasible) that qLogNEHVI takes as an outcome constraint. Axes are those
+of :mod:`autopeft.optimizers.axes` (maximised, costs in log10).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from botorch.fit import fit_gpytorch_mll
+from botorch.models import MixedSingleTaskGP, ModelList, SingleTaskGP
+from botorch.models.deterministic import GenericDeterministicModel
+from botorch.models.transforms.input import Normalize
+from botorch.models.transforms.outcome import Standardize
+from gpytorch.mlls import ExactMarginalLogLikelihood
+
+from autopeft.objectives import Objective
+from autopeft.optimizers.axes import to_axis
+from autopeft.optimizers.encoded_space import DTYPE, EncodedSpace
+
+
+def fit_gp(train_x: torch.Tensor, train_y: torch.Tensor, encoded: EncodedSpace) -> SingleTaskGP:
+    """A GP of one objective axis fitted by marginal likelihood.
+
+    Args:
+        train_x: (n, d) encoded points.
+        train_y: (n, 1) axis values.
+        encoded: which coordinates are categorical; all others are normalised to [0, 1].
+
+    Categorical coordinates get botorch's categorical kernel (``MixedSingleTaskGP``); ordered
+    integers and flags share a Matern kernel with continuous coordinates.
+    """
+    ordered = [i for i in range(encoded.dim) if i not in encoded.cat_dims]
+    normalize = Normalize(d=encoded.dim, indices=ordered, bounds=encoded.bounds)
+    if encoded.cat_dims:
+        gp = MixedSingleTaskGP(
+            train_x, train_y, cat_dims=list(encoded.cat_dims), input_transform=normalize,
+            outcome_transform=Standardize(m=1),
+        )  # fmt: skip
+    else:
+        gp = SingleTaskGP(train_x, train_y, input_transform=normalize, outcome_transform=Standardize(m=1))
+    fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp))
+    return gp
+
+
+class ClosedFormObjectives:
+    """Closed-form objective axes and the feasibility slack of encoded points, memoised per vector.
+
+    ``values(X)`` maps (..., d) encoded points to (..., k + 1): one axis per closed-form objective,
+    then the slack. Coordinates are rounded the way the space decodes them.
+    """
+
+    def __init__(self, space, objectives: Sequence[Objective]) -> None:
+        self.space = space
+        self.objectives = list(objectives)
+        self._memo: dict[tuple, tuple[float, ...]] = {}
+
+    def row(self, vector: Sequence[float]) -> tuple[float, ...]:
+        key = tuple(vector)
+        if key not in self._memo:
+            point = self.space.to_point(vector)
+            costs = {"trainable_params": float(self.space.trainable_params(point))}
+            slack = -1.0 if self.space.is_feasible(point) else 1.0
+            self._memo[key] = (*(to_axis(o, costs[o.name]) for o in self.objectives), slack)
+        return self._memo[key]
+
+    def values(self, X: torch.Tensor) -> torch.Tensor:
+        flat = X.detach().reshape(-1, X.shape[-1]).tolist()
+        rows = torch.tensor([self.row(v) for v in flat], dtype=DTYPE, device=X.device)
+        return rows.reshape(*X.shape[:-1], len(self.objectives) + 1)
+
+
+def surrogate_model(
+    train_x: torch.Tensor, train_y: torch.Tensor, encoded: EncodedSpace, closed_form: ClosedFormObjectives
+) -> ModelList:
+    """GPs for the ``train_y`` columns ((n, L) learned axes), then the closed-form outputs.
+
+    The GPs are fitted independently: one per learned objective.
+    """
+    gps = [fit_gp(train_x, train_y[:, [j]], encoded) for j in range(train_y.shape[-1])]
+    exact = GenericDeterministicModel(closed_form.values, num_outputs=len(closed_form.objectives) + 1)
+    return ModelList(*gps, exact)

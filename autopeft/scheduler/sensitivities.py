@@ -1,0 +1,90 @@
+"""SPT / IST scores for budgeted spaces: looked up in the store, measured once when missing.
+
+Measuring runs in the driver before any worker starts (it needs the real model and the job's
+training subset, and would otherwise compete with the workers for the CPU). Scores are keyed by
+model, task, method and every setting they depend on, so every job on the same model, task and
+settings reuses them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from autopeft.space.sensitivity import Sensitivity
+from autopeft.allocation.ist import measure_ist
+from autopeft.allocation.spt import measure_spt
+from autopeft.models import load_base_model, load_tokenizer
+from autopeft.scheduler.spec import PreparedJob
+from autopeft.space.layout import read_layout
+from autopeft.space.search_space import declared_architecture_of
+from autopeft.store import Store
+from autopeft.store.sensitivity import cached_sensitivity, save_sensitivity
+from autopeft.tasks import tokenize_split
+
+
+def measurement_params(prepared: PreparedJob, method: str) -> dict[str, Any]:
+    """Every setting the scores of ``method`` depend on (the cache key)."""
+    settings = prepared.space_spec.budget.sensitivity
+    fidelity, seed = prepared.spec.fidelity, prepared.spec.seed
+    params: dict[str, Any] = {
+        "train_examples": fidelity.train_examples,
+        "max_length": fidelity.max_length,
+        "seed": seed,
+        "batch_size": settings.batch_size,
+    }
+    if method == "spt":
+        params["batches"] = settings.batches
+    else:
+        params.update(steps=settings.ist_steps, probe_batches=settings.ist_probe_batches)
+    return params
+
+
+def provide_sensitivities(
+    prepared: PreparedJob, store: Store, on_measure: Callable[[str], None] | None = None
+) -> PreparedJob:
+    """``prepared`` with its space decoding under the scores it needs (from cache or measured)."""
+    needed = prepared.space.needed_sensitivities
+    if not needed:
+        return prepared
+    found: dict[str, Sensitivity] = {}
+    missing = []
+    for method in needed:
+        key = dict(model=prepared.spec.model, task=prepared.task.source, method=method,
+                   params=measurement_params(prepared, method))
+        cached = cached_sensitivity(store, **key)
+        if cached is None:
+            missing.append((method, key))
+        else:
+            found[method] = cached
+    if missing:
+        measure = _Measurer(prepared)
+        for method, key in missing:
+            if on_measure is not None:
+                on_measure(method)
+            found[method] = measure(method)
+            save_sensitivity(store, found[method], model=key["model"], task=key["task"], params=key["params"])
+    return dataclasses.replace(prepared, space=prepared.space.with_sensitivities(found))
+
+
+class _Measurer:
+    """Loads the model and the job's training subset once, for every missing measurement."""
+
+    def __init__(self, prepared: PreparedJob) -> None:
+        self.prepared = prepared
+        task, fidelity = prepared.task, prepared.spec.fidelity
+        self.model = load_base_model(prepared.model, task)
+        self.model.requires_grad_(False)
+        self.layout = read_layout(self.model, declared_architecture_of(prepared.space_spec))
+        train = task.train.subset(fidelity.train_examples, prepared.spec.seed)
+        self.data = tokenize_split(train, task.kind, load_tokenizer(prepared.model), fidelity.max_length)
+
+    def __call__(self, method: str) -> Sensitivity:
+        settings = self.prepared.space_spec.budget.sensitivity
+        seed = self.prepared.spec.seed
+        if method == "spt":
+            return measure_spt(self.model, self.layout, self.data, batches=settings.batches,
+                               batch_size=settings.batch_size, seed=seed)
+        return measure_ist(self.model, self.layout, self.data, steps=settings.ist_steps,
+                           probe_batches=settings.ist_probe_batches, batch_size=settings.batch_size, seed=seed)

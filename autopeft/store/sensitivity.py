@@ -1,0 +1,63 @@
+"""The sensitivity cache: SPT / IST scores kept once per (model, task, method, settings).
+
+A measurement is deterministic given its settings, so a job looks its scores up before measuring,
+and every trial of every job on the same model and task reuses them. ``params`` must hold every
+setting that changes the scores — the measurement's own (batches, batch_size, seed; steps,
+probe_batches for IST) and the data's (train_examples, max_length, data seed) — and nothing else,
+since any difference makes a new key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from autopeft.space.sensitivity import Sensitivity
+from autopeft.store.models import SensitivityRecord
+from autopeft.store.store import Store
+
+
+def sensitivity_key(*, model: str, task: str, method: str, params: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of the canonical JSON of what the scores depend on."""
+    canonical = json.dumps(
+        {"model": model, "task": task, "method": method, "params": params}, sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def cached_sensitivity(
+    store: Store, *, model: str, task: str, method: str, params: Mapping[str, Any]
+) -> Sensitivity | None:
+    """The stored scores for exactly these settings, or None."""
+    key = sensitivity_key(model=model, task=task, method=method, params=params)
+    with Session(store.engine) as session:
+        scores = session.scalar(select(SensitivityRecord.scores).where(SensitivityRecord.key == key))
+    return None if scores is None else Sensitivity.from_json(scores)
+
+
+def save_sensitivity(
+    store: Store, sensitivity: Sensitivity, *, model: str, task: str, params: Mapping[str, Any]
+) -> None:
+    """Keep ``sensitivity`` under its settings; when they are already stored (another worker
+    measured at the same time), the first record stays: both are the same measurement."""
+    method = sensitivity.method
+    record = SensitivityRecord(
+        model=model,
+        task=task,
+        method=method,
+        params=dict(params),
+        key=sensitivity_key(model=model, task=task, method=method, params=params),
+        scores=sensitivity.to_json(),
+        seconds=sensitivity.seconds,
+    )
+    try:
+        with Session(store.engine) as session, session.begin():
+            session.add(record)
+    except IntegrityError:
+        pass

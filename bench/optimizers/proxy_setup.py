@@ -1,0 +1,32 @@
+"""The real proxy fine-tune shared by the lookup-table recording and the end-to-end run."""
+
+from __future__ import annotations
+
+from autopeft.models import build_skeleton, resolve_model
+from autopeft.tasks import load_task
+from autopeft.trials import Fidelity, TrialOutcome, TrialRequest
+from autopeft.worker.proxy import ProxyTrainer, WorkerSpec
+from bench.optimizers.grouped_lora import GroupedLoraSpace
+
+SST2 = "/work/shared/data/glue/SST-2"
+FIDELITY = Fidelity(
+    train_examples=2400, steps=150, batch_size=16, max_length=64, learning_rate=1e-3, eval_examples=400
+)
+
+
+def grouped_space() -> GroupedLoraSpace:
+    """The benchmark space bound to MiniLM's meta skeleton (no weights loaded)."""
+    return GroupedLoraSpace(build_skeleton(resolve_model("minilm"), load_task(SST2)))
+
+
+def proxy_trainer() -> ProxyTrainer:
+    """MiniLM with its SST-2 head, on one CPU thread."""
+    return ProxyTrainer(WorkerSpec(resolve_model("minilm"), load_task(SST2), threads=1), device="cpu")
+
+
+def train(trainer: ProxyTrainer, space: GroupedLoraSpace, point, number: int, seed: int) -> TrialOutcome:
+    """One real proxy fine-tune of ``point`` at :data:`FIDELITY`."""
+    request = TrialRequest(
+        trial_id=number, number=number, structure=space.decode(point).to_json(), seed=seed, fidelity=FIDELITY
+    )
+    return trainer.run(request)

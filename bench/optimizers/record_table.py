@@ -1,0 +1,68 @@
+"""Record the MiniLM/SST-2 lookup table: every feasible point of the grouped LoRA space, trained once.
+
+Appends one CSV row per configuration as soon as it finishes and skips configurations already in
+the file, so an interrupted recording resumes where it stopped::
+
+    nice -n 10 python -m bench.optimizers.record_table [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+from bench.optimizers.grouped_lora import config_id
+from bench.optimizers.proxy_setup import FIDELITY, grouped_space, proxy_trainer, train
+
+TABLE = Path(__file__).parent / "results" / "minilm_sst2_table.csv"
+TRAINING_SEED = 0
+COLUMNS = [
+    "config", "group.bottom", "group.middle", "group.top", "rank", "attention", "ffn",
+    "trainable_params", "accuracy", "peak_memory_bytes", "step_time_s", "wall_time_s", "state", "error",
+]  # fmt: skip
+
+
+def recorded(path: Path) -> set[str]:
+    if not path.exists():
+        return set()
+    with path.open(newline="") as handle:
+        return {row["config"] for row in csv.DictReader(handle)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, default=None, help="stop after this many new configurations")
+    parser.add_argument("--out", type=Path, default=TABLE)
+    args = parser.parse_args()
+
+    space = grouped_space()
+    done = recorded(args.out)
+    todo = [p for p in space.all_points() if config_id(p) not in done][: args.limit]
+    print(f"{len(done)} recorded, {len(todo)} to go; fidelity {FIDELITY}", flush=True)
+    trainer = proxy_trainer()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    new_file = not args.out.exists()
+    with args.out.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        if new_file:
+            writer.writeheader()
+        for number, point in enumerate(todo):
+            started = time.perf_counter()
+            outcome = train(trainer, space, point, number, TRAINING_SEED)
+            writer.writerow({
+                "config": config_id(point), **point,
+                "trainable_params": outcome.trainable_params or space.trainable_params(point),
+                "accuracy": outcome.metrics.get("accuracy", ""),
+                "peak_memory_bytes": outcome.peak_memory_bytes, "step_time_s": outcome.step_time_s,
+                "wall_time_s": outcome.wall_time_s, "state": outcome.state.value, "error": outcome.error or "",
+            })  # fmt: skip
+            handle.flush()
+            accuracy = outcome.metrics.get("accuracy", float("nan"))
+            print(f"{len(done) + number + 1:4d} {config_id(point):32s} acc={accuracy:.4f} "
+                  f"params={outcome.trainable_params} {time.perf_counter() - started:.1f}s", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
