@@ -121,6 +121,10 @@ def test_bad_plot_paths(trials, tmp_path, name, message):
 def test_cli_pareto_plot(trials, store_url, tmp_path, capsys, suffix):
     from autopeft.cli import main
 
+    store = Store(store_url)
+    for done, volume in HISTORY:
+        store.record_hypervolume(1, 0, done, volume, {"accuracy": 0.0, "trainable_params": -1e6})
+    store.record_hypervolume(1, 1, 2, 0.9, {})  # another rung's history stays out of the plot
     path = tmp_path / f"front{suffix}"
     with pytest.raises(SystemExit) as done:
         main(["pareto", "1", "--storage", store_url, "--plot", str(path), "--json"])
@@ -128,6 +132,10 @@ def test_cli_pareto_plot(trials, store_url, tmp_path, capsys, suffix):
     printed = capsys.readouterr()
     assert printed.err == f"wrote {path}\n" and json.loads(printed.out)[0]["trial"] == 5
     assert path.stat().st_size > 10_000
+    if suffix == ".html":
+        (data, _), _ = plotly_calls(path.read_text())
+        history = next(trace for trace in data if trace["name"] == "hypervolume")
+        assert (history["x"], history["y"]) == ([2, 4, 6], [0.1, 0.35, 0.42])
 
 
 def test_cli_pareto_plot_rejects_other_suffixes(trials, store_url, tmp_path, capsys):
