@@ -18,7 +18,7 @@ from autopeft.errors import ExportError
 from autopeft.export.source import ExportSource
 from autopeft.export.validation import adapted_module_names
 from autopeft.models import build_skeleton
-from autopeft.space.structure import LoraModules
+from autopeft.space.structure import LoraModules, Place
 from autopeft.tasks import TaskKind
 
 
@@ -83,7 +83,7 @@ def _leaf_keys(module_names: set[str]) -> list[str]:
     return sorted({name.rsplit(".", 1)[-1] for name in module_names})
 
 
-def _layer_relative_keys(places, source: ExportSource) -> list[str]:
+def _layer_relative_keys(places: set[Place], source: ExportSource) -> list[str]:
     layout = source.layout
     return sorted(
         {layout.matrix(layer, role).name.removeprefix(layout.layers[layer].path + ".") for layer, role in places}
