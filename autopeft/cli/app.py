@@ -17,7 +17,8 @@ from rich.console import Console
 
 from autopeft import reports
 from autopeft.cli import views
-from autopeft.export import FORMATS, export_trial
+from autopeft.errors import AutopeftError
+from autopeft.export import FORMAT_HELP, export_trial
 from autopeft.objectives import job_objectives
 from autopeft.scheduler import JobSpec, TaskOptions, prepare, resume_search, run_search
 from autopeft.scheduler.spec import DEFAULT_OPTIMIZER, DEFAULT_SPACE
@@ -26,6 +27,7 @@ from autopeft.service.app import job_request
 from autopeft.service.token import service_token
 from autopeft.space import shipped_spaces
 from autopeft.store import DEFAULT_URL, Store
+from autopeft.training import TrainingOptions
 from autopeft.trials import Fidelity
 from autopeft.worker.pool import start_ray
 
@@ -192,18 +194,35 @@ def pareto(
     as_json: AsJson = False,
     rung: Annotated[Optional[int], typer.Option(help="Fidelity rung (default: the highest with results).")] = None,
     server: Server = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Also draw the front: a .png, or an interactive .html.")] = None,
 ) -> None:
     """Print the non-dominated trials of a job (task metric up, trainable parameters down)."""
     if server:
+        if plot is not None:
+            raise AutopeftError("--plot reads a store; drop --server and give --storage")
         _print_json(_client(server).pareto(job, rung))
         return
     store = Store(storage)
     record = store.job(job)
-    front = reports.reported_front(store.trials(job), job_objectives(record), rung)
+    trials = store.trials(job)
+    front = reports.reported_front(trials, job_objectives(record), rung)
+    if plot is not None:
+        _plot_front(plot, store, record, trials, front, as_json)
     if as_json:
         typer.echo(json.dumps([reports.trial_json(t, job_objectives(record)) for t in front], indent=2))
     else:
         console.print(views.pareto_table(record, front))
+
+
+def _plot_front(path: Path, store: Store, record, trials, front, as_json: bool) -> None:
+    """Draw the reported front's rung: its trials and its hypervolume history."""
+    from autopeft.plots import write_plot
+
+    rung = front[0].rung if front else 0
+    history = [(done, volume) for at, done, volume, _ in store.hypervolumes(record.id) if at == rung]
+    title = f"job {record.id}: {record.spec.get('model')} on {record.spec.get('task')}"
+    written = write_plot(path, [t for t in trials if t.rung == rung], job_objectives(record), history, title)
+    typer.echo(f"wrote {written}", err=as_json)  # keeps --json output parseable
 
 
 @app.command()
@@ -211,7 +230,7 @@ def export(
     job: int,
     trial: Annotated[int, typer.Option(help="Trial number (as listed by pareto).")],
     out: Annotated[Path, typer.Option(help="Output folder.")],
-    fmt: Annotated[str, typer.Option("--format", help=f"One of: {', '.join(FORMATS)}.")] = "peft",
+    fmt: Annotated[str, typer.Option("--format", help=f"One of: {FORMAT_HELP}.")] = "peft",
     storage: Storage = DEFAULT_URL,
     server: Server = None,
 ) -> None:
@@ -223,6 +242,40 @@ def export(
         written = export_trial(store.job(job), store.trial(job, trial), fmt, out)
     for path in written:
         console.print(f"wrote {path}")
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option(help="Folder for the best adapter and training_summary.json.")],
+    job: Annotated[Optional[int], typer.Argument(help="Job of the trial to train (or give --config).")] = None,
+    trial: Annotated[Optional[int], typer.Option(help="Trial number (as listed by pareto).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="An --format autopeft export instead of JOB --trial.")] = None,
+    task: Annotated[Optional[str], typer.Option(help="Task to train on (default: the one searched on).")] = None,
+    epochs: Annotated[float, typer.Option(help="Passes over the training data.")] = TrainingOptions.epochs,
+    learning_rate: Annotated[float, typer.Option(help="AdamW peak learning rate.")] = TrainingOptions.learning_rate,
+    batch_size: Annotated[int, typer.Option(help="Examples per step.")] = TrainingOptions.batch_size,
+    max_length: Annotated[int, typer.Option(help="Tokens per example.")] = TrainingOptions.max_length,
+    train_examples: Annotated[Optional[int], typer.Option(help="Seeded training subset (default: all).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of initialisation, subset and data order.")] = 0,
+    storage: Storage = DEFAULT_URL,
+) -> None:
+    """Train a trial's structure at full fidelity with the HF Trainer and save the best adapter."""
+    from autopeft.export.autopeft_format import AutopeftConfig
+    from autopeft.training.run import train_config
+    from autopeft.training.sources import config_of_trial, model_of, task_of
+
+    names_trial = job is not None or trial is not None
+    if names_trial == (config is not None) or (names_trial and None in (job, trial)):
+        raise AutopeftError("give either JOB --trial N or --config FILE")
+    if config is not None:
+        structure_config, origin = AutopeftConfig.load(config), str(config)
+    else:
+        store = Store(storage)
+        structure_config = config_of_trial(store.job(job), store.trial(job, trial))
+        origin = f"trial {trial} of job {job}"
+    options = TrainingOptions(epochs, learning_rate, batch_size, max_length, train_examples, seed)
+    result = train_config(structure_config, model_of(structure_config), task_of(structure_config, task), options, out)
+    console.print(f"{origin}: {result.summary_line()}", highlight=False)
 
 
 @app.command()

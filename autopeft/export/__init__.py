@@ -1,4 +1,8 @@
-"""Exporting a trial's structure into the configuration format of a training stack."""
+"""Exporting a trial's structure into the configuration format of a training stack.
+
+Every format is validated on the real base model before a file is written, and files land in
+the output folder only when the whole export succeeded.
+"""
 
 from __future__ import annotations
 
@@ -8,37 +12,74 @@ from collections.abc import Callable
 from pathlib import Path
 
 from autopeft.errors import ExportError
+from autopeft.export.autopeft_format import write_autopeft
+from autopeft.export.axolotl_format import write_axolotl
+from autopeft.export.llamafactory_format import write_llamafactory
 from autopeft.export.peft_format import write_peft
+from autopeft.export.source import ExportSource
+from autopeft.export.trl_format import write_trl
 from autopeft.scheduler.spec import StoredJob
 from autopeft.store import JobRecord, TrialRecord
 from autopeft.trials import TrialState
 
-Writer = Callable[[TrialRecord, StoredJob, Path], list[Path]]
-FORMATS: dict[str, Writer] = {"peft": write_peft}
+Writer = Callable[[ExportSource, Path], list[Path]]
+"""Writes one format into an empty staging folder and returns the files it wrote there."""
+
+FORMATS: dict[str, Writer] = {
+    "peft": write_peft,
+    "autopeft": write_autopeft,
+    "axolotl": write_axolotl,
+    "llamafactory": write_llamafactory,
+    "trl": write_trl,
+}
+
+FORMAT_HELP = (
+    "peft (LoRA or IA3 adapter_config.json), autopeft (every module type), "
+    "axolotl / llamafactory (LoRA YAML, causal LMs), trl (training script)"
+)
+
+
+def export_source(job: JobRecord, trial: TrialRecord) -> ExportSource:
+    """The export source of a completed trial; ExportError for any other state."""
+    if trial.state != TrialState.COMPLETED:
+        raise ExportError(f"trial {trial.number} of job {job.id} is {trial.state}, not completed")
+    return ExportSource(job, trial, StoredJob.from_spec(job.spec))
 
 
 def export_trial(job: JobRecord, trial: TrialRecord, fmt: str, out_dir: Path) -> list[Path]:
     """Write ``trial`` of ``job`` in format ``fmt`` into ``out_dir``; returns the files written.
 
-    Files are written to a staging folder first and moved into ``out_dir`` only when the whole
-    export succeeded, so a failed export leaves nothing behind.
+    The writer works in a staging folder; its files are moved into ``out_dir`` only when the
+    whole export succeeded and every one of them lands inside ``out_dir``, so a failed export
+    leaves nothing behind.
     """
     writer = FORMATS.get(fmt)
     if writer is None:
         raise ExportError(f"unknown export format '{fmt}' (choose from {', '.join(FORMATS)})")
-    if trial.state != TrialState.COMPLETED:
-        raise ExportError(f"trial {trial.number} of job {job.id} is {trial.state}, not completed")
-    out_dir = out_dir.expanduser().resolve()
+    out_dir = Path(out_dir).expanduser().resolve()
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"--out {out_dir} exists and is not a folder")
-    stored = StoredJob.from_spec(job.spec)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".export-") as staging:
-        written = writer(trial, stored, Path(staging))
-        out_dir.mkdir(exist_ok=True)
-        final = []
-        for path in written:
-            target = out_dir / path.relative_to(staging)
+    source = export_source(job, trial)
+    with tempfile.TemporaryDirectory(prefix="autopeft-export-") as staging:
+        staged = Path(staging).resolve()
+        written = [Path(path).resolve() for path in writer(source, staged)]
+        targets = [_target_inside(out_dir, staged, path) for path in written]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for path, target in zip(written, targets):
+            target.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(path), target)
-            final.append(target)
-    return final
+    return targets
+
+
+def _target_inside(out_dir: Path, staged: Path, path: Path) -> Path:
+    """Where a staged file goes in ``out_dir``; ExportError when that would be outside it."""
+    if not path.is_relative_to(staged) or not path.is_file():
+        raise ExportError(f"export wrote {path} outside its staging folder; nothing written")
+    target = out_dir / path.relative_to(staged)
+    # An existing link could carry the file elsewhere, and moving onto a folder moves into it.
+    for existing in (target, *target.parents):
+        if existing == out_dir:
+            break
+        if existing.is_symlink() or (existing == target and existing.is_dir()):
+            raise ExportError(f"{existing} is a link or a folder; it would take the export outside {out_dir}")
+    return target

@@ -1,68 +1,73 @@
 """``--format peft``: an ``adapter_config.json`` written by peft's own config class.
 
-The config is validated before anything is written: peft builds it on the real base model and
-must report exactly the trial's trainable parameters, on exactly the trial's target modules.
+A single peft adapter holds one tuner: a LoRA-family structure becomes a ``LoraConfig`` and a
+pure IA3 structure an ``IA3Config``. Anything else (bottleneck adapters, prefixes, LoRA mixed
+with IA3) is refused with the reason and a pointer to ``--format autopeft``. The config is
+validated on the real base model before anything is written.
 """
 
 from __future__ import annotations
 
-import copy
-import warnings
 from pathlib import Path
 
-from peft import LoraConfig, TaskType, get_peft_model
-from peft.tuners.tuners_utils import BaseTunerLayer
+from peft import IA3Config, LoraConfig, TaskType
 
 from autopeft.errors import ExportError
-from autopeft.injection.peft_modules import lora_config
-from autopeft.models import load_base_model
-from autopeft.scheduler.spec import StoredJob
+from autopeft.export.source import ExportSource
+from autopeft.export.validation import validate_on_base_model
+from autopeft.injection.peft_modules import ia3_config, lora_config
+from autopeft.space.layout import ModelLayout
 from autopeft.space.structure import Structure
-from autopeft.store import TrialRecord
 from autopeft.tasks import TaskKind
 
-
-def peft_config_of(trial: TrialRecord, job: StoredJob) -> LoraConfig:
-    """The LoraConfig that rebuilds ``trial``'s structure; ExportError when peft cannot hold it."""
-    structure = Structure.from_json(trial.structure)
-    others = [name for name in structure.module_types if name != "lora"]
-    if others or structure.lora is None:
-        raise ExportError(
-            f"trial {trial.number} uses {', '.join(others) or 'no LoRA modules'}, which a single PEFT "
-            "adapter config cannot hold; export it with --format autopeft"
-        )
-    task_type = TaskType.CAUSAL_LM if job.head.kind is TaskKind.CAUSAL_LM else TaskType.SEQ_CLS
-    return lora_config(
-        structure.lora,
-        job.space.layout,
-        task_type=task_type,
-        base_model_name_or_path=job.model.hub_id,
-    )
+# Module types that no peft adapter config can hold, and why.
+_WHY_NOT_PEFT = {
+    "serial_adapter": "serial bottleneck adapters (peft has no bottleneck adapters)",
+    "parallel_adapter": "parallel bottleneck adapters (peft has no bottleneck adapters)",
+    "prefix": "per-layer prefixes (peft's prefix tuning puts one length on every layer)",
+}
 
 
-def validate_on_base_model(config: LoraConfig, trial: TrialRecord, job: StoredJob) -> None:
-    """Build the adapter with peft on the real base model; the count and modules must match."""
-    # get_peft_model rewrites base_model_name_or_path to the local folder: validate a copy.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = get_peft_model(load_base_model(job.model, job.head), copy.deepcopy(config))
-    trainable, _ = model.get_nb_trainable_parameters()
-    if trainable != trial.trainable_params:
-        raise ExportError(
-            f"peft builds {trainable} trainable parameters from this config, the trial reported "
-            f"{trial.trainable_params}; nothing written"
-        )
-    adapted = {
-        name.removeprefix("base_model.model.")
-        for name, module in model.named_modules()
-        if isinstance(module, BaseTunerLayer)
-    }
-    if adapted != set(config.target_modules):
-        raise ExportError(f"peft adapted {sorted(adapted)} instead of {sorted(config.target_modules)}; nothing written")
+def peft_task_type(kind: TaskKind) -> TaskType:
+    """peft's task type for a task kind; SEQ_CLS also trains the classifier head in full."""
+    return TaskType.CAUSAL_LM if kind is TaskKind.CAUSAL_LM else TaskType.SEQ_CLS
 
 
-def write_peft(trial: TrialRecord, job: StoredJob, out_dir: Path) -> list[Path]:
-    config = peft_config_of(trial, job)
-    validate_on_base_model(config, trial, job)
+def _why_not_peft(structure: Structure) -> list[str]:
+    blocked = [why for name, why in _WHY_NOT_PEFT.items() if name in structure.module_types]
+    if structure.lora is not None and structure.ia3:
+        blocked.append("LoRA mixed with IA3 (one peft adapter holds one tuner type)")
+    if structure.is_empty:
+        blocked.append("no module at all")
+    return blocked
+
+
+def fits_one_peft_adapter(structure: Structure) -> bool:
+    """Whether one peft config (LoRA family, or IA3) holds the whole structure."""
+    return not _why_not_peft(structure)
+
+
+def peft_config_for(structure: Structure, layout: ModelLayout, kind: TaskKind, hub_id: str) -> LoraConfig | IA3Config:
+    """The one peft config that rebuilds ``structure``; ExportError saying why when there is none."""
+    blocked = _why_not_peft(structure)
+    if blocked:
+        raise ExportError(f"a single peft adapter cannot hold {'; '.join(blocked)}; export it with --format autopeft")
+    extra = {"task_type": peft_task_type(kind), "base_model_name_or_path": hub_id}
+    if structure.lora is not None:
+        return lora_config(structure.lora, layout, **extra)
+    return ia3_config(structure.ia3, layout, **extra)
+
+
+def peft_config_of(source: ExportSource) -> LoraConfig | IA3Config:
+    """The peft config of an export source's trial (not yet validated)."""
+    try:
+        return peft_config_for(source.structure, source.layout, source.task_kind, source.hub_id)
+    except ExportError as refused:
+        raise ExportError(f"{source.describe()}: {refused}") from None
+
+
+def write_peft(source: ExportSource, out_dir: Path) -> list[Path]:
+    config = peft_config_of(source)
+    validate_on_base_model(config, source)
     config.save_pretrained(str(out_dir))
     return [out_dir / "adapter_config.json"]

@@ -1,0 +1,54 @@
+"""Checking a PEFT config on the real base model before any file is written.
+
+Every format that a stack turns into a peft config is checked by building that config with peft
+on the job's real base model: peft must wrap exactly the trial's modules and report exactly the
+trial's trainable parameters (task head included).
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+from peft import PeftConfig, get_peft_model
+from peft.tuners.tuners_utils import BaseTunerLayer
+
+from autopeft.errors import ExportError
+from autopeft.export.source import ExportSource
+from autopeft.models import load_base_model
+from autopeft.space.layout import ModelLayout
+from autopeft.space.structure import Structure
+
+
+def adapted_module_names(structure: Structure, layout: ModelLayout) -> set[str]:
+    """Fully-qualified names of the matrices that carry LoRA or IA3 modules in ``structure``."""
+    places = set(structure.ia3)
+    if structure.lora is not None:
+        places |= set(structure.lora.ranks)
+    return {layout.matrix(layer, role).name for layer, role in places}
+
+
+def validate_on_base_model(config: PeftConfig, source: ExportSource) -> None:
+    """Build ``config`` with peft on the real base model; modules and count must be the trial's."""
+    # get_peft_model rewrites base_model_name_or_path to the local folder: build from a copy.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = get_peft_model(load_base_model(source.stored.model, source.stored.head), copy.deepcopy(config))
+    expected = adapted_module_names(source.structure, source.layout)
+    adapted = {
+        name.removeprefix("base_model.model.")
+        for name, module in model.named_modules()
+        if isinstance(module, BaseTunerLayer)
+    }
+    if adapted != expected:
+        extra, missing = sorted(adapted - expected), sorted(expected - adapted)
+        raise ExportError(
+            f"this config adapts {len(adapted)} modules, {source.describe()} trained {len(expected)} "
+            f"(extra {extra[:3]}, missing {missing[:3]}); nothing written"
+        )
+    trainable, _ = model.get_nb_trainable_parameters()
+    if trainable != source.trial.trainable_params:
+        raise ExportError(
+            f"peft builds {trainable:,} trainable parameters from this config, {source.describe()} "
+            f"reported {source.trial.trainable_params:,}; nothing written"
+        )

@@ -1,0 +1,73 @@
+"""The base model with an exported structure in it, ready for the Trainer and for saving.
+
+A structure that one peft config holds trains as a real ``PeftModel`` (``get_peft_model``) and is
+saved as a peft adapter folder that ``PeftModel.from_pretrained(base, folder)`` loads. Any other
+structure is applied with :func:`autopeft.apply` and saved in autopeft's format
+(:func:`autopeft.load_adapter` loads it).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from peft import get_peft_model
+from transformers import PreTrainedModel
+
+from autopeft.api import apply, save_adapter
+from autopeft.errors import ExportError
+from autopeft.export.autopeft_format import AutopeftConfig, layout_on
+from autopeft.export.peft_format import fits_one_peft_adapter, peft_config_for
+
+# Registered under the model so that the Trainer's optimizer and device moves see the hand-written
+# modules, which otherwise sit outside the module tree (attached through hooks).
+NATIVE_MODULE_NAME = "autopeft_native"
+
+
+@dataclass
+class TrainableModel:
+    """A model to train, how many parameters train, and how to save its adapter.
+
+    Attributes:
+        model: what the Trainer trains (a PeftModel, or the base model with native modules).
+        adapter_format: ``peft`` or ``autopeft``: what :attr:`save` writes.
+        save: writes the adapter (trained tensors and config) into a folder.
+    """
+
+    model: PreTrainedModel
+    adapter_format: str
+    save: Callable[[Path], object]
+
+    @property
+    def trainable_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+
+def prepare_model(base: PreTrainedModel, config: AutopeftConfig) -> TrainableModel:
+    """Put ``config``'s structure into ``base``; ExportError when its trainable count differs."""
+    if fits_one_peft_adapter(config.structure):
+        trainable = _peft_model(base, config)
+    else:
+        applied = apply(base, config)
+        base.add_module(NATIVE_MODULE_NAME, applied.native)
+        trainable = TrainableModel(base, "autopeft", lambda folder: save_adapter(applied, folder))
+    if trainable.trainable_params != config.trainable_params:
+        raise ExportError(
+            f"the structure trains {trainable.trainable_params:,} parameters on this model, the config "
+            f"says {config.trainable_params:,}"
+        )
+    return trainable
+
+
+def _peft_model(base: PreTrainedModel, config: AutopeftConfig) -> TrainableModel:
+    layout = layout_on(base, config.layout)
+    peft_config = peft_config_for(config.structure, layout, config.head.kind, config.base_model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = get_peft_model(base, peft_config)
+    # get_peft_model records the local folder the weights came from; saved adapters name the hub id.
+    model.peft_config["default"].base_model_name_or_path = config.base_model
+    # No embedding layer ever trains; "auto" would look the base model up on the hub to decide.
+    return TrainableModel(model, "peft", lambda folder: model.save_pretrained(str(folder), save_embedding_layers=False))

@@ -1,0 +1,207 @@
+"""``autopeft train``: the full-fidelity run of an exported structure.
+
+The Hugging Face ``Trainer`` trains the structure on the task's training split (or a seeded
+subset), scores the dev split after every epoch, and keeps the adapter of the best epoch on disk
+(by the task's metric), so the folder always holds the best adapter so far. A summary with every
+epoch's dev metrics is written next to it as ``training_summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import EvalPrediction, PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers.utils import logging as hf_logging
+
+from autopeft.export.autopeft_format import AutopeftConfig
+from autopeft.models import ModelRef, TaskHead, load_base_model, load_tokenizer
+from autopeft.tasks import METRIC_GOALS, Task, TaskKind, evaluate_predictions, tokenize_split
+from autopeft.tasks.metrics import METRICS_BY_KIND
+from autopeft.training.data import RowDataset, collate_rows
+from autopeft.training.model import TrainableModel, prepare_model
+from autopeft.training.options import TrainingOptions
+
+SUMMARY_NAME = "training_summary.json"
+
+
+@dataclass
+class TrainingResult:
+    """What a run achieved.
+
+    Attributes:
+        metric: the task metric that chose the best epoch.
+        best: dev metrics of the best epoch (plus its ``epoch`` and ``step``).
+        history: dev metrics after every epoch.
+        steps: optimizer steps taken.
+        train_seconds: wall time of training and scoring.
+        adapter_format: ``peft`` or ``autopeft``.
+        out_dir: where the adapter and the summary are.
+        train_examples, dev_examples: examples trained on and scored.
+        baseline: dev metrics of always predicting the majority class (classification only).
+        options: the :class:`TrainingOptions` of the run.
+    """
+
+    metric: str
+    best: dict[str, float]
+    history: list[dict[str, float]]
+    steps: int
+    train_seconds: float
+    adapter_format: str
+    out_dir: Path
+    train_examples: int
+    dev_examples: int
+    baseline: dict[str, float] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def summary_line(self) -> str:
+        others = ", ".join(f"{k} {v:.4f}" for k, v in self.best.items() if k not in (self.metric, "epoch", "step"))
+        baseline = f"; majority class {self.baseline[self.metric]:.4f}" if self.baseline else ""
+        return (
+            f"dev {self.metric} {self.best[self.metric]:.4f} ({others}) at epoch {self.best['epoch']:g}{baseline}; "
+            f"{self.steps} steps in {self.train_seconds:.0f} s; {self.adapter_format} adapter in {self.out_dir}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "out_dir": str(self.out_dir)}
+
+
+class _KeepBestAdapter(TrainerCallback):
+    """After every evaluation: record the dev metrics, and save the adapter when they improved."""
+
+    def __init__(self, trainable: TrainableModel, out_dir: Path, kind: TaskKind, metric: str) -> None:
+        self.trainable, self.out_dir, self.kind, self.metric = trainable, out_dir, kind, metric
+        self.history: list[dict[str, float]] = []
+        self.best: dict[str, float] | None = None
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        scores = _dev_scores(metrics, self.kind)
+        scores.update(epoch=round(state.epoch or 0.0, 4), step=state.global_step)
+        self.history.append(scores)
+        if self.best is None or _better(scores[self.metric], self.best[self.metric], self.metric):
+            self.best = scores
+            self.trainable.save(self.out_dir)
+
+
+def _dev_scores(metrics: dict[str, float], kind: TaskKind) -> dict[str, float]:
+    """The Trainer's ``eval_*`` metrics as the task's metrics (perplexity added for causal LM)."""
+    scores = {name: metrics[f"eval_{name}"] for name in METRICS_BY_KIND[kind] if f"eval_{name}" in metrics}
+    scores["loss"] = metrics["eval_loss"]
+    if kind is TaskKind.CAUSAL_LM:
+        scores.update(evaluate_predictions(kind, None, None, loss=scores["loss"]))
+    return scores
+
+
+def _better(value: float, best: float, metric: str) -> bool:
+    if math.isnan(value):
+        return False
+    return value > best if METRIC_GOALS[metric] == "max" else value < best
+
+
+def _metric_function(kind: TaskKind):
+    """compute_metrics for the Trainer: the task's metrics from logits; none for causal LM."""
+    if kind is TaskKind.CAUSAL_LM:
+        return None
+
+    def task_metrics(prediction: EvalPrediction) -> dict[str, float]:
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        outputs = logits if kind is TaskKind.CLASSIFICATION else np.asarray(logits).reshape(-1)
+        return evaluate_predictions(kind, outputs, prediction.label_ids)
+
+    return task_metrics
+
+
+def majority_baseline(task: Task) -> dict[str, float] | None:
+    """Dev metrics of predicting the most frequent training label everywhere (classification)."""
+    if task.kind is not TaskKind.CLASSIFICATION:
+        return None
+    majority = Counter(task.train.labels).most_common(1)[0][0]
+    return evaluate_predictions(task.kind, [majority] * len(task.dev), list(task.dev.labels))
+
+
+def train_config(
+    config: AutopeftConfig, model: ModelRef, task: Task, options: TrainingOptions, out_dir: Path
+) -> TrainingResult:
+    """Train ``config``'s structure on ``task`` and save the best epoch's adapter into ``out_dir``."""
+    options.check()
+    set_seed(options.seed)
+    head = TaskHead(config.head.kind, config.head.num_labels)
+    trainable = prepare_model(load_base_model(model, head), config)
+    tokenizer = load_tokenizer(model)
+    train_split = task.train
+    if options.train_examples is not None:
+        train_split = train_split.subset(options.train_examples, options.seed)
+    train = tokenize_split(train_split, task.kind, tokenizer, options.max_length)
+    dev = tokenize_split(task.dev, task.kind, tokenizer, options.max_length)
+    out_dir = Path(out_dir).expanduser().resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keeper = _KeepBestAdapter(trainable, out_dir, task.kind, task.metric)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="autopeft-train-") as scratch:
+        trainer = Trainer(
+            model=trainable.model,
+            args=_training_arguments(options, scratch, task.kind),
+            train_dataset=RowDataset(train),
+            eval_dataset=RowDataset(dev),
+            data_collator=collate_rows,
+            compute_metrics=_metric_function(task.kind),
+            callbacks=[keeper],
+        )
+        # Without progress bars the Trainer prints every log dict; the caller reports the result.
+        trainer.remove_callback(PrinterCallback)
+        # The Trainer warns about every unused TrainingArguments default; failures still raise.
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            trainer.train()
+            if keeper.best is None:  # fewer than one epoch: score the end of training
+                trainer.evaluate()
+        finally:
+            hf_logging.set_verbosity(verbosity)
+    result = TrainingResult(
+        metric=task.metric,
+        best=keeper.best,
+        history=keeper.history,
+        steps=trainer.state.global_step,
+        train_seconds=time.perf_counter() - started,
+        adapter_format=trainable.adapter_format,
+        out_dir=out_dir,
+        train_examples=len(train),
+        dev_examples=len(dev),
+        baseline=majority_baseline(task),
+        options=asdict(options),
+    )
+    (out_dir / SUMMARY_NAME).write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    return result
+
+
+def _training_arguments(options: TrainingOptions, scratch: str, kind: TaskKind) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=scratch,
+        num_train_epochs=options.epochs,
+        learning_rate=options.learning_rate,
+        warmup_steps=options.warmup,
+        weight_decay=0.0,
+        per_device_train_batch_size=options.batch_size,
+        per_device_eval_batch_size=options.batch_size,
+        eval_strategy="epoch",
+        # The callback keeps the best adapter; Trainer checkpoints would hold optimizer state too.
+        save_strategy="no",
+        logging_strategy="no",
+        seed=options.seed,
+        data_seed=options.seed,
+        label_names=["labels"],
+        remove_unused_columns=False,
+        prediction_loss_only=kind is TaskKind.CAUSAL_LM,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )

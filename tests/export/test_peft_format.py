@@ -1,0 +1,81 @@
+"""``--format peft``: LoRA and pure IA3 adapters validated on the real MiniLM; refusals say why."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+from peft import IA3Config, LoraConfig, PeftConfig, get_peft_model
+
+from autopeft.errors import ExportError
+from autopeft.export import export_trial
+from autopeft.models import TaskHead, load_base_model
+from autopeft.space.structure import LoraModules, Structure
+from autopeft.tasks import TaskKind
+from tests.export.conftest import grid, lora
+
+pytestmark = pytest.mark.slow
+
+
+def loaded_count(out, minilm_ref):
+    """The saved config as peft reads it, and the trainable count peft builds from it on MiniLM."""
+    config = PeftConfig.from_pretrained(str(out))
+    model = get_peft_model(load_base_model(minilm_ref, TaskHead(TaskKind.CLASSIFICATION, 2)), copy.deepcopy(config))
+    return config, model.get_nb_trainable_parameters()[0]
+
+
+def test_lora_with_per_layer_ranks_round_trips(mrpc_job, minilm_ref, tmp_path):
+    ranks = {(layer, role): 2 ** layer for layer in range(6) for role in ("q", "v")}
+    trial = mrpc_job.trial(lora(ranks, variant="rslora"))
+    export_trial(*mrpc_job.records(trial), "peft", tmp_path / "out")
+    config, count = loaded_count(tmp_path / "out", minilm_ref)
+    assert isinstance(config, LoraConfig) and config.use_rslora
+    assert count == trial.trainable_params
+    assert config.base_model_name_or_path == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_pure_ia3_exports_as_an_ia3_config(mrpc_job, minilm_ref, tmp_path):
+    structure = Structure(ia3=frozenset(grid(range(6), ("k", "v", "down"))))
+    trial = mrpc_job.trial(structure)
+    export_trial(*mrpc_job.records(trial), "peft", tmp_path / "out")
+    config, count = loaded_count(tmp_path / "out", minilm_ref)
+    assert isinstance(config, IA3Config)
+    assert count == trial.trainable_params == 6 * (384 + 384 + 1536) + 384 * 2 + 2
+    assert sorted(config.feedforward_modules) == [f"bert.encoder.layer.{i}.output.dense" for i in range(6)]
+
+
+@pytest.mark.parametrize(
+    "structure, reason",
+    [
+        (Structure(serial_adapter={0: 8}), "serial bottleneck adapters (peft has no bottleneck adapters)"),
+        (Structure(parallel_adapter={1: 8}), "parallel bottleneck adapters"),
+        (Structure(prefix={2: 4}), "per-layer prefixes"),
+        (Structure(lora=LoraModules({(0, "q"): 4}), ia3=frozenset({(1, "v")})), "LoRA mixed with IA3"),
+    ],
+    ids=["serial", "parallel", "prefix", "lora+ia3"],
+)
+def test_structures_peft_cannot_hold_are_refused_with_the_reason(mrpc_job, tmp_path, structure, reason):
+    trial = mrpc_job.trial(structure)
+    with pytest.raises(ExportError) as refused:
+        export_trial(*mrpc_job.records(trial), "peft", tmp_path / "out")
+    message = str(refused.value)
+    assert reason in message and "--format autopeft" in message and "\n" not in message
+    assert message.startswith(f"trial {trial.number} of job {mrpc_job.job_id}: a single peft adapter cannot hold")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_count_that_differs_from_the_trial_writes_nothing(mrpc_job, tmp_path):
+    trial = mrpc_job.trial(lora(grid(range(6), "qv")), trainable_params=1234)
+    with pytest.raises(ExportError, match="peft builds 74,498 trainable parameters .* reported 1,234; nothing written"):
+        export_trial(*mrpc_job.records(trial), "peft", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_saved_json_is_what_peft_reads(mrpc_job, tmp_path):
+    trial = mrpc_job.trial(lora({(0, "q"): 4, (1, "q"): 8}))
+    export_trial(*mrpc_job.records(trial), "peft", tmp_path / "out")
+    saved = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+    assert saved["rank_pattern"] == {r"^bert\.encoder\.layer\.0\.attention\.self\.query": 4,
+                                     r"^bert\.encoder\.layer\.1\.attention\.self\.query": 8}
+    assert saved["task_type"] == "SEQ_CLS" and saved["peft_type"] == "LORA"
