@@ -283,9 +283,14 @@ class Scheduler:
         return observed([t for t in self._records.values() if t.rung == rung], self.objectives)
 
     def _promote(self, rung: int) -> None:
+        """Queue the rung's newly top-ranked configs one rung up, while the budget can pay for them."""
         if rung >= self.settings.rungs.top:
             return
+        cost = self.settings.rungs.cost(rung + 1)
         for trial in promotable(self._rung_trials(rung), self._promoted, self.objectives, self.settings.rungs.eta):
+            committed = self._in_flight_units() + sum(self.settings.rungs.cost(t.rung) for t in self._queue)
+            if not self.budget.can_start(cost, committed):
+                return
             self._promoted.add(trial.id)
             self._queue.append(self._new_trial(trial.config, rung + 1, promoted_from=trial.id))
 
