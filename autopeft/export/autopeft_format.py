@@ -19,7 +19,7 @@ from torch import nn
 import autopeft
 from autopeft.errors import ExportError
 from autopeft.export.source import ExportSource
-from autopeft.space.layout import LayerLayout, ModelLayout, _matrix_shape
+from autopeft.space.layout import LayerLayout, ModelLayout, matrix_shape
 from autopeft.space.structure import Structure
 from autopeft.tasks import TaskKind
 
@@ -164,7 +164,7 @@ def layout_on(model: nn.Module, facts: dict[str, Any]) -> ModelLayout:
             LayerLayout(
                 index=index,
                 path=layer["path"],
-                matrices={role: _matrix_shape(name, modules[name]) for role, name in layer["modules"].items()},
+                matrices={role: matrix_shape(name, modules[name]) for role, name in layer["modules"].items()},
                 ffn_input=layer["ffn_input"],
                 ffn_output=layer["ffn_output"],
                 attention=layer["attention"],

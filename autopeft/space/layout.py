@@ -185,7 +185,7 @@ def _read_layer(
     for role, candidates in arch.roles.items():
         name = _first_present(path, candidates, modules)
         if name is not None:
-            matrices[role] = _matrix_shape(name, modules[name])
+            matrices[role] = matrix_shape(name, modules[name])
     return LayerLayout(
         index=index,
         path=path,
@@ -214,7 +214,8 @@ def _first_present(path: str, candidates: tuple[str, ...], modules: Mapping[str,
     return next((f"{path}.{c}" for c in candidates if f"{path}.{c}" in modules), None)
 
 
-def _matrix_shape(name: str, module: nn.Module) -> MatrixShape:
+def matrix_shape(name: str, module: nn.Module) -> MatrixShape:
+    """The shape of the linear layer ``module`` (named ``name``); SpaceError for anything else."""
     if isinstance(module, nn.Linear):
         return MatrixShape(name, module.in_features, module.out_features)
     if isinstance(module, Conv1D):
