@@ -64,5 +64,19 @@ class Optimizer(ABC):
             self._seen.add(self.space.structure_key(observation.point))
         self._observe(observations)
 
+    def model_observations(self) -> list[Observation]:
+        """What a surrogate model should learn from: one observation per structure.
+
+        A structure promoted to longer fine-tunes is observed once per rung; its highest rung is
+        the best-known estimate of its value, so only that one is kept — observations of
+        different fidelities are never pooled as if they were repeats of one measurement.
+        """
+        best: dict[str, Observation] = {}
+        for observation in self.observations:
+            key = self.space.structure_key(observation.point)
+            if key not in best or observation.rung >= best[key].rung:
+                best[key] = observation
+        return list(best.values())
+
     def _observe(self, observations: Sequence[Observation]) -> None:
         """Hook for model-based optimizers; called after the observations are recorded."""
