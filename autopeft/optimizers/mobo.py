@@ -110,7 +110,7 @@ class Mobo(Optimizer):
 
     def _successful(self) -> list[Observation]:
         names = [o.name for o in self.learned]
-        return [o for o in self.observations if not o.failed and all(n in o.values for n in names)]
+        return [o for o in self.model_observations() if not o.failed and all(n in o.values for n in names)]
 
     def _model_ready(self) -> bool:
         enough = max(2, (self.initial_points + 1) // 2)

@@ -3,7 +3,10 @@
 Appends one CSV row per configuration as soon as it finishes and skips configurations already in
 the file, so an interrupted recording resumes where it stopped::
 
-    nice -n 10 python -m bench.optimizers.record_table [--limit N]
+    nice -n 10 python -m bench.optimizers.record_table [--limit N] [--shard I/N]
+
+Two shards (``--shard 0/2`` and ``--shard 1/2``, one thread each) use both cores of a 2-core machine;
+each writes its own file (``…table.shard0.csv``) and ``--merge`` joins them into the table.
 """
 
 from __future__ import annotations
@@ -31,15 +34,45 @@ def recorded(path: Path) -> set[str]:
         return {row["config"] for row in csv.DictReader(handle)}
 
 
+def shard_path(table: Path, index: int) -> Path:
+    return table.with_name(f"{table.stem}.shard{index}{table.suffix}")
+
+
+def merge_shards(table: Path) -> None:
+    """Append every shard row not yet in ``table``, then delete the shard files."""
+    shards = sorted(table.parent.glob(f"{table.stem}.shard*{table.suffix}"))
+    done = recorded(table)
+    new_file = not table.exists()
+    with table.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        if new_file:
+            writer.writeheader()
+        for shard in shards:
+            with shard.open(newline="") as rows:
+                writer.writerows(row for row in csv.DictReader(rows) if row["config"] not in done)
+    for shard in shards:
+        shard.unlink()
+    print(f"{table}: {len(recorded(table))} configurations", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=None, help="stop after this many new configurations")
     parser.add_argument("--out", type=Path, default=TABLE)
+    parser.add_argument("--shard", default="0/1", help="I/N: record every N-th configuration from the I-th")
+    parser.add_argument("--merge", action="store_true", help="join the shard files into --out and stop")
     args = parser.parse_args()
+    index, count = (int(part) for part in args.shard.split("/"))
+    if args.merge:
+        merge_shards(args.out)
+        return
+    if count > 1:
+        args.out = shard_path(args.out, index)
 
     space = grouped_space()
-    done = recorded(args.out)
-    todo = [p for p in space.all_points() if config_id(p) not in done][: args.limit]
+    done = recorded(args.out) | recorded(TABLE)
+    mine = [p for number, p in enumerate(space.all_points()) if number % count == index]
+    todo = [p for p in mine if config_id(p) not in done][: args.limit]
     print(f"{len(done)} recorded, {len(todo)} to go; fidelity {FIDELITY}", flush=True)
     trainer = proxy_trainer()
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,131 @@
+"""MOBO against random, MOTPE and NSGA-II on the recorded MiniLM / SST-2 lookup table.
+
+Every configuration of the grouped LoRA space (:mod:`bench.optimizers.grouped_lora`) was trained
+once for real by :mod:`bench.optimizers.record_table` (150 steps, 2,400 SST-2 training examples,
+400 dev examples, training seed 0). Here each optimizer searches that space through autopeft's
+own contract, and "evaluating" a point reads its recorded dev accuracy; trainable parameters are
+the exact counts. Two points per batch, as with 2 workers. The noise of a real proxy is frozen
+into the table (one draw per configuration), so a seed changes the optimizer, not the scores.
+
+Hypervolume is on (accuracy, log10 trainable parameters) against one reference point for all
+runs, placed by autopeft's rule on the whole table; 100% is the HV of the table's true front.
+
+    python -m bench.optimizers.lookup --seeds 5 --out docs/optimizers_lookup.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import platform
+import statistics
+from datetime import date
+from pathlib import Path
+
+from autopeft.objectives import Objective
+from autopeft.optimizers import make_optimizer
+from autopeft.optimizers.axes import to_axis
+from autopeft.optimizers.hypervolume import reference_axes, reference_point
+from autopeft.space import Point
+from bench.optimizers.grouped_lora import GroupedLoraSpace, config_id
+from bench.optimizers.loop import Run, dominated_volume, run_optimizer
+from bench.optimizers.proxy_setup import grouped_space
+from bench.optimizers.record_table import TABLE
+
+OBJECTIVES = [Objective("accuracy", "max"), Objective("trainable_params", "min")]
+WORKERS = 2
+BUDGETS = {"mobo": 40, "mobo-8init": 40, "motpe": 40, "nsga2": 40, "random": 64}
+CHECKPOINTS = (10, 20, 30, 40, 64)
+
+
+def read_table(path: Path) -> dict[str, dict[str, float] | None]:
+    """config id -> recorded objective values (None for a failed trial)."""
+    table: dict[str, dict[str, float] | None] = {}
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            ok = row["state"] == "completed" and row["accuracy"] != ""
+            table[row["config"]] = (
+                {"accuracy": float(row["accuracy"]), "trainable_params": float(row["trainable_params"])} if ok else None
+            )
+    return table
+
+
+def axes(values) -> list[float]:
+    return [to_axis(o, values[o.name]) for o in OBJECTIVES]
+
+
+def search(space: GroupedLoraSpace, table, name: str, seed: int, reference) -> Run:
+    optimizer = make_optimizer(name.split("-")[0], space, OBJECTIVES, seed=seed)
+    if name == "mobo-8init":
+        optimizer.initial_points = 8
+
+    def evaluate(point: Point):
+        return table[config_id(point)]
+
+    return run_optimizer(optimizer, evaluate, axes, reference, BUDGETS[name], initial=WORKERS, q=WORKERS)
+
+
+def first_reaching(run: Run, target: float) -> int | None:
+    """Evaluations after which ``run`` first has at least ``target`` hypervolume."""
+    return next((i + 1 for i, hv in enumerate(run.hypervolumes) if hv >= target - 1e-12), None)
+
+
+def report(runs: dict[str, list[Run]], best: float, table_size: int, reference, command: str) -> str:
+    median_at = {name: {c: statistics.median(r.at(c) for r in rs) for c in CHECKPOINTS} for name, rs in runs.items()}
+    lines = [
+        "# Optimizers on the MiniLM / SST-2 lookup table",
+        "",
+        f"`{command}` — {date.today()}, {platform.machine()}, 2 cores, no GPU. Table: {table_size} real proxy "
+        f"fine-tunes (`bench/optimizers/results/minilm_sst2_table.csv`). Reference point {reference}; the "
+        f"table's true front has HV {best:.4f} (= 100%). {len(next(iter(runs.values())))} seeds per optimizer, "
+        f"batches of {WORKERS}. Cells: median HV as % of the true front's.",
+        "",
+        "| optimizer | " + " | ".join(f"{c} trials" for c in CHECKPOINTS) + " | ask s/batch (median) |",
+        "|---|" + "---|" * (len(CHECKPOINTS) + 1),
+    ]
+    for name, rs in runs.items():
+        cells = [f"{100 * median_at[name][c] / best:.1f}%" if c <= BUDGETS[name] else "" for c in CHECKPOINTS]
+        ask = statistics.median(s for r in rs for s in r.ask_seconds)
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {ask:.2f} |")
+    target = median_at["random"][64]
+    lines += ["", f"Random search's median HV after 64 trials: {100 * target / best:.1f}%.", ""]
+    for name in (n for n in runs if n.startswith("mobo")):
+        reached = [first_reaching(r, target) for r in runs[name]]
+        shown = ", ".join(str(n) if n else f">{BUDGETS[name]}" for n in reached)
+        lines.append(f"- {name} reaches it after (per seed) {shown} trials.")
+        for other in ("random", "motpe", "nsga2"):
+            ratio = median_at[name][40] / median_at[other][40]
+            lines.append(f"  - HV ratio at 40 trials, {name} / {other}: {ratio:.3f}")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--table", type=Path, default=TABLE)
+    parser.add_argument("--optimizers", nargs="+", default=list(BUDGETS), choices=list(BUDGETS))
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    space, table = grouped_space(), read_table(args.table)
+    missing = [config_id(p) for p in space.all_points() if config_id(p) not in table]
+    if missing:
+        raise SystemExit(f"{args.table} lacks {len(missing)} configurations (e.g. {missing[0]}); record them first")
+    completed = [v for v in table.values() if v is not None]
+    reference = reference_point(completed, OBJECTIVES)
+    ref_axes = reference_axes(reference, OBJECTIVES)
+    best = dominated_volume([axes(v) for v in completed], ref_axes)
+    runs: dict[str, list[Run]] = {}
+    for name in args.optimizers:
+        for seed in range(args.seeds):
+            run = search(space, table, name, seed, ref_axes)
+            runs.setdefault(name, []).append(run)
+            print(f"{name} seed {seed}: HV {100 * run.hypervolumes[-1] / best:.1f}% after {len(run.hypervolumes)}", flush=True)
+    command = f"python -m bench.optimizers.lookup --seeds {args.seeds}" + (f" --out {args.out}" if args.out else "")
+    text = report(runs, best, len(table), {k: round(v, 4) for k, v in reference.items()}, command)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
