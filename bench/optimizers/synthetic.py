@@ -127,8 +127,9 @@ def main() -> None:
                 run = run_problem(problem_name, optimizer_name, seed)
                 results.setdefault((problem_name, optimizer_name), []).append(run)
                 print(f"{problem_name} {optimizer_name} seed {seed}: HV {run.hypervolumes[-1]:.3f}", flush=True)
-    command = "python -m bench.optimizers.synthetic " + " ".join(
-        [f"--seeds {args.seeds}"] + ([f"--out {args.out}"] if args.out else [])
+    problems = " ".join(f"'{name}'" for name in args.problems)
+    command = f"python -m bench.optimizers.synthetic --seeds {args.seeds} --problems {problems}" + (
+        f" --out {args.out}" if args.out else ""
     )
     text = report(results, args.seeds, command)
     print(text)
