@@ -14,11 +14,6 @@ from autopeft.tasks import tokenize_split
 
 pytestmark = pytest.mark.slow
 
-# The target is 60 s for 16 batches of 32 on this 2-core CPU (about 51 s measured while other
-# engineers' jobs kept the load at 4-5); the bound leaves room for a busier machine.
-SPT_SECONDS_LIMIT = 120.0
-
-
 @pytest.fixture(scope="module")
 def minilm(minilm_ref, sst2):
     model = load_base_model(minilm_ref, sst2)
@@ -46,11 +41,6 @@ def ist(minilm, sst2_train):
 def report(capsys, line: str) -> None:
     with capsys.disabled():
         print(f"\n{line}")
-
-
-def test_spt_on_minilm_takes_under_a_minute(spt, capsys):
-    report(capsys, f"SPT on MiniLM/SST-2 (16 x 32, length <= 64): {spt.seconds:.1f} s (target 60 s)")
-    assert spt.seconds <= SPT_SECONDS_LIMIT
 
 
 def test_spt_scores_differ_across_layers_and_matrices(spt, minilm, capsys):
