@@ -34,8 +34,8 @@ from autopeft.worker import ProxyTrainer, WorkerSpec
 
 SST2 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue" / "SST-2"
 PROXY = Fidelity(train_examples=2400, steps=150, batch_size=16, max_length=64, learning_rate=1e-3, eval_examples=872)
-# Three times the proxy's steps and examples: what one promotion with eta = 3 buys.
-HIGH = Fidelity(train_examples=7200, steps=450, batch_size=16, max_length=64, learning_rate=1e-3, eval_examples=872)
+# Twice the proxy's steps and examples.
+HIGH = Fidelity(train_examples=4800, steps=300, batch_size=16, max_length=64, learning_rate=1e-3, eval_examples=872)
 COLUMNS = ["index", "structure", "params", "proxy", "high", "proxy_s", "high_s"]
 
 
