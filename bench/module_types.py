@@ -100,7 +100,7 @@ def main() -> None:
     fidelities = "; ".join(f"{m}: {SETUPS[m]['fidelity']}" for m in args.models)
     args.out.write_text(
         "# Every module type on real weights\n\n"
-        f"Command: `python -m bench.module_types --out {args.out} --models {' '.join(args.models)}`  \n"
+        f"Command: `python -m bench.module_types --threads {args.threads} --out {args.out} --models {' '.join(args.models)}`  \n"
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, no GPU; "
         f"date {date.today()}.  \nFidelity: {fidelities}.\n\n"
         "Dev loss at step 0 (fresh modules) and after the proxy fine-tune; seed 0, one run each. "
