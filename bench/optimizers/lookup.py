@@ -120,7 +120,9 @@ def main() -> None:
             run = search(space, table, name, seed, ref_axes)
             runs.setdefault(name, []).append(run)
             print(f"{name} seed {seed}: HV {100 * run.hypervolumes[-1] / best:.1f}% after {len(run.hypervolumes)}", flush=True)
-    command = f"python -m bench.optimizers.lookup --seeds {args.seeds}" + (f" --out {args.out}" if args.out else "")
+    command = f"python -m bench.optimizers.lookup --seeds {args.seeds} --optimizers {' '.join(args.optimizers)}" + (
+        f" --out {args.out}" if args.out else ""
+    )
     text = report(runs, best, len(table), {k: round(v, 4) for k, v in reference.items()}, command)
     print(text)
     if args.out:
