@@ -122,7 +122,8 @@ def main() -> None:
     )
     args.out.write_text(
         "# Proxy fidelity against a longer fine-tune\n\n"
-        f"Command: `python -m bench.fidelity --configs {args.configs} --space {args.space} --out {args.out}`  \n"
+        f"Command: `python -m bench.fidelity --configs {args.configs} --space {args.space} --threads {args.threads} "
+        f"--out {args.out}` (run as `--shard 0/2` and `--shard 1/2` side by side when threads = 1)  \n"
         f"Machine: {platform.machine()}, 2 cores ({args.threads} thread(s) per process), no GPU; date {date.today()}.  \n"
         f"Proxy: {PROXY}.  \nHigh: {HIGH}.  \n"
         f"{len(rows)} configurations drawn by scrambled Sobol (seed {args.seed}) from `{args.space}`, one seed each "
