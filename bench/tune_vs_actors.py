@@ -43,6 +43,7 @@ def with_tune(prepared, trials: int, workers: int, folder: Path) -> dict[str, fl
         tune.report({**outcome.metrics, "setup_s": setup, "trial_s": time.perf_counter() - started})
 
     searcher = AutopeftSearcher(prepared.space, prepared.objectives, optimizer="random", seed=0)
+    ray.shutdown()  # the actor run before leaves its local Ray up; Tune gets a fresh one
     ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
     started = time.perf_counter()
     try:
