@@ -16,12 +16,13 @@ structures, structure keys and exact trainable-parameter counts are the product'
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 
 from autopeft.errors import SpaceError
 from autopeft.space import Point, SearchSpace, Structure, parse_space
 from autopeft.space.dimensions import Categorical, Choice, Dimension, Flag, Value
 from autopeft.space.search_space import bind_space
+from bench.optimizers.dimension_view import DimensionView
 
 INNER_SPACE = """
 name: grouped-lora-inner
@@ -45,7 +46,7 @@ DIMENSIONS: tuple[Dimension, ...] = (
 )
 
 
-class GroupedLoraSpace:
+class GroupedLoraSpace(DimensionView):
     """A SearchSpace-like view (same methods the optimizers use) over a real 6-layer BERT space."""
 
     def __init__(self, model) -> None:
@@ -53,14 +54,6 @@ class GroupedLoraSpace:
         if self.inner.layers != tuple(range(6)):
             raise SpaceError("the grouped LoRA space expects a 6-layer model (MiniLM)")
         self.dimensions = DIMENSIONS
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(d.name for d in self.dimensions)
-
-    @property
-    def bounds(self) -> list[tuple[float, float]]:
-        return [d.bounds for d in self.dimensions]
 
     def check_point(self, point: Mapping[str, Value]) -> None:
         if set(point) != set(self.names):
@@ -72,12 +65,6 @@ class GroupedLoraSpace:
     def encode(self, point: Mapping[str, Value]) -> list[float]:
         self.check_point(point)
         return [d.encode(point[d.name]) for d in self.dimensions]
-
-    def to_point(self, vector: Sequence[float]) -> Point:
-        return {d.name: d.decode(x) for d, x in zip(self.dimensions, vector, strict=True)}
-
-    def from_unit(self, u: Sequence[float]) -> Point:
-        return {d.name: d.from_unit(x) for d, x in zip(self.dimensions, u, strict=True)}
 
     def inner_point(self, point: Mapping[str, Value]) -> Point:
         """The equivalent point of the real per-layer space."""

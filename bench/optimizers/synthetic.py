@@ -15,7 +15,7 @@ import argparse
 import json
 import platform
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from autopeft.objectives import Objective
 from autopeft.optimizers import OPTIMIZERS, make_optimizer
 from autopeft.space import Point
 from autopeft.space.dimensions import Real
+from bench.optimizers.dimension_view import DimensionView
 from bench.optimizers.loop import Run, run_optimizer
 
 PROBLEMS = {
@@ -35,28 +36,14 @@ PROBLEMS = {
 INITIAL, BATCH, BATCHES = 6, 4, 20
 
 
-class UnitCubeSpace:
+class UnitCubeSpace(DimensionView):
     """The part of the SearchSpace interface the optimizers use, over ``dim`` Real dimensions in [0, 1]."""
 
     def __init__(self, dim: int) -> None:
         self.dimensions = tuple(Real(f"x{i}", 0.0, 1.0) for i in range(dim))
 
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(d.name for d in self.dimensions)
-
-    @property
-    def bounds(self) -> list[tuple[float, float]]:
-        return [d.bounds for d in self.dimensions]
-
     def encode(self, point: Mapping[str, float]) -> list[float]:
         return [d.encode(point[d.name]) for d in self.dimensions]
-
-    def to_point(self, vector: Sequence[float]) -> Point:
-        return {d.name: d.decode(x) for d, x in zip(self.dimensions, vector, strict=True)}
-
-    def from_unit(self, u: Sequence[float]) -> Point:
-        return self.to_point(u)
 
     def structure_key(self, point: Mapping[str, float]) -> str:
         return json.dumps([round(float(point[name]), 9) for name in self.names])
