@@ -135,6 +135,18 @@ def train_config(
     set_seed(options.seed)
     head = TaskHead(config.head.kind, config.head.num_labels)
     trainable = prepare_model(load_base_model(model, head), config)
+    return train_model(trainable, model, task, options, out_dir)
+
+
+def train_model(
+    trainable: TrainableModel, model: ModelRef, task: Task, options: TrainingOptions, out_dir: Path
+) -> TrainingResult:
+    """Train a prepared model on ``task``; ``trainable.save`` writes the best epoch into ``out_dir``.
+
+    :func:`train_config` prepares a structure; benchmarks also pass baselines such as full
+    fine-tuning. The caller seeds initialisation (``set_seed``) before building ``trainable``.
+    """
+    options.check()
     tokenizer = load_tokenizer(model)
     train_split = task.train
     if options.train_examples is not None:
