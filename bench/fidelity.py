@@ -14,7 +14,6 @@ without ``--shard``, writes the report from all shards' rows.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import platform
 import random
@@ -31,6 +30,7 @@ from autopeft.space.search_space import bind_space
 from autopeft.tasks import load_task
 from autopeft.trials import Fidelity, TrialRequest
 from autopeft.worker import ProxyTrainer, WorkerSpec
+from bench.shards import Shard, read_rows, row_writer
 
 SST2 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue" / "SST-2"
 PROXY = Fidelity(train_examples=2400, steps=150, batch_size=16, max_length=64, learning_rate=1e-3, eval_examples=872)
@@ -54,33 +54,19 @@ def configurations(space_name: str, count: int, seed: int) -> list[dict]:
     return structures
 
 
-def read_rows(results: Path) -> dict[str, dict]:
-    """Rows measured so far by every shard whose file sits next to ``results``, by index."""
-    rows = {}
-    for path in sorted(results.parent.glob(f"{results.stem}*{results.suffix}")):
-        rows.update({row["index"]: row for row in csv.DictReader(path.open())})
-    return rows
-
-
-def measure(structures: list[dict], results: Path, threads: int, shard: tuple[int, int]) -> None:
-    done = read_rows(results)
-    index_of_shard, shards = shard
-    path = results if shards == 1 else results.with_name(f"{results.stem}.shard{index_of_shard}{results.suffix}")
+def measure(structures: list[dict], results: Path, threads: int, shard: Shard) -> None:
+    done = read_rows(results, "index")
     trainer = ProxyTrainer(WorkerSpec(resolve_model("minilm"), load_task(str(SST2)), threads=threads))
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, COLUMNS)
-        if handle.tell() == 0:
-            writer.writeheader()
+    with row_writer(shard.path(results), COLUMNS) as write:
         for index, structure in enumerate(structures):
-            if str(index) in done or index % shards != index_of_shard:
+            if str(index) in done or not shard.owns(index):
                 continue
             proxy = trainer.run(TrialRequest(index, index, structure, seed=index, fidelity=PROXY))
             high = trainer.run(TrialRequest(index, index, structure, seed=index, fidelity=HIGH))
             row = {"index": index, "structure": json.dumps(structure), "params": proxy.trainable_params,
                    "proxy": proxy.metrics.get("accuracy"), "high": high.metrics.get("accuracy"),
                    "proxy_s": round(proxy.wall_time_s, 1), "high_s": round(high.wall_time_s, 1)}
-            writer.writerow(row)
-            handle.flush()
+            write(row)
             print(row["index"], row["params"], row["proxy"], row["high"], flush=True)
 
 
@@ -105,10 +91,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    shard = tuple(int(part) for part in args.shard.split("/"))
-    measure(configurations(args.space, args.configs, args.seed), args.results, args.threads, shard)
-    measured = read_rows(args.results)
+    measure(configurations(args.space, args.configs, args.seed), args.results, args.threads, Shard.parse(args.shard))
+    measured = read_rows(args.results, "index")
     if len(measured) < args.configs:
         print(f"{len(measured)} of {args.configs} configurations measured; the last shard writes the report")
         return
