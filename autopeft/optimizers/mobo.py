@@ -46,8 +46,12 @@ log = logging.getLogger(__name__)
 
 
 def default_initial_points(dimensions: int) -> int:
-    """Sobol design size: two points per dimension, at least 4, at most 16."""
-    return min(max(4, 2 * dimensions), 16)
+    """Sobol design size: one point more than the dimensions, at least 4, at most 16.
+
+    On the recorded SST-2 lookup benchmark (7 dimensions) an 8-point design reached a higher
+    hypervolume at 40 trials than 14 points (two per dimension): the model steers sooner.
+    """
+    return min(max(4, dimensions + 1), 16)
 
 
 class Mobo(Optimizer):
