@@ -42,7 +42,7 @@ from autopeft.space.structure import LoraModules, Structure
 from autopeft.tasks import Task, load_task
 from autopeft.training.model import TrainableModel, prepare_model
 from autopeft.training.options import TrainingOptions
-from autopeft.training.run import train_model
+from autopeft.training.run import majority_baseline, train_model
 from bench.optimizers.grouped_lora import config_id
 from bench.optimizers.proxy_setup import grouped_space
 from bench.optimizers.record_table import TABLE
@@ -147,10 +147,12 @@ def measure(runs: list[tuple[str, str, int]], structures: dict[str, Structure], 
 
 
 def report(rows: list[dict[str, str]], total_params: int, pick: str, seeds: int, command: str) -> str:
+    metric_of = {r["task"]: r["metric"] for r in rows}
+    majority = {name: majority_baseline(load_task(str(GLUE / SETTINGS[name].folder)))[metric_of[name]] for name in metric_of}
     lines = [
         "# Final quality: searched structure vs LoRA r=8 vs full fine-tuning",
         "",
-        f"`{command}`  ",
+        f"{command}  ",
         f"Machine: {platform.machine()}, 2 cores, no GPU; date {date.today()}. MiniLM (all-MiniLM-L6-v2, "
         f"{total_params:,} parameters with the head), {seeds} training seeds per cell, `autopeft train`'s "
         "Trainer path (dev scored after every epoch, best epoch reported).",
@@ -177,7 +179,8 @@ def report(rows: list[dict[str, str]], total_params: int, pick: str, seeds: int,
                 f"{first['metric']} | {' / '.join(f'{v:.1f}' for v in values)} | {100 * means[method]:.2f} | "
                 f"{100 * (means[method] - means['full fine-tuning']):+.2f} | {100 * (means[method] - means['lora r8 q,v']):+.2f} |"
             )
-    lines += ["", "Differences are in points of the task metric (mean over seeds)."]
+    lines += ["", "Differences are in points of the task metric (mean over seeds). Always predicting the majority "
+              "class scores " + ", ".join(f"{n} {metric_of[n]} {100 * v:.2f}" for n, v in majority.items()) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -204,9 +207,9 @@ def main() -> None:
     if missing:
         print(f"{len(runs) - len(missing)} of {len(runs)} runs measured; the last shard writes the report")
         return
-    command = f"python -m bench.quality --seeds {args.seeds} --threads {args.threads} --out {args.out}"
+    command = f"`python -m bench.quality --seeds {args.seeds} --threads {args.threads} --out {args.out}`"
     if args.threads == 1:
-        command += " (as --shard 0/2 and --shard 1/2 side by side)"
+        command += " (run as `--shard 0/2` and `--shard 1/2` side by side)"
     total = sum(p.numel() for p in base.parameters())
     args.out.write_text(report(list(measured.values()), total, pick, args.seeds, command))
 
