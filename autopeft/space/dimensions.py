@@ -20,8 +20,11 @@ space-filling designs (Sobol) sample a space.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Union
+
+from autopeft.errors import SpaceError
 
 Value = Union[int, float, str, bool]
 
@@ -124,3 +127,52 @@ def _unit_index(u: float, size: int) -> int:
 
 def _clamped_index(coordinate: float, size: int) -> int:
     return min(max(int(round(float(coordinate))), 0), size - 1)
+
+
+Point = dict[str, Value]
+
+
+class DimensionVectors:
+    """Points <-> vectors over ``self.dimensions``: the part of a space every optimizer uses.
+
+    :class:`~autopeft.space.SearchSpace` and the benchmarks' model-free spaces share it; a
+    subclass sets ``dimensions`` and ``space_name`` (named in errors).
+    """
+
+    dimensions: tuple[Dimension, ...]
+    space_name: str
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.dimensions)
+
+    @property
+    def bounds(self) -> list[tuple[float, float]]:
+        """Per-coordinate (low, high) of the encoded vector, in dimension order."""
+        return [d.bounds for d in self.dimensions]
+
+    def encode(self, point: Mapping[str, Value]) -> list[float]:
+        """Point -> vector of shape (d,)."""
+        self.check_point(point)
+        return [d.encode(point[d.name]) for d in self.dimensions]
+
+    def to_point(self, vector: Sequence[float]) -> Point:
+        """Vector of shape (d,) -> point; coordinates are rounded and clipped to their bounds."""
+        if len(vector) != len(self.dimensions):
+            raise ValueError(f"expected a vector of {len(self.dimensions)} coordinates, got {len(vector)}")
+        return {d.name: d.decode(x) for d, x in zip(self.dimensions, vector)}
+
+    def from_unit(self, u: Sequence[float]) -> Point:
+        """A point from a vector of shape (d,) in the unit cube (e.g. one Sobol draw)."""
+        return {d.name: d.from_unit(x) for d, x in zip(self.dimensions, u, strict=True)}
+
+    def check_point(self, point: Mapping[str, Value]) -> None:
+        """Raise SpaceError unless ``point`` sets exactly this space's dimensions to legal values."""
+        expected, given = set(self.names), set(point)
+        if expected != given:
+            missing, extra = sorted(expected - given), sorted(given - expected)
+            raise SpaceError(f"config does not fit space '{self.space_name}': missing {missing}, unknown {extra}")
+        for dim in self.dimensions:
+            value = point[dim.name]
+            if isinstance(dim, (Choice, Categorical)) and value not in dim.values:
+                raise SpaceError(f"config: {dim.name}={value!r} is not one of {list(dim.values)}")

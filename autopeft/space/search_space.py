@@ -27,13 +27,12 @@ from autopeft.space.allocation import allocate
 from autopeft.space.sensitivity import Sensitivity
 from autopeft.errors import BudgetError, SpaceError
 from autopeft.space.cost import count_trainable
-from autopeft.space.dimensions import Categorical, Choice, Dimension, Flag, Real, Value
+from autopeft.space.dimensions import Categorical, Choice, Dimension, DimensionVectors, Flag, Real, Value
 from autopeft.space.architectures import Architecture, declared_architecture
 from autopeft.space.layout import ModelLayout, read_layout
 from autopeft.space.schema import Granularity, Sizes, SpaceSpec
 from autopeft.space.structure import LoraModules, Place, Structure
 
-Point = dict[str, Value]
 
 
 def _granular_name(prefix: str, per: Granularity, unit: str, role: str | None = None) -> str:
@@ -47,7 +46,7 @@ def _granular_name(prefix: str, per: Granularity, unit: str, role: str | None = 
     return f"{prefix}.{unit}.{role}"
 
 
-class SearchSpace:
+class SearchSpace(DimensionVectors):
     """The dimensions of ``spec`` on the model described by ``layout``.
 
     Raises SpaceError (naming the file and key) when the spec names roles or layers the model
@@ -181,41 +180,9 @@ class SearchSpace:
             return []
         return [Choice(name, tuple(choices)) for name in names]
 
-    # ------------------------------------------------------------------ points <-> vectors
     @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(d.name for d in self.dimensions)
-
-    @property
-    def bounds(self) -> list[tuple[float, float]]:
-        """Per-coordinate (low, high) of the encoded vector, in dimension order."""
-        return [d.bounds for d in self.dimensions]
-
-    def encode(self, point: Mapping[str, Value]) -> list[float]:
-        """Point -> vector of shape (d,) (see :mod:`autopeft.space.dimensions`)."""
-        self.check_point(point)
-        return [d.encode(point[d.name]) for d in self.dimensions]
-
-    def to_point(self, vector: Sequence[float]) -> Point:
-        """Vector of shape (d,) -> point; coordinates are rounded and clipped to their bounds."""
-        if len(vector) != len(self.dimensions):
-            raise ValueError(f"expected a vector of {len(self.dimensions)} coordinates, got {len(vector)}")
-        return {d.name: d.decode(x) for d, x in zip(self.dimensions, vector)}
-
-    def from_unit(self, u: Sequence[float]) -> Point:
-        """A point from a vector of shape (d,) in the unit cube (e.g. one Sobol draw)."""
-        return {d.name: d.from_unit(x) for d, x in zip(self.dimensions, u, strict=True)}
-
-    def check_point(self, point: Mapping[str, Value]) -> None:
-        """Raise SpaceError unless ``point`` sets exactly this space's dimensions to legal values."""
-        expected, given = set(self.names), set(point)
-        if expected != given:
-            missing, extra = sorted(expected - given), sorted(given - expected)
-            raise SpaceError(f"config does not fit space '{self.spec.name}': missing {missing}, unknown {extra}")
-        for dim in self.dimensions:
-            value = point[dim.name]
-            if isinstance(dim, (Choice, Categorical)) and value not in dim.values:
-                raise SpaceError(f"config: {dim.name}={value!r} is not one of {list(dim.values)}")
+    def space_name(self) -> str:
+        return self.spec.name
 
     # ------------------------------------------------------------------------- decoding
     def decode(self, point: Mapping[str, Value]) -> Structure:

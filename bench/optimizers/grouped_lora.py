@@ -20,9 +20,8 @@ from collections.abc import Iterator, Mapping
 
 from autopeft.errors import SpaceError
 from autopeft.space import Point, SearchSpace, Structure, parse_space
-from autopeft.space.dimensions import Categorical, Choice, Dimension, Flag, Value
+from autopeft.space.dimensions import Categorical, Choice, Dimension, DimensionVectors, Flag, Value
 from autopeft.space.search_space import bind_space
-from bench.optimizers.dimension_view import DimensionView
 
 INNER_SPACE = """
 name: grouped-lora-inner
@@ -46,7 +45,7 @@ DIMENSIONS: tuple[Dimension, ...] = (
 )
 
 
-class GroupedLoraSpace(DimensionView):
+class GroupedLoraSpace(DimensionVectors):
     """A SearchSpace-like view (same methods the optimizers use) over a real 6-layer BERT space."""
 
     def __init__(self, model) -> None:
@@ -54,17 +53,7 @@ class GroupedLoraSpace(DimensionView):
         if self.inner.layers != tuple(range(6)):
             raise SpaceError("the grouped LoRA space expects a 6-layer model (MiniLM)")
         self.dimensions = DIMENSIONS
-
-    def check_point(self, point: Mapping[str, Value]) -> None:
-        if set(point) != set(self.names):
-            raise SpaceError(f"point {dict(point)} does not set exactly {self.names}")
-        for dim in self.dimensions:
-            if isinstance(dim, (Choice, Categorical)) and point[dim.name] not in dim.values:
-                raise SpaceError(f"{dim.name}={point[dim.name]!r} is not one of {list(dim.values)}")
-
-    def encode(self, point: Mapping[str, Value]) -> list[float]:
-        self.check_point(point)
-        return [d.encode(point[d.name]) for d in self.dimensions]
+        self.space_name = "grouped-lora"
 
     def inner_point(self, point: Mapping[str, Value]) -> Point:
         """The equivalent point of the real per-layer space."""

@@ -25,8 +25,7 @@ from botorch.test_functions.multi_objective import DTLZ2, BraninCurrin
 from autopeft.objectives import Objective
 from autopeft.optimizers import OPTIMIZERS, make_optimizer
 from autopeft.space import Point
-from autopeft.space.dimensions import Real
-from bench.optimizers.dimension_view import DimensionView
+from autopeft.space.dimensions import DimensionVectors, Real
 from bench.optimizers.loop import Run, run_optimizer
 
 PROBLEMS = {
@@ -36,14 +35,12 @@ PROBLEMS = {
 INITIAL, BATCH, BATCHES = 6, 4, 20
 
 
-class UnitCubeSpace(DimensionView):
+class UnitCubeSpace(DimensionVectors):
     """The part of the SearchSpace interface the optimizers use, over ``dim`` Real dimensions in [0, 1]."""
 
     def __init__(self, dim: int) -> None:
         self.dimensions = tuple(Real(f"x{i}", 0.0, 1.0) for i in range(dim))
-
-    def encode(self, point: Mapping[str, float]) -> list[float]:
-        return [d.encode(point[d.name]) for d in self.dimensions]
+        self.space_name = f"unit-cube-{dim}"
 
     def structure_key(self, point: Mapping[str, float]) -> str:
         return json.dumps([round(float(point[name]), 9) for name in self.names])
