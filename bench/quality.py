@@ -121,8 +121,8 @@ def trainable_for(method: str, task: Task, seed: int, structures: dict[str, Stru
     return prepare_model(base, structure_config(task, base, structures[method]))
 
 
-def measure(runs: list[tuple[str, str, int]], structures: dict[str, Structure], pick: str, results: Path,
-            shard: Shard) -> None:  # fmt: skip
+def measure(runs: list[tuple[str, str, int]], tasks: dict[str, Task], structures: dict[str, Structure], pick: str,
+            results: Path, shard: Shard) -> None:  # fmt: skip
     done = read_rows(results, "run")
     ref = resolve_model("minilm")
     with row_writer(shard.path(results), COLUMNS) as write:
@@ -130,8 +130,7 @@ def measure(runs: list[tuple[str, str, int]], structures: dict[str, Structure], 
             run = f"{task_name}/{method}/{seed}"
             if run in done or not shard.owns(position):
                 continue
-            setting = SETTINGS[task_name]
-            task = load_task(str(GLUE / setting.folder))
+            setting, task = SETTINGS[task_name], tasks[task_name]
             trainable = trainable_for(method, task, seed, structures)
             rate = FULL_LEARNING_RATE if method == "full fine-tuning" else PEFT_LEARNING_RATE
             with tempfile.TemporaryDirectory(prefix="autopeft-quality-") as out:
@@ -146,9 +145,10 @@ def measure(runs: list[tuple[str, str, int]], structures: dict[str, Structure], 
             print(run, result.summary_line(), flush=True)
 
 
-def report(rows: list[dict[str, str]], total_params: int, pick: str, seeds: int, command: str) -> str:
+def report(rows: list[dict[str, str]], tasks: dict[str, Task], total_params: int, pick: str, seeds: int,
+           command: str) -> str:  # fmt: skip
     metric_of = {r["task"]: r["metric"] for r in rows}
-    majority = {name: majority_baseline(load_task(str(GLUE / SETTINGS[name].folder)))[metric_of[name]] for name in metric_of}
+    majority = {name: majority_baseline(tasks[name])[metric_of[name]] for name in metric_of}
     lines = [
         "# Final quality: searched structure vs LoRA r=8 vs full fine-tuning",
         "",
@@ -194,14 +194,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    sst2 = load_task(str(GLUE / "SST-2"))
-    base = load_base_model(resolve_model("minilm"), TaskHead.of(sst2))
-    lora = lora_r8_qv(read_layout(base).num_layers)
-    budget = count_trainable(lora, read_layout(base))
+    tasks = {name: load_task(str(GLUE / SETTINGS[name].folder)) for name in args.tasks}
+    base = load_base_model(resolve_model("minilm"), TaskHead.of(next(iter(tasks.values()))))
+    layout = read_layout(base)
+    lora = lora_r8_qv(layout.num_layers)
+    budget = count_trainable(lora, layout)
     pick, picked = searched_pick(budget)
     structures = {"autopeft pick": picked, "lora r8 q,v": lora}
     runs = [(t, m, s) for s in range(args.seeds) for t in args.tasks for m in METHODS]
-    measure(runs, structures, pick, args.results, Shard.parse(args.shard))
+    measure(runs, tasks, structures, pick, args.results, Shard.parse(args.shard))
     measured = read_rows(args.results, "run")
     missing = [run for run in runs if f"{run[0]}/{run[1]}/{run[2]}" not in measured]
     if missing:
@@ -211,7 +212,7 @@ def main() -> None:
     if args.threads == 1:
         command += " (run as `--shard 0/2` and `--shard 1/2` side by side)"
     total = sum(p.numel() for p in base.parameters())
-    args.out.write_text(report(list(measured.values()), total, pick, args.seeds, command))
+    args.out.write_text(report(list(measured.values()), tasks, total, pick, args.seeds, command))
 
 
 if __name__ == "__main__":
