@@ -16,6 +16,14 @@ How a batch is proposed:
    one slot at a time; a winner that decodes to an infeasible or already seen structure is
    repaired to the best feasible unseen point among its one-coordinate neighbours and a random
    pool.
+5. In an enumerated space the candidates are first narrowed to a neighbourhood of the observed
+   Pareto front: structures that differ from a front point in at most ``local_radius``
+   coordinates (a Hamming-ball trust region, as local BO for combinatorial spaces uses). The
+   whole space is searched again once fewer than ``n`` unseen structures are that close. On the
+   recorded SST-2 benchmark this raised the median HV at 20 trials from 90.8% to 95% of the true
+   front (``docs/optimizers.md``): with 10-20 observations a GP over 7 mixed dimensions spends
+   its proposals on uncertain far-away structures, while the front's neighbours are where
+   improvements are.
 
 Failed observations carry no values: they stay out of the GPs, and (like every asked or told
 point) their structures are never proposed again.
@@ -33,6 +41,7 @@ from botorch.exceptions.errors import ModelFittingError
 from botorch.optim import optimize_acqf_discrete, optimize_acqf_mixed_alternating
 from botorch.sampling import ListSampler, SobolQMCNormalSampler
 from botorch.sampling.index_sampler import IndexSampler
+from botorch.utils.multi_objective.pareto import is_non_dominated
 
 from autopeft.optimizers.axes import CLOSED_FORM, axis_matrix
 from autopeft.optimizers.base import Observation, Optimizer
@@ -64,6 +73,8 @@ class Mobo(Optimizer):
         enumeration_limit: fully discrete spaces with at most this many encoded vectors are
             searched exhaustively.
         repair_pool: random points scored when a candidate must be repaired.
+        local_radius: coordinates in which an enumerated candidate may differ from an observed
+            Pareto-optimal point (step 5 of the module docstring); None searches the whole space.
     """
 
     name = "mobo"
@@ -80,6 +91,7 @@ class Mobo(Optimizer):
         mc_samples: int = 128,
         enumeration_limit: int = 4096,
         repair_pool: int = 256,
+        local_radius: int | None = 1,
     ) -> None:
         super().__init__(space, objectives, seed)
         self.encoded = EncodedSpace.of(space)
@@ -89,6 +101,7 @@ class Mobo(Optimizer):
         self.mc_samples = mc_samples
         self.enumeration_limit = enumeration_limit
         self.repair_pool = repair_pool
+        self.local_radius = local_radius
         self.learned = [o for o in self.objectives if o.name not in CLOSED_FORM]
         self.closed_form = ClosedFormObjectives(space, [o for o in self.objectives if o.name in CLOSED_FORM])
         self.reference_point: dict[str, float] | None = None
@@ -182,9 +195,23 @@ class Mobo(Optimizer):
         choices = [vector for vector, key in self._feasible_grid() if key not in excluded]
         if not choices:
             return []
+        near = self._near_front(choices)
+        choices = near if len(near) >= n else choices
         n = min(n, len(choices))
         candidates, _ = optimize_acqf_discrete(acquisition, q=n, choices=torch.stack(choices), unique=True)
         return [self.space.to_point(x.tolist()) for x in candidates]
+
+    def _near_front(self, vectors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The ``vectors`` ((d,) each) within ``local_radius`` coordinates of an observed Pareto point."""
+        if self.local_radius is None:
+            return list(vectors)
+        observations = self._successful()
+        axes = axis_matrix([self._objective_values(o) for o in observations], self.objectives)
+        front = torch.tensor(
+            [self.space.encode(o.point) for o, on_front in zip(observations, is_non_dominated(axes)) if on_front],
+            dtype=DTYPE,
+        )
+        return [v for v in vectors if int((front != v).sum(-1).min()) <= self.local_radius]
 
     def _alternating(self, acquisition, n: int, excluded: set[str]) -> list[Point]:
         base_pending = acquisition.X_pending

@@ -34,7 +34,11 @@ from bench.optimizers.record_table import TABLE
 
 OBJECTIVES = [Objective("accuracy", "max"), Objective("trainable_params", "min")]
 WORKERS = 2
-BUDGETS = {"mobo": 40, "mobo-2d": 40, "motpe": 40, "nsga2": 40, "random": 64}
+BUDGETS = {"mobo": 40, "mobo-global": 40, "mobo-2d": 40, "motpe": 40, "nsga2": 40, "random": 64}
+MOBO_VARIANTS = {
+    "mobo-global": {"local_radius": None},  # acquisition over the whole space, no front neighbourhood
+    "mobo-2d": {"initial_points": 14},  # the earlier default design: two Sobol points per dimension
+}
 CHECKPOINTS = (10, 20, 30, 40, 64)
 
 
@@ -56,8 +60,8 @@ def axes(values) -> list[float]:
 
 def search(space: GroupedLoraSpace, table, name: str, seed: int, reference) -> Run:
     optimizer = make_optimizer(name.split("-")[0], space, OBJECTIVES, seed=seed)
-    if name == "mobo-2d":  # the earlier default design: two Sobol points per dimension
-        optimizer.initial_points = 2 * len(space.dimensions)
+    for attribute, value in MOBO_VARIANTS.get(name, {}).items():
+        setattr(optimizer, attribute, value)
 
     def evaluate(point: Point):
         return table[config_id(point)]
