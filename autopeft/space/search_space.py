@@ -34,7 +34,6 @@ from autopeft.space.schema import Granularity, Sizes, SpaceSpec
 from autopeft.space.structure import LoraModules, Place, Structure
 
 
-
 def _granular_name(prefix: str, per: Granularity, unit: str, role: str | None = None) -> str:
     """Dimension name of a setting at ``per`` granularity; ``unit`` is a layer (L3) or group (G1)."""
     if per == "global":

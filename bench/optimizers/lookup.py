@@ -27,7 +27,7 @@ from autopeft.optimizers import make_optimizer
 from autopeft.optimizers.axes import to_axis
 from autopeft.optimizers.hypervolume import reference_axes, reference_point
 from autopeft.space import Point
-from bench.optimizers.grouped_lora import GroupedLoraSpace, config_id
+from bench.optimizers.grouped_lora import DIMENSIONS, GroupedLoraSpace, config_id
 from bench.optimizers.loop import Run, dominated_volume, run_optimizer
 from bench.optimizers.proxy_setup import grouped_space
 from bench.optimizers.record_table import TABLE
@@ -37,7 +37,7 @@ WORKERS = 2
 BUDGETS = {"mobo": 40, "mobo-global": 40, "mobo-2d": 40, "motpe": 40, "nsga2": 40, "random": 64}
 MOBO_VARIANTS = {
     "mobo-global": {"local_radius": None},  # acquisition over the whole space, no front neighbourhood
-    "mobo-2d": {"initial_points": 14},  # the earlier default design: two Sobol points per dimension
+    "mobo-2d": {"initial_points": 2 * len(DIMENSIONS)},  # the earlier default design: two Sobol points per dimension
 }
 CHECKPOINTS = (10, 20, 30, 40, 64)
 
