@@ -1,6 +1,6 @@
 """The compact LoRA space of the MiniLM/SST-2 lookup benchmark.
 
-Seven dimensions, 256 grid points, 196 of them feasible (the rest add no module)::
+Six dimensions, 256 grid points, 196 of them feasible (the rest add no module)::
 
     group.bottom / group.middle / group.top   Flag: LoRA in layers 0-1 / 2-3 / 4-5
     rank                                      Choice: 1, 4, 16, 64 (every module)
