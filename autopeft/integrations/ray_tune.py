@@ -12,22 +12,47 @@ decoded ``structure`` (JSON, for :func:`autopeft.apply` or a worker) and its exa
 the space computes (trainable parameters) are filled in by the searcher, so Tune's single-metric
 view and autopeft's multi-objective view coexist: ``metric``/``mode`` only tell Tune which column
 to sort by.
+
+Tune checkpoints the searcher to a file and restores it from one; the file is JSON, validated on
+the way in, so that a checkpoint someone else wrote can at worst be refused, never run code
+(pickle would run whatever the file asks for).
 """
 
 from __future__ import annotations
 
-import pickle
+import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, Union
 
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, ValidationError
 from ray.tune.search import Searcher
 
+from autopeft.errors import AutopeftError
 from autopeft.objectives import Objective
 from autopeft.optimizers import Observation, make_optimizer
 from autopeft.space import Point, SearchSpace
 
 STRUCTURE_KEY = "structure"
 PARAMS_KEY = "trainable_params"
+CHECKPOINT_FORMAT = "autopeft-tune-searcher/1"
+
+# bool before int before float: a point keeps each value's JSON type (True stays True, 4 stays 4)
+_Value = Union[StrictBool, StrictInt, float, str]
+
+
+class _StoredObservation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    point: dict[str, _Value]
+    values: dict[str, float]
+    failed: bool
+    rung: int
+
+
+class _Checkpoint(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format: Literal[CHECKPOINT_FORMAT]
+    observations: list[_StoredObservation]
+    running: dict[str, dict[str, _Value]]
 
 
 class AutopeftSearcher(Searcher):
@@ -70,14 +95,26 @@ class AutopeftSearcher(Searcher):
 
     def save(self, checkpoint_path: str) -> None:
         """Tune checkpoints the searcher: keep every observation and the trials still running."""
-        with open(checkpoint_path, "wb") as handle:
-            pickle.dump({"observations": self.optimizer.observations, "running": self._running}, handle)
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "observations": [
+                {"point": o.point, "values": dict(o.values), "failed": o.failed, "rung": o.rung}
+                for o in self.optimizer.observations
+            ],
+            "running": self._running,
+        }
+        with open(checkpoint_path, "w", encoding="utf-8") as handle:
+            json.dump(state, handle)
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as handle:
-            state = pickle.load(handle)
-        self.optimizer.tell(state["observations"])
-        self._running = state["running"]
+        """Load a checkpoint written by :meth:`save`; AutopeftError for anything else."""
+        try:
+            with open(checkpoint_path, encoding="utf-8") as handle:
+                state = _Checkpoint.model_validate_json(handle.read())
+        except (OSError, UnicodeDecodeError, ValidationError) as exc:
+            raise AutopeftError(f"{checkpoint_path}: not an autopeft searcher checkpoint ({type(exc).__name__})") from exc
+        self.optimizer.tell([Observation(**o.model_dump()) for o in state.observations])
+        self._running = state.running
 
     def _values(self, point: Point, result: dict | None) -> dict[str, float] | None:
         """Objective values from a Tune result; None when a learned objective is missing."""

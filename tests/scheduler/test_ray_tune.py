@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import pytest
 import ray
 from ray import tune
 
+from autopeft.errors import AutopeftError
 from autopeft.integrations.ray_tune import AutopeftSearcher
 from autopeft.objectives import Objective
 from autopeft.trials import TrialRequest
@@ -52,10 +54,32 @@ def test_searcher_state_survives_a_checkpoint(prepared, tmp_path):
     searcher = AutopeftSearcher(prepared.space, objectives, optimizer="random", seed=1)
     first = searcher.suggest("a")
     searcher.on_trial_complete("a", {"accuracy": 0.7})
-    searcher.suggest("b")
-    searcher.save(str(tmp_path / "searcher.pkl"))
+    running = searcher.suggest("b")
+    searcher.save(str(tmp_path / "searcher.json"))
+    saved = json.loads((tmp_path / "searcher.json").read_text())  # plain JSON, not pickle
+    assert saved["running"]["b"] == {k: running[k] for k in prepared.space.names}
     restored = AutopeftSearcher(prepared.space, objectives, optimizer="random", seed=1)
-    restored.restore(str(tmp_path / "searcher.pkl"))
+    restored.restore(str(tmp_path / "searcher.json"))
+    assert restored.optimizer.observations == searcher.optimizer.observations  # values keep their types
     assert [o.values["accuracy"] for o in restored.optimizer.observations] == [0.7]
     assert set(restored._running) == {"b"}
     assert restored.optimizer.ask(1)[0] != {k: first[k] for k in prepared.space.names}
+
+
+class _Payload:
+    """Unpickling this writes a file: what a hostile checkpoint could do instead."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_pickled_checkpoint_is_refused_without_running_it(prepared, tmp_path):
+    marker, path = tmp_path / "pwned", tmp_path / "searcher.pkl"
+    path.write_bytes(pickle.dumps({"observations": [], "running": {}, "payload": _Payload(marker)}))
+    searcher = AutopeftSearcher(prepared.space, [Objective("accuracy", "max")], optimizer="random")
+    with pytest.raises(AutopeftError, match="not an autopeft searcher checkpoint"):
+        searcher.restore(str(path))
+    assert not marker.exists() and searcher.optimizer.observations == []
