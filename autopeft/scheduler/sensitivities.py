@@ -2,13 +2,16 @@
 
 Measuring runs in the driver before any worker starts (it needs the real model and the job's
 training subset, and would otherwise compete with the workers for the CPU). Scores are keyed by
-model, task, method and every setting they depend on, so every job on the same model, task and
-settings reuses them.
+model, task, method, every setting they depend on and the data itself (a digest of the train
+split as loaded, and the column options that selected it), so every job on the same model, data
+and settings reuses them, and an edited file or other columns never do.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -21,11 +24,11 @@ from autopeft.space.layout import read_layout
 from autopeft.space.search_space import declared_architecture_of
 from autopeft.store import Store
 from autopeft.store.sensitivity import cached_sensitivity, save_sensitivity
-from autopeft.tasks import tokenize_split
+from autopeft.tasks import Split, tokenize_split
 
 
 def measurement_params(prepared: PreparedJob, method: str) -> dict[str, Any]:
-    """Every setting the scores of ``method`` depend on (the cache key)."""
+    """Every measurement setting the scores of ``method`` depend on (with :func:`data_params`, the cache key)."""
     settings = prepared.space_spec.budget.sensitivity
     fidelity, seed = prepared.spec.fidelity, prepared.spec.seed
     params: dict[str, Any] = {
@@ -41,6 +44,26 @@ def measurement_params(prepared: PreparedJob, method: str) -> dict[str, Any]:
     return params
 
 
+def data_params(prepared: PreparedJob) -> dict[str, Any]:
+    """What the scores depend on in the data (the cache key): a task path alone would keep serving
+    the scores of a file after it was edited, or of other columns of the same file."""
+    options = prepared.spec.task_options
+    return {
+        "train_digest": split_digest(prepared.task.train),
+        "text_columns": list(options.text_columns) if options.text_columns else None,
+        "label_column": options.label_column,
+    }
+
+
+def split_digest(split: Split) -> str:
+    """SHA-256 (hex) of a split's texts and labels, example by example."""
+    digest = hashlib.sha256()
+    labels = split.labels if split.labels is not None else [None] * len(split)
+    for texts, label in zip(split.texts, labels):
+        digest.update(json.dumps([texts, label]).encode())
+    return digest.hexdigest()
+
+
 def provide_sensitivities(
     prepared: PreparedJob, store: Store, on_measure: Callable[[str], None] | None = None
 ) -> PreparedJob:
@@ -48,11 +71,12 @@ def provide_sensitivities(
     needed = prepared.space.needed_sensitivities
     if not needed:
         return prepared
+    data = data_params(prepared)
     found: dict[str, Sensitivity] = {}
     missing = []
     for method in needed:
         key = dict(model=prepared.spec.model, task=prepared.task.source, method=method,
-                   params=measurement_params(prepared, method))
+                   params={**measurement_params(prepared, method), **data})
         cached = cached_sensitivity(store, **key)
         if cached is None:
             missing.append((method, key))

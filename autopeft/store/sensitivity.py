@@ -1,10 +1,12 @@
 """The sensitivity cache: SPT / IST scores kept once per (model, task, method, settings).
 
-A measurement is deterministic given its settings, so a job looks its scores up before measuring,
-and every trial of every job on the same model and task reuses them. ``params`` must hold every
-setting that changes the scores — the measurement's own (batches, batch_size, seed; steps,
-probe_batches for IST) and the data's (train_examples, max_length, data seed) — and nothing else,
-since any difference makes a new key.
+A measurement is deterministic given its settings and data, so a job looks its scores up before
+measuring, and every trial of every job on the same model and data reuses them. ``params`` must
+hold every setting that changes the scores — the measurement's own (batches, batch_size, seed;
+steps, probe_batches for IST), the subset's (train_examples, max_length, data seed) and the data
+itself (``DATA_PARAMS``: a digest of the train split as loaded and the column options) — and
+nothing else, since any difference makes a new key. A task's path alone is not enough: the file
+behind it can be edited, or read through other columns, and old scores would be served for it.
 """
 
 from __future__ import annotations
@@ -23,8 +25,15 @@ from autopeft.store.models import SensitivityRecord
 from autopeft.store.store import Store
 
 
+DATA_PARAMS = ("train_digest", "text_columns", "label_column")
+
+
 def sensitivity_key(*, model: str, task: str, method: str, params: Mapping[str, Any]) -> str:
-    """SHA-256 (hex) of the canonical JSON of what the scores depend on."""
+    """SHA-256 (hex) of the canonical JSON of what the scores depend on; ValueError when ``params``
+    do not pin the data (``DATA_PARAMS``), so that no caller can key scores on a path alone."""
+    missing = [name for name in DATA_PARAMS if name not in params]
+    if missing:
+        raise ValueError(f"sensitivity params lack {', '.join(missing)}: the scores would outlive edits of their data")
     canonical = json.dumps(
         {"model": model, "task": task, "method": method, "params": params}, sort_keys=True, separators=(",", ":")
     )

@@ -1,9 +1,11 @@
-"""The sensitivity cache on SQLite and, when the server is up, on a throwaway PostgreSQL database."""
+"""The sensitivity cache on SQLite and, when the server is up, on a throwaway PostgreSQL database;
+and its key, which follows the task's data and columns, not just its path."""
 
 from __future__ import annotations
 
 import os
 import uuid
+from pathlib import Path
 
 import pytest
 from alembic import command
@@ -12,9 +14,12 @@ from sqlalchemy import create_engine, inspect
 
 from autopeft.space.sensitivity import Sensitivity
 from autopeft.bundled import migrations_dir
+from autopeft.scheduler import JobSpec, TaskOptions, prepare
+from autopeft.scheduler.sensitivities import provide_sensitivities
 from autopeft.store import Store
 from autopeft.store.database import migrate
 from autopeft.store.sensitivity import cached_sensitivity, save_sensitivity, sensitivity_key
+from autopeft.trials import Fidelity
 
 POSTGRES_SERVER = "host=127.0.0.1 port=5432 dbname=test"
 
@@ -27,7 +32,8 @@ SPT = Sensitivity(
     seconds=12.5,
 )
 IST = Sensitivity(method="ist", layer_importance=(0.031, 0.002), seconds=40.0)
-PARAMS = {"batches": 16, "batch_size": 32, "seed": 0, "max_length": 64, "train_examples": 512}
+PARAMS = {"batches": 16, "batch_size": 32, "seed": 0, "max_length": 64, "train_examples": 512,
+          "train_digest": "ab" * 32, "text_columns": None, "label_column": None}
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +105,51 @@ def test_migration_0003_adds_and_removes_only_the_sensitivity_table(tmp_path):
 
     migrate(engine)
     assert "sensitivities" in inspect(engine).get_table_names()
+
+
+def test_a_key_without_the_data_is_refused():
+    without_data = {k: v for k, v in PARAMS.items() if k != "train_digest"}
+    with pytest.raises(ValueError, match="lack train_digest"):
+        sensitivity_key(model="m", task="t", method="spt", params=without_data)
+
+
+SPT_ONLY_SPACE = """
+name: tiny-spt
+budget:
+  fraction: {low: 0.001, high: 0.02}
+  rules: [spt]
+  sharpness: {low: 0.0, high: 2.0}
+  roles: [q, v]
+  sensitivity: {batches: 1, batch_size: 4}
+"""
+
+
+def _write_table(path: Path, flip_labels: bool = False) -> None:
+    rows = ["text,alt,label"]
+    for i in range(60):
+        rows.append(f"review {i} was {'good' if i % 2 else 'bad'},note {i} {'yes' if i % 3 else 'no'},{(i + flip_labels) % 2}")
+    path.write_text("\n".join(rows) + "\n")
+
+
+@pytest.mark.slow
+def test_edited_data_or_other_columns_are_measured_again(tmp_path):
+    """A cached score is reused for the same data only: the same path with edited labels, or read
+    through other columns, is measured afresh (the settings are the same every time)."""
+    table, space = tmp_path / "reviews.csv", tmp_path / "space.yaml"
+    space.write_text(SPT_ONLY_SPACE)
+    store = Store(str(tmp_path / "store.db"))
+    fidelity = Fidelity(train_examples=16, steps=2, batch_size=4, max_length=16)
+
+    def measured(flip_labels: bool = False, options: TaskOptions = TaskOptions()) -> list[str]:
+        _write_table(table, flip_labels)
+        spec = JobSpec(model="minilm", task=str(table), space=str(space), trials=2, optimizer="random",
+                       fidelity=fidelity, task_options=options)
+        methods: list[str] = []
+        provide_sensitivities(prepare(spec), store, methods.append)
+        return methods
+
+    assert measured() == ["spt"]
+    assert measured() == []  # same data, same settings: cached
+    assert measured(flip_labels=True) == ["spt"]
+    assert measured(options=TaskOptions(text_columns=("alt",), label_column="label")) == ["spt"]
+    store.close()
