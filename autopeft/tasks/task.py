@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -45,14 +46,21 @@ class Split:
             raise ValueError(f"subset size must be at least 1, got {n}")
         if n >= len(self):
             return self
-        chosen = sorted(random.Random(seed).sample(range(len(self)), n))
-        labels = None if self.labels is None else tuple(self.labels[i] for i in chosen)
-        return Split(texts=tuple(self.texts[i] for i in chosen), labels=labels)
+        return self.rows(sorted(random.Random(seed).sample(range(len(self)), n)))
+
+    def rows(self, indices: Sequence[int]) -> Split:
+        """The examples at ``indices``, in that order."""
+        labels = None if self.labels is None else tuple(self.labels[i] for i in indices)
+        return Split(texts=tuple(self.texts[i] for i in indices), labels=labels)
 
 
 @dataclass(frozen=True)
 class Task:
-    """A dataset ready for proxy fine-tuning: train on ``train``, score on ``dev``, never mixed.
+    """A dataset ready for proxy fine-tuning: train on ``train``, choose on ``search``, report on ``dev``.
+
+    ``search`` is carved out of the loaded training split when a job is prepared
+    (:func:`autopeft.tasks.holdout.with_search_split`); it is None for a task as loaded. The three
+    splits never share an example (as far as the source files do not repeat one).
 
     ``label_names`` is set for classification only; label id i means ``label_names[i]``. The
     names are sorted deterministically: numerically when every label is a number ("0", "1",
@@ -68,6 +76,7 @@ class Task:
     label_names: tuple[str, ...]
     metric: str
     source: str
+    search: Split | None = None
 
     @property
     def num_labels(self) -> int:
