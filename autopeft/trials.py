@@ -24,7 +24,11 @@ class Fidelity:
         batch_size: examples per step.
         max_length: tokens per example after truncation.
         learning_rate: AdamW peak learning rate (linear warm-up over 10% of steps, then decay).
-        eval_examples: dev examples scored (drawn once per job); None scores the whole dev split.
+        eval_examples: examples of the scored split (the search split while searching) drawn
+            once per job; None scores the whole split.
+        lr_rescues: restarts allowed (0-2) at other learning rates when the training loss stalls
+            at the constant-prediction level or turns non-finite (``RESCUE_FACTORS`` in
+            :mod:`autopeft.worker.proxy`); 0 trains at ``learning_rate`` come what may.
     """
 
     train_examples: int = 2400
@@ -33,6 +37,7 @@ class Fidelity:
     max_length: int = 64
     learning_rate: float = 1e-3
     eval_examples: int | None = None
+    lr_rescues: int = 2
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,7 +49,10 @@ class Fidelity:
 
 @dataclass(frozen=True)
 class TrialRequest:
-    """One proxy fine-tune for a worker: a structure, a seed and a fidelity (rung ``rung``)."""
+    """One proxy fine-tune for a worker: a structure, a seed and a fidelity (rung ``rung``).
+
+    ``split`` is the split it is scored on: ``search`` while searching, ``dev`` for validation.
+    """
 
     trial_id: int
     number: int
@@ -52,6 +60,7 @@ class TrialRequest:
     seed: int
     fidelity: Fidelity
     rung: int = 0
+    split: str = "search"
 
 
 @dataclass(frozen=True)
@@ -59,8 +68,11 @@ class TrialOutcome:
     """What a worker measured.
 
     Attributes:
-        metrics: dev metrics (accuracy, f1, ... or loss, perplexity) plus ``train_loss_first``
-            and ``train_loss_last`` (mean loss over the first / last 10% of steps).
+        metrics: metrics on the request's split (accuracy, f1, ... or loss, perplexity) plus
+            ``train_loss_first`` and ``train_loss_last`` (mean loss over the first / last 10%
+            of steps of the kept run), ``learning_rate`` (the one it trained at),
+            ``lr_rescues`` (restarts at a lower rate), and for classification
+            ``predicted_classes`` (distinct classes predicted; 1 = a constant predictor).
         trainable_params: trainable parameters counted on the built model, head included.
         peak_memory_bytes: peak resident memory of the worker process during the trial (CPU),
             or peak allocated accelerator memory (GPU).

@@ -28,6 +28,7 @@ from autopeft.models import TaskHead, build_skeleton, resolve_model
 from autopeft.space import load_space_spec
 from autopeft.space.search_space import bind_space
 from autopeft.tasks import load_task
+from autopeft.tasks.holdout import with_search_split
 from autopeft.trials import Fidelity, TrialRequest
 from autopeft.worker import ProxyTrainer, WorkerSpec
 from bench.shards import Shard, read_rows, row_writer
@@ -56,7 +57,7 @@ def configurations(space_name: str, count: int, seed: int) -> list[dict]:
 
 def measure(structures: list[dict], results: Path, threads: int, shard: Shard) -> None:
     done = read_rows(results, "index")
-    trainer = ProxyTrainer(WorkerSpec(resolve_model("minilm"), load_task(str(SST2)), threads=threads))
+    trainer = ProxyTrainer(WorkerSpec(resolve_model("minilm"), with_search_split(load_task(str(SST2))), threads=threads))
     with row_writer(shard.path(results), COLUMNS) as write:
         for index, structure in enumerate(structures):
             if str(index) in done or not shard.owns(index):

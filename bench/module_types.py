@@ -22,6 +22,7 @@ from autopeft.models import resolve_model
 from autopeft.space.layout import ModelLayout
 from autopeft.space.structure import LoraModules, Structure
 from autopeft.tasks import load_task
+from autopeft.tasks.holdout import with_search_split
 from autopeft.trials import Fidelity, TrialRequest
 from autopeft.worker import ProxyTrainer, WorkerSpec
 
@@ -66,7 +67,7 @@ def structures(layout: ModelLayout) -> dict[str, Structure]:
 
 def run(model_name: str, threads: int) -> list[str]:
     setup = SETUPS[model_name]
-    task = load_task(str(setup["task"]))
+    task = with_search_split(load_task(str(setup["task"])))
     trainer = ProxyTrainer(WorkerSpec(resolve_model(model_name), task, threads=threads))
     rows = []
     for number, (name, structure) in enumerate(structures(trainer.layout).items()):

@@ -31,6 +31,7 @@ from autopeft.scheduler import JobSpec, prepare, run_search
 from autopeft.space.structure import LoraModules, Structure
 from autopeft.store import Store
 from autopeft.tasks import load_task
+from autopeft.tasks.holdout import with_search_split
 from autopeft.trials import Fidelity, TrialRequest
 from autopeft.worker import ProxyTrainer, WorkerSpec
 from autopeft.worker.proxy import training_batches
@@ -93,7 +94,7 @@ def plain_loop_step_time(model, data, structure: Structure, layout, seed: int) -
 
 def step_time_ratio(rounds: int, threads: int) -> list[str]:
     torch.set_num_threads(threads)
-    task = load_task(str(SST2))
+    task = with_search_split(load_task(str(SST2)))
     ref = resolve_model("minilm")
     trainer = ProxyTrainer(WorkerSpec(ref, task, threads=threads))
     train, _ = trainer.data(FIDELITY)

@@ -114,3 +114,20 @@ def _language_model_metrics(loss: float | None) -> dict[str, float]:
     except OverflowError:
         perplexity = math.inf
     return {"loss": float(loss), "perplexity": perplexity}
+
+
+def constant_prediction_loss(kind: TaskKind | str, labels: Sequence | None) -> float | None:
+    """The training loss of the best constant prediction; a run stuck at it learned nothing.
+
+    Classification: the entropy of the label distribution (nats, what cross-entropy reaches by
+    predicting the class frequencies everywhere). Regression: the label variance (MSE of the
+    mean). Causal LM has no such level: None.
+    """
+    kind = TaskKind(kind)
+    if kind is TaskKind.CAUSAL_LM or not labels:
+        return None
+    values = np.asarray(labels)
+    if kind is TaskKind.REGRESSION:
+        return float(values.astype(float).var())
+    frequencies = np.unique(values, return_counts=True)[1] / len(values)
+    return float(-(frequencies * np.log(frequencies)).sum())

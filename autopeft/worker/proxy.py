@@ -2,8 +2,13 @@
 
 A :class:`ProxyTrainer` loads the model, tokenizer and tokenized data once. Each
 :meth:`ProxyTrainer.run` applies a structure, trains it for the fidelity's steps, scores it on the
-dev subset, removes the modules and reports what it measured. Failures (non-finite loss, out of
-memory, any exception) come back as a failed outcome with the reason; the trainer stays usable.
+search split (or on dev, for validation), removes the modules and reports what it measured.
+
+One learning rate does not suit every structure: at AdamW 1e-3 a 277k-parameter LoRA on MiniLM
+sat at chance loss for 150 steps while smaller ones reached 0.90 accuracy. A tuned run would have
+lowered the rate, so the proxy does: a run whose loss stays at the constant-prediction level (or
+turns non-finite) restarts at a lower rate. Failures (out of memory, any exception) come back as
+a failed outcome with the reason; the trainer stays usable.
 Nothing here depends on Ray: the Ray actor in :mod:`autopeft.worker.actor` only wraps it.
 """
 
@@ -15,7 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psutil
 import torch
@@ -27,9 +32,25 @@ from autopeft.space.architectures import Architecture
 from autopeft.space.layout import read_layout
 from autopeft.space.structure import Structure
 from autopeft.tasks import Task, TaskKind, TokenizedSplit, evaluate_predictions, tokenize_split
+from autopeft.tasks.metrics import constant_prediction_loss
 from autopeft.trials import Fidelity, TrialOutcome, TrialRequest, TrialState
 
 EVAL_BATCH_SIZE = 64
+RESCUE_FACTORS = (0.3, 3.0)
+"""Learning rates of the restarts after a stall, as factors of the fidelity's rate: lower first
+(large structures collapse to a constant at a rate that suits small ones), then higher (small
+structures on low layers may not move in a short proxy at that rate)."""
+STALL_MARGIN = 0.01
+"""A run is stalled while its recent loss is within this fraction of the constant-prediction loss."""
+
+
+@dataclass
+class _Run:
+    """One training run: per-step losses, mean step time (s), and why it stalled (None if not)."""
+
+    losses: list[float] = field(default_factory=list)
+    step_time_s: float = 0.0
+    stalled: str | None = None
 
 
 class TrialFailure(Exception):
@@ -61,22 +82,32 @@ class ProxyTrainer:
         self.layout = read_layout(self.model, spec.architecture)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self._data: dict[tuple, tuple[TokenizedSplit, TokenizedSplit]] = {}
+        self._constant_loss: dict[tuple, float | None] = {}
 
     def _autocast(self):
         """bf16 autocast on GPUs (weights stay float32); a no-op on CPU."""
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
 
-    def data(self, fidelity: Fidelity) -> tuple[TokenizedSplit, TokenizedSplit]:
-        """Tokenized (train, dev) subsets for a fidelity, built once per distinct fidelity."""
-        key = (fidelity.train_examples, fidelity.eval_examples, fidelity.max_length)
+    def data(self, fidelity: Fidelity, split: str = "search") -> tuple[TokenizedSplit, TokenizedSplit]:
+        """Tokenized (train subset, scored subset) for a fidelity and scored split, built once each.
+
+        ``split`` is ``search`` (what a search chooses on) or ``dev`` (only for validation and
+        reports); a task without a search split cannot be searched.
+        """
+        key = _data_key(fidelity, split)
         if key not in self._data:
             task, seed = self.spec.task, self.spec.data_seed
+            scored = {"search": task.search, "dev": task.dev}[split]
+            if scored is None:
+                raise ValueError(f"task {task.name} has no search split; prepare the job (with_search_split)")
             train = task.train.subset(fidelity.train_examples, seed)
-            dev = task.dev if fidelity.eval_examples is None else task.dev.subset(fidelity.eval_examples, seed)
+            if fidelity.eval_examples is not None:
+                scored = scored.subset(fidelity.eval_examples, seed)
             self._data[key] = (
                 tokenize_split(train, task.kind, self.tokenizer, fidelity.max_length),
-                tokenize_split(dev, task.kind, self.tokenizer, fidelity.max_length),
+                tokenize_split(scored, task.kind, self.tokenizer, fidelity.max_length),
             )
+            self._constant_loss[key] = constant_prediction_loss(task.kind, train.labels)
         return self._data[key]
 
     def run(self, request: TrialRequest) -> TrialOutcome:
@@ -103,13 +134,13 @@ class ProxyTrainer:
         )
 
     def score_untrained(self, request: TrialRequest) -> dict[str, float]:
-        """Dev metrics of a request's structure with freshly initialised modules (step 0)."""
-        _, dev = self.data(request.fidelity)
+        """Metrics on the request's split with freshly initialised modules (step 0)."""
+        _, scored = self.data(request.fidelity, request.split)
         torch.manual_seed(request.seed)
         reset_head(self.model, self.layout, request.seed)
         applied = apply_structure(self.model, Structure.from_json(request.structure), self.layout)
         try:
-            return self._score(dev)
+            return self._score(scored)
         finally:
             applied.remove()
 
@@ -132,33 +163,57 @@ class ProxyTrainer:
     def _train_and_score(
         self, request: TrialRequest, timings: dict[str, float]
     ) -> tuple[dict[str, float], int, float]:
-        """Returns (dev metrics, trainable parameters, mean step time); fills ``timings`` (s)."""
+        """Returns (metrics, trainable parameters, mean step time); fills ``timings`` (s).
+
+        A run whose loss stalls at the constant-prediction level, or turns non-finite, starts
+        again from a fresh initialisation at the next rate of ``RESCUE_FACTORS``, up to
+        ``fidelity.lr_rescues`` times; every restart's time is part of the trial's.
+        """
         fidelity = request.fidelity
         with _timed(timings, "data"):
-            train, dev = self.data(fidelity)
-        with _timed(timings, "inject"):
-            torch.manual_seed(request.seed)
-            reset_head(self.model, self.layout, request.seed)
-            applied = apply_structure(self.model, Structure.from_json(request.structure), self.layout)
-        try:
-            with _timed(timings, "train"):
-                losses, step_time = self._train(applied.parameters, train, fidelity, request.seed)
-            with _timed(timings, "evaluate"):
-                metrics = self._score(dev)
-        finally:
-            with _timed(timings, "remove"):
-                applied.remove()
-        tail = max(1, len(losses) // 10)
-        metrics["train_loss_first"] = sum(losses[:tail]) / tail
-        metrics["train_loss_last"] = sum(losses[-tail:]) / tail
-        return metrics, applied.num_trainable, step_time
+            train, scored = self.data(fidelity, request.split)
+        constant_loss = self._constant_loss[_data_key(fidelity, request.split)]
+        rates = [fidelity.learning_rate * f for f in (1.0, *RESCUE_FACTORS[: fidelity.lr_rescues])]
+        for rescue, learning_rate in enumerate(rates):
+            last_try = rescue == len(rates) - 1
+            with _timed(timings, "inject"):
+                torch.manual_seed(request.seed)
+                reset_head(self.model, self.layout, request.seed)
+                applied = apply_structure(self.model, Structure.from_json(request.structure), self.layout)
+            try:
+                with _timed(timings, "train"):
+                    run = self._train(applied.parameters, train, fidelity, request.seed, learning_rate,
+                                      None if last_try else constant_loss)
+                if run.stalled is None:  # the last try is never judged stalled: it is scored as it is
+                    with _timed(timings, "evaluate"):
+                        metrics = self._score(scored)
+                    break
+            finally:
+                with _timed(timings, "remove"):
+                    applied.remove()
+        tail = max(1, len(run.losses) // 10)
+        metrics["train_loss_first"] = sum(run.losses[:tail]) / tail
+        metrics["train_loss_last"] = sum(run.losses[-tail:]) / tail
+        metrics["learning_rate"] = learning_rate
+        metrics["lr_rescues"] = float(rescue)
+        return metrics, applied.num_trainable, run.step_time_s
 
-    def _train(self, parameters, train: TokenizedSplit, fidelity: Fidelity, seed: int) -> tuple[list[float], float]:
-        """AdamW with linear warm-up (10%) and decay; returns per-step losses and mean step time (s)."""
-        optimizer = torch.optim.AdamW(parameters, lr=fidelity.learning_rate, weight_decay=0.0)
+    def _train(
+        self, parameters, train: TokenizedSplit, fidelity: Fidelity, seed: int, learning_rate: float,
+        constant_loss: float | None,
+    ) -> _Run:
+        """AdamW with linear warm-up (10%) and decay; see :class:`_Run`.
+
+        With ``constant_loss`` set, the run stops early as stalled when its loss is non-finite,
+        or when the mean loss of the last 10% of steps is still within ``STALL_MARGIN`` of
+        ``constant_loss`` halfway through or at the end. Without it a non-finite loss fails.
+        """
+        optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.0)
         schedule = get_linear_schedule_with_warmup(optimizer, max(1, fidelity.steps // 10), fidelity.steps)
+        checks = {max(1, fidelity.steps // 2), fidelity.steps}
+        window = max(1, fidelity.steps // 10)
         self.model.train()
-        losses = []
+        run = _Run()
         started = time.perf_counter()
         try:
             for step, indices in enumerate(training_batches(len(train), fidelity.batch_size, fidelity.steps, seed)):
@@ -166,26 +221,39 @@ class ProxyTrainer:
                 with self._autocast():
                     loss = self.model(**batch).loss
                 if not torch.isfinite(loss):
-                    raise TrialFailure(f"non-finite loss ({loss.item()}) at step {step}")
+                    run.stalled = f"non-finite loss ({loss.item()}) at step {step} (learning rate {learning_rate:g})"
+                    if constant_loss is None:
+                        raise TrialFailure(run.stalled)
+                    break
                 loss.backward()
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.item())
+                run.losses.append(loss.item())
+                if constant_loss is not None and step + 1 in checks:
+                    recent = sum(run.losses[-window:]) / len(run.losses[-window:])
+                    if recent >= constant_loss * (1 - STALL_MARGIN):
+                        run.stalled = (
+                            f"training loss {recent:.4f} stayed at the constant-prediction level "
+                            f"{constant_loss:.4f} for {step + 1} steps (learning rate {learning_rate:g})"
+                        )
+                        break
         finally:
             self.model.eval()
-        return losses, (time.perf_counter() - started) / max(1, len(losses))
+            self.model.zero_grad(set_to_none=True)
+        run.step_time_s = (time.perf_counter() - started) / max(1, len(run.losses))
+        return run
 
     @torch.inference_mode()
-    def _score(self, dev: TokenizedSplit) -> dict[str, float]:
-        """Dev metrics of the task, plus ``loss``: mean cross-entropy (nats; MSE for regression)."""
+    def _score(self, scored: TokenizedSplit) -> dict[str, float]:
+        """Metrics of the task on a scored split, plus ``loss``: mean cross-entropy (nats; MSE for regression)."""
         kind = self.spec.task.kind
         outputs, labels, loss_sum, count = [], [], 0.0, 0
         # Batches of similar lengths pad little; the metrics do not depend on the order.
-        by_length = sorted(range(len(dev)), key=lambda i: len(dev.input_ids[i]))
-        for start in range(0, len(dev), EVAL_BATCH_SIZE):
+        by_length = sorted(range(len(scored)), key=lambda i: len(scored.input_ids[i]))
+        for start in range(0, len(scored), EVAL_BATCH_SIZE):
             indices = by_length[start : start + EVAL_BATCH_SIZE]
-            batch = {k: v.to(self.device) for k, v in dev.batch(indices).items()}
+            batch = {k: v.to(self.device) for k, v in scored.batch(indices).items()}
             target = batch.pop("labels")
             with self._autocast():
                 logits = self.model(**batch).logits.float()
@@ -200,8 +268,16 @@ class ProxyTrainer:
         mean_loss = loss_sum / max(count, 1)
         if kind is TaskKind.CAUSAL_LM:
             return evaluate_predictions(kind, None, None, loss=mean_loss)
-        metrics = evaluate_predictions(kind, torch.cat(outputs).cpu().numpy(), torch.cat(labels).cpu().numpy())
+        predictions = torch.cat(outputs).cpu().numpy()
+        metrics = evaluate_predictions(kind, predictions, torch.cat(labels).cpu().numpy())
+        if kind is TaskKind.CLASSIFICATION:
+            metrics["predicted_classes"] = float(len(set(predictions.tolist())))
         return {**metrics, "loss": mean_loss}
+
+
+def _data_key(fidelity: Fidelity, split: str) -> tuple:
+    """What the tokenized data of a fidelity depends on."""
+    return fidelity.train_examples, fidelity.eval_examples, fidelity.max_length, split
 
 
 def _example_loss(logits: torch.Tensor, target: torch.Tensor, kind: TaskKind) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from autopeft.models import build_skeleton, resolve_model
 from autopeft.tasks import load_task
+from autopeft.tasks.holdout import with_search_split
 from autopeft.trials import Fidelity, TrialOutcome, TrialRequest
 from autopeft.worker.proxy import ProxyTrainer, WorkerSpec
 from bench.optimizers.grouped_lora import GroupedLoraSpace
@@ -21,7 +22,7 @@ def grouped_space() -> GroupedLoraSpace:
 
 def proxy_trainer() -> ProxyTrainer:
     """MiniLM with its SST-2 head, on one CPU thread."""
-    return ProxyTrainer(WorkerSpec(resolve_model("minilm"), load_task(SST2), threads=1), device="cpu")
+    return ProxyTrainer(WorkerSpec(resolve_model("minilm"), with_search_split(load_task(SST2)), threads=1), device="cpu")
 
 
 def train(trainer: ProxyTrainer, space: GroupedLoraSpace, point, number: int, seed: int) -> TrialOutcome:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from autopeft.space.structure import LoraModules, Structure
+from autopeft.tasks.holdout import with_search_split
 from autopeft.trials import Fidelity, TrialRequest, TrialState
 from autopeft.worker import ProxyTrainer, WorkerSpec
 
@@ -17,7 +20,7 @@ LORA_QV = Structure(lora=LoraModules({(layer, role): 8 for layer in range(6) for
 
 @pytest.fixture(scope="module")
 def trainer(minilm_ref, sst2):
-    return ProxyTrainer(WorkerSpec(minilm_ref, sst2, threads=2))
+    return ProxyTrainer(WorkerSpec(minilm_ref, with_search_split(sst2), threads=2))
 
 
 def test_lora_trial_learns_sst2_and_reports_costs(trainer):
@@ -25,6 +28,7 @@ def test_lora_trial_learns_sst2_and_reports_costs(trainer):
     assert outcome.state == TrialState.COMPLETED, outcome.error
     assert outcome.metrics["accuracy"] > 0.65  # chance is 0.5; DESIGN.md: ~0.8 after 150 steps
     assert outcome.metrics["train_loss_last"] < outcome.metrics["train_loss_first"]
+    assert outcome.metrics["lr_rescues"] == 0 and outcome.metrics["predicted_classes"] == 2.0  # learnt at 2e-3
     assert outcome.trainable_params == 74_498  # 12 x 8 x (384 + 384) + classifier 384 x 2 + 2
     assert outcome.peak_memory_bytes > 50e6 and outcome.step_time_s > 0 and outcome.wall_time_s > 0
 
@@ -61,3 +65,19 @@ def test_a_crashing_structure_fails_with_its_reason(trainer):
     bad = {"lora": {"variant": "lora", "alpha_ratio": 2.0, "dropout": 0.0, "ranks": {"99.q": 4}}}
     outcome = trainer.run(TrialRequest(7, 6, bad, seed=0, fidelity=FIDELITY))
     assert outcome.state == TrialState.FAILED and outcome.error.startswith("IndexError")
+
+
+def test_trials_score_on_the_search_split_and_only_validation_reads_dev(trainer, sst2, minilm_ref):
+    whole = Fidelity(train_examples=200, steps=2, batch_size=8, max_length=32, eval_examples=None)
+    assert (len(trainer.data(whole)[1]), len(trainer.data(whole, "dev")[1])) == (1000, 872)
+    unsplit = ProxyTrainer(WorkerSpec(minilm_ref, sst2, threads=2)).run(TrialRequest(1, 0, LORA_QV.to_json(), 0, whole))
+    assert unsplit.state == TrialState.FAILED and "no search split" in unsplit.error
+
+
+def test_a_run_whose_loss_stays_at_the_constant_level_restarts_at_other_rates(trainer):
+    frozen = Fidelity(train_examples=200, steps=8, batch_size=8, max_length=32, learning_rate=0.0, eval_examples=64)
+    outcome = trainer.run(TrialRequest(8, 7, LORA_QV.to_json(), seed=0, fidelity=frozen))
+    assert outcome.state == TrialState.COMPLETED  # the last try is scored as it is
+    assert outcome.metrics["lr_rescues"] == 2 and outcome.metrics["learning_rate"] == 0.0
+    fixed = trainer.run(TrialRequest(9, 8, LORA_QV.to_json(), seed=0, fidelity=replace(frozen, lr_rescues=0)))
+    assert fixed.metrics["lr_rescues"] == 0 and fixed.wall_time_s < outcome.wall_time_s
