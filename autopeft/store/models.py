@@ -38,7 +38,12 @@ class Job(Base):
 
 
 class Trial(Base):
-    """One proxy fine-tune of one structure; ``number`` counts from 0 within its job."""
+    """One proxy fine-tune of one structure; ``number`` counts from 0 within its job.
+
+    ``split`` is what it was scored on (``search``; ``dev`` for validation runs and for trials
+    stored before searches had a search split). ``role`` says why it ran (:class:`TrialRole`),
+    ``origin_id`` is the trial it replicates or validates, ``label`` names a practitioner default.
+    """
 
     __tablename__ = "trials"
     __table_args__ = (UniqueConstraint("job_id", "number", name="uq_trials_job_number"),)
@@ -68,6 +73,12 @@ class Trial(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     dispatch_wait_s: Mapped[float | None] = mapped_column(Float)
     timings: Mapped[dict[str, Any] | None]
+    split: Mapped[str] = mapped_column(String(16), default="search", server_default="dev")
+    role: Mapped[str] = mapped_column(String(16), default="explore", server_default="explore")
+    origin_id: Mapped[int | None] = mapped_column(
+        ForeignKey("trials.id", ondelete="SET NULL", name="fk_trials_origin_id")
+    )
+    label: Mapped[str | None] = mapped_column(String(64))
 
     job: Mapped[Job] = relationship(back_populates="trials")
     values: Mapped[list[TrialValue]] = relationship(cascade="all, delete-orphan", lazy="selectin")

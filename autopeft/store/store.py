@@ -34,6 +34,21 @@ class JobState(StrEnum):
 FINISHED_JOB_STATES = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
 
 
+class TrialRole(StrEnum):
+    """Why a trial ran.
+
+    ``explore``: proposed by the optimizer (or promoted); ``default``: a structure a practitioner
+    would try first, run at the start of the search; ``replicate``: the same structure and rung
+    as its origin trial with another training seed, confirming a front member; ``validation``:
+    its origin's structure retrained at a higher fidelity and scored on dev (never searched on).
+    """
+
+    EXPLORE = "explore"
+    DEFAULT = "default"
+    REPLICATE = "replicate"
+    VALIDATION = "validation"
+
+
 @dataclass(frozen=True)
 class TrialRecord:
     """A trial as stored. ``values`` holds every measured metric by name."""
@@ -62,6 +77,19 @@ class TrialRecord:
     heartbeat_at: datetime | None = None
     dispatch_wait_s: float | None = None
     timings: dict[str, float] | None = None
+    split: str = "search"
+    role: str = TrialRole.EXPLORE
+    origin_id: int | None = None
+    label: str | None = None
+    replicates: tuple[int, ...] = ()
+    """Numbers of the trials pooled into this record (itself first); empty for a stored trial."""
+    spread: dict[str, float] | None = None
+    """Sample standard deviation of each pooled value over the replicates (None for one run)."""
+
+    @property
+    def n(self) -> int:
+        """Runs behind this record's values: 1 unless replicates were pooled."""
+        return max(1, len(self.replicates))
 
     def value(self, name: str) -> float | None:
         """A metric, or one of the trial's measured costs, by objective name."""
@@ -88,6 +116,7 @@ class JobRecord:
     finished_at: datetime | None
     error: str | None
     trial_counts: dict[str, int]
+    """Search trials by state (validation runs are not part of the search's budget)."""
     driver: str | None = None
     heartbeat_at: datetime | None = None
 
@@ -129,6 +158,10 @@ def _trial_record(row: Trial) -> TrialRecord:
         heartbeat_at=_utc(row.heartbeat_at),
         dispatch_wait_s=row.dispatch_wait_s,
         timings=row.timings,
+        split=row.split,
+        role=row.role,
+        origin_id=row.origin_id,
+        label=row.label,
     )
 
 
@@ -171,7 +204,9 @@ class Store:
     def _job_record(session: Session, job: Job) -> JobRecord:
         counts = dict(
             session.execute(
-                select(Trial.state, func.count()).where(Trial.job_id == job.id).group_by(Trial.state)
+                select(Trial.state, func.count())
+                .where(Trial.job_id == job.id, Trial.role != TrialRole.VALIDATION)
+                .group_by(Trial.state)
             ).all()
         )
         return JobRecord(
@@ -215,8 +250,12 @@ class Store:
         fidelity: dict[str, Any],
         rung: int = 0,
         promoted_from: int | None = None,
+        split: str = "search",
+        role: str = TrialRole.EXPLORE,
+        origin_id: int | None = None,
+        label: str | None = None,
     ) -> TrialRecord:
-        """Record a pending trial with the next number of its job."""
+        """Record a pending trial with the next number of its job (see :class:`Trial` for the fields)."""
         for _ in range(5):  # another writer may take the same number; the unique key tells us
             try:
                 with self._session() as session:
@@ -234,6 +273,10 @@ class Store:
                         fidelity=fidelity,
                         rung=rung,
                         promoted_from=promoted_from,
+                        split=split,
+                        role=role,
+                        origin_id=origin_id,
+                        label=label,
                     )
                     session.add(trial)
                     session.flush()

@@ -14,8 +14,10 @@ OBJECTIVES = [Objective("accuracy", "max"), Objective("trainable_params", "min")
 
 
 def add(store, job_id, params):
+    """A pending trial of a structure of its own (trials of one structure are pooled as replicates)."""
+    tag = len(store.trials(job_id))
     return store.add_trial(
-        job_id, config={"lora.rank": 8}, structure={"lora": {}}, trainable_params=params, seed=1,
+        job_id, config={"lora.rank": 8}, structure={"lora": {}, "tag": tag}, trainable_params=params, seed=1,
         fidelity={"steps": 10},
     )
 
