@@ -1,19 +1,23 @@
 """Objectives of a search and the Pareto set of observed trials.
 
 Values are compared in *maximisation form*: a ``min`` objective is negated. The non-dominated
-sort is botorch's.
+sort is botorch's. Replicates of one structure (the same structure at the same rung, trained with
+other seeds to confirm it) count as one observation: their mean, with its spread and ``n``.
+Validation runs (scored on dev) never take part in a search's front.
 """
 
 from __future__ import annotations
 
+import json
+import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
 from botorch.utils.multi_objective.pareto import is_non_dominated
 
-from autopeft.store.store import JobRecord, TrialRecord
+from autopeft.store.store import JobRecord, TrialRecord, TrialRole
 from autopeft.tasks import METRIC_GOALS, Task
 from autopeft.trials import TrialState
 
@@ -44,12 +48,47 @@ def default_objectives(task: Task) -> list[Objective]:
 
 
 def observed(trials: Sequence[TrialRecord], objectives: Sequence[Objective]) -> list[TrialRecord]:
-    """Completed trials that have a value for every objective."""
-    return [
-        t
-        for t in trials
-        if t.state == TrialState.COMPLETED and all(t.value(o.name) is not None for o in objectives)
-    ]
+    """Completed search trials with a value for every objective, replicates pooled (:func:`pooled`)."""
+    searched = [t for t in trials if t.role != TrialRole.VALIDATION]
+    return [t for t in pooled(searched) if all(t.value(o.name) is not None for o in objectives)]
+
+
+def structure_key(trial: TrialRecord) -> tuple[str, int]:
+    """Trials with the same key are replicates of one measurement: same structure, same rung."""
+    return json.dumps(trial.structure, sort_keys=True), trial.rung
+
+
+def pooled(trials: Sequence[TrialRecord]) -> list[TrialRecord]:
+    """Completed trials, one record per :func:`structure_key`, in the order of their first trial.
+
+    A structure run more than once is represented by its first trial (whose number ``export``
+    takes) with every value and measured cost replaced by the mean over the completed runs,
+    ``replicates`` listing the runs' numbers and ``spread`` their sample standard deviations.
+    """
+    groups: dict[tuple[str, int], list[TrialRecord]] = {}
+    for trial in trials:
+        if trial.state == TrialState.COMPLETED:
+            groups.setdefault(structure_key(trial), []).append(trial)
+    return [group[0] if len(group) == 1 else _mean_record(group) for group in groups.values()]
+
+
+def _mean_record(group: Sequence[TrialRecord]) -> TrialRecord:
+    names = set.intersection(*(set(t.values) for t in group))
+    values = {name: [t.values[name] for t in group] for name in sorted(names)}
+
+    def mean_of(attribute: str):
+        measured = [getattr(t, attribute) for t in group if getattr(t, attribute) is not None]
+        return statistics.fmean(measured) if measured else None
+
+    return replace(
+        group[0],
+        values={name: statistics.fmean(v) for name, v in values.items()},
+        step_time_s=mean_of("step_time_s"),
+        wall_time_s=mean_of("wall_time_s"),
+        peak_memory_bytes=None if mean_of("peak_memory_bytes") is None else round(mean_of("peak_memory_bytes")),
+        replicates=tuple(t.number for t in group),
+        spread={name: statistics.stdev(v) for name, v in values.items()},
+    )
 
 
 def maximisation_values(trials: Sequence[TrialRecord], objectives: Sequence[Objective]) -> torch.Tensor:
@@ -61,11 +100,15 @@ def maximisation_values(trials: Sequence[TrialRecord], objectives: Sequence[Obje
 
 
 def pareto_front(trials: Sequence[TrialRecord], objectives: Sequence[Objective]) -> list[TrialRecord]:
-    """The non-dominated completed trials, best first on the first objective."""
-    candidates = observed(trials, objectives)
-    if not candidates:
+    """The non-dominated search observations (:func:`observed`), best first on the first objective."""
+    return non_dominated(observed(trials, objectives), objectives)
+
+
+def non_dominated(records: Sequence[TrialRecord], objectives: Sequence[Objective]) -> list[TrialRecord]:
+    """The records (each with every objective's value) that no other dominates, best first."""
+    if not records:
         return []
-    mask = is_non_dominated(maximisation_values(candidates, objectives), deduplicate=False)
-    front = [t for t, keep in zip(candidates, mask.tolist()) if keep]
+    mask = is_non_dominated(maximisation_values(records, objectives), deduplicate=False)
+    front = [t for t, keep in zip(records, mask.tolist()) if keep]
     first = objectives[0]
     return sorted(front, key=lambda t: t.value(first.name), reverse=first.goal == "max")

@@ -15,6 +15,8 @@ passes the reusable contract test in ``tests/optimizers/contract.py``:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -31,6 +33,8 @@ class Observation:
     values: Mapping[str, float] = field(default_factory=dict)
     failed: bool = False
     rung: int = 0
+    replicates: int = 1
+    """Runs averaged into ``values`` (:meth:`Optimizer.model_observations` sets it)."""
 
 
 class Optimizer(ABC):
@@ -68,15 +72,37 @@ class Optimizer(ABC):
         """What a surrogate model should learn from: one observation per structure.
 
         A structure promoted to longer fine-tunes is observed once per rung; its highest rung is
-        the best-known estimate of its value, so only that one is kept — observations of
+        the best-known estimate of its value, so only that rung is kept — observations of
         different fidelities are never pooled as if they were repeats of one measurement.
+        Replicates at that rung (other training seeds) are averaged, ``replicates`` counting
+        them; values that are not finite (a diverged metric) are left out.
         """
-        best: dict[str, Observation] = {}
+        return [self._mean_of(group) for group in self.replicate_groups().values()]
+
+    def replicate_groups(self) -> dict[str, list[Observation]]:
+        """Structure key -> the observations at its highest observed rung (failed ones last)."""
+        groups: dict[str, list[Observation]] = {}
         for observation in self.observations:
             key = self.space.structure_key(observation.point)
-            if key not in best or observation.rung >= best[key].rung:
-                best[key] = observation
-        return list(best.values())
+            kept = groups.setdefault(key, [])
+            if kept and observation.rung > kept[0].rung:
+                kept.clear()
+            if not kept or observation.rung == kept[0].rung:
+                kept.append(observation)
+        return {key: sorted(group, key=lambda o: o.failed) for key, group in groups.items()}
+
+    @staticmethod
+    def _mean_of(group: Sequence[Observation]) -> Observation:
+        succeeded = [o for o in group if not o.failed]
+        if not succeeded:
+            return group[-1]
+        names = set.intersection(*(set(o.values) for o in succeeded))
+        values = {}
+        for name in names:
+            finite = [float(o.values[name]) for o in succeeded if math.isfinite(float(o.values[name]))]
+            if finite:
+                values[name] = statistics.fmean(finite)
+        return Observation(succeeded[0].point, values, rung=succeeded[0].rung, replicates=len(succeeded))
 
     def _observe(self, observations: Sequence[Observation]) -> None:
         """Hook for model-based optimizers; called after the observations are recorded."""

@@ -26,7 +26,10 @@ How a batch is proposed:
    improvements are.
 
 Failed observations carry no values: they stay out of the GPs, and (like every asked or told
-point) their structures are never proposed again.
+point) their structures are never proposed again. Replicates of a structure (other training seeds,
+run to confirm front members) enter the GPs as their mean, and once any structure has replicates
+the GPs get a known noise variance per observation (the pooled seed variance / n) instead of
+inferring one noise level for all.
 """
 
 from __future__ import annotations
@@ -52,6 +55,10 @@ from autopeft.optimizers.surrogate import ClosedFormObjectives, surrogate_model
 from autopeft.space import Point
 
 log = logging.getLogger(__name__)
+
+MIN_NOISE_VARIANCE = 1e-6
+"""Floor of a replicate noise variance (axis units squared): identical replicates must not make a
+GP interpolate exactly."""
 
 
 def default_initial_points(dimensions: int) -> int:
@@ -116,7 +123,9 @@ class Mobo(Optimizer):
         return super().ask(n, pending)
 
     def _propose(self, n: int, excluded: set[str]) -> list[Point]:
-        design = n if not self._model_ready() else min(n, max(0, self.initial_points - len(self._seen)))
+        # Pending points the optimizer did not propose (a job's practitioner defaults) count
+        # towards the design like its own.
+        design = n if not self._model_ready() else min(n, max(0, self.initial_points - len(excluded)))
         points = self._design._propose(design, excluded)
         if len(points) < n and self._model_ready():
             taken = excluded | {self.space.structure_key(p) for p in points}
@@ -147,7 +156,8 @@ class Mobo(Optimizer):
         observations = self._successful()
         train_x = torch.tensor([self.space.encode(o.point) for o in observations], dtype=DTYPE)
         values = [self._objective_values(o) for o in observations]
-        model = surrogate_model(train_x, axis_matrix(values, self.learned), self.encoded, self.closed_form)
+        noise = self._noise_variances(observations)
+        model = surrogate_model(train_x, axis_matrix(values, self.learned), self.encoded, self.closed_form, noise)
         self.reference_point = reference_point(values, self.objectives)
         outputs = [o.name for o in self.learned] + [o.name for o in self.closed_form.objectives]
         slack = len(outputs)
@@ -166,6 +176,29 @@ class Mobo(Optimizer):
             prune_baseline=True,
             cache_root=False,
         )
+
+    def _noise_variances(self, observations: Sequence[Observation]) -> torch.Tensor | None:
+        """(n, L) noise variance of each observation's learned axes, from replicates; None without any.
+
+        The seed-to-seed variance is pooled over every structure run more than once (per learned
+        axis: squared deviations from each structure's mean over the summed degrees of freedom);
+        an observation averaged over n runs has that variance / n. Until some structure has two
+        successful runs the GPs infer a homoscedastic noise instead.
+        """
+        squares, freedom = torch.zeros(len(self.learned), dtype=DTYPE), 0
+        for group in self.replicate_groups().values():
+            runs = [o for o in group if not o.failed and all(n.name in o.values for n in self.learned)]
+            if len(runs) < 2:
+                continue
+            axes = axis_matrix([o.values for o in runs], self.learned)
+            if not torch.isfinite(axes).all():
+                continue
+            squares += ((axes - axes.mean(0)) ** 2).sum(0)
+            freedom += len(runs) - 1
+        if freedom == 0:
+            return None
+        variance = (squares / freedom).clamp_min(MIN_NOISE_VARIANCE)
+        return torch.stack([variance / o.replicates for o in observations])
 
     def _objective_values(self, observation: Observation) -> dict[str, float]:
         """Observed learned values; closed-form ones recomputed from the point, never taken on trust."""

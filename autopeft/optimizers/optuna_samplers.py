@@ -18,6 +18,7 @@ running trials (TPE's constant liar), not foreign ones.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 
@@ -112,6 +113,8 @@ class OptunaOptimizer(Optimizer):
     def _observe(self, observations: Sequence[Observation]) -> None:
         for observation in observations:
             values = None if observation.failed else [to_axis(o, observation.values[o.name]) for o in self.objectives]
+            if values is not None and not all(math.isfinite(v) for v in values):
+                values = None  # Optuna refuses non-finite objectives; a diverged metric counts as failed
             state = TrialState.FAIL if values is None else TrialState.COMPLETE
             number = self._running.pop(self.space.structure_key(observation.point), None)
             if number is not None:

@@ -23,13 +23,16 @@ from autopeft.optimizers.axes import to_axis
 from autopeft.optimizers.encoded_space import DTYPE, EncodedSpace
 
 
-def fit_gp(train_x: torch.Tensor, train_y: torch.Tensor, encoded: EncodedSpace) -> SingleTaskGP:
+def fit_gp(
+    train_x: torch.Tensor, train_y: torch.Tensor, encoded: EncodedSpace, train_yvar: torch.Tensor | None = None
+) -> SingleTaskGP:
     """A GP of one objective axis fitted by marginal likelihood.
 
     Args:
         train_x: (n, d) encoded points.
         train_y: (n, 1) axis values.
         encoded: which coordinates are categorical; all others are normalised to [0, 1].
+        train_yvar: (n, 1) known observation noise variances, or None to infer one noise level.
 
     Categorical coordinates get botorch's categorical kernel (``MixedSingleTaskGP``); ordered
     integers and flags share a Matern kernel with continuous coordinates.
@@ -38,11 +41,13 @@ def fit_gp(train_x: torch.Tensor, train_y: torch.Tensor, encoded: EncodedSpace) 
     normalize = Normalize(d=encoded.dim, indices=ordered, bounds=encoded.bounds)
     if encoded.cat_dims:
         gp = MixedSingleTaskGP(
-            train_x, train_y, cat_dims=list(encoded.cat_dims), input_transform=normalize,
+            train_x, train_y, cat_dims=list(encoded.cat_dims), train_Yvar=train_yvar, input_transform=normalize,
             outcome_transform=Standardize(m=1),
         )  # fmt: skip
     else:
-        gp = SingleTaskGP(train_x, train_y, input_transform=normalize, outcome_transform=Standardize(m=1))
+        gp = SingleTaskGP(
+            train_x, train_y, train_Yvar=train_yvar, input_transform=normalize, outcome_transform=Standardize(m=1)
+        )
     fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp))
     return gp
 
@@ -75,12 +80,20 @@ class ClosedFormObjectives:
 
 
 def surrogate_model(
-    train_x: torch.Tensor, train_y: torch.Tensor, encoded: EncodedSpace, closed_form: ClosedFormObjectives
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    encoded: EncodedSpace,
+    closed_form: ClosedFormObjectives,
+    train_yvar: torch.Tensor | None = None,
 ) -> ModelList:
     """GPs for the ``train_y`` columns ((n, L) learned axes), then the closed-form outputs.
 
-    The GPs are fitted independently: one per learned objective.
+    The GPs are fitted independently: one per learned objective, with the matching column of
+    ``train_yvar`` ((n, L) known noise variances) when given.
     """
-    gps = [fit_gp(train_x, train_y[:, [j]], encoded) for j in range(train_y.shape[-1])]
+    gps = [
+        fit_gp(train_x, train_y[:, [j]], encoded, None if train_yvar is None else train_yvar[:, [j]])
+        for j in range(train_y.shape[-1])
+    ]
     exact = GenericDeterministicModel(closed_form.values, num_outputs=len(closed_form.objectives) + 1)
     return ModelList(*gps, exact)

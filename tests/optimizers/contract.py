@@ -95,6 +95,19 @@ class OptimizerContract:
         assert len(points) == 2
         assert not {space.structure_key(p) for p in points} & {space.structure_key(p) for p in foreign}
 
+    def test_replicates_of_a_structure_are_one_model_observation_with_their_mean(self, space):
+        optimizer = self.make(space)
+        point, other = optimizer.ask(2)
+        values = synthetic_values(space, point)
+        replicates = [{**values, "accuracy": a} for a in (0.6, 0.7, 0.8)]
+        optimizer.tell([Observation(point, v) for v in replicates] + [Observation(point, failed=True)])
+        optimizer.tell([Observation(other, {**values, "accuracy": float("nan")})])
+        kept = {space.structure_key(o.point): o for o in optimizer.model_observations()}
+        assert kept[space.structure_key(point)].replicates == 3
+        assert kept[space.structure_key(point)].values["accuracy"] == pytest.approx(0.7)
+        assert "accuracy" not in kept[space.structure_key(other)].values  # a non-finite value is no evidence
+        assert len(optimizer.ask(2)) == 2
+
     def test_same_seed_and_calls_give_same_points(self, space):
         def run(seed):
             optimizer = self.make(space, seed=seed)

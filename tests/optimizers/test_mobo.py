@@ -1,7 +1,9 @@
+import pytest
 import torch
 from botorch.utils.multi_objective.pareto import is_non_dominated
 
 from autopeft.optimizers.axes import axis_matrix
+from autopeft.optimizers import Observation
 from autopeft.optimizers.mobo import Mobo
 from tests.optimizers.contract import OBJECTIVES, OptimizerContract, synthetic_values
 
@@ -23,3 +25,18 @@ class TestMoboContract(OptimizerContract):
         for point in proposed:
             differing = (front != torch.tensor(space.encode(point))).sum(-1)
             assert int(differing.min()) <= optimizer.local_radius
+
+    def test_replicates_give_each_observation_the_pooled_seed_variance_over_its_n(self, space):
+        optimizer = self.make(space)
+        points = optimizer.ask(4)
+        self.observe(optimizer, points)
+        assert optimizer._noise_variances(optimizer._successful()) is None  # no replicate: inferred noise
+        values = synthetic_values(space, points[0])
+        optimizer.tell([Observation(points[0], {**values, "accuracy": values["accuracy"] + 0.02})])
+        observations = optimizer._successful()
+        noise = optimizer._noise_variances(observations)
+        assert noise.shape == (4, 1)  # one learned axis: accuracy; trainable_params is exact
+        by_n = {o.replicates: float(v) for o, v in zip(observations, noise[:, 0])}
+        pooled = 0.02**2 / 2  # two runs 0.02 apart: sample variance 0.0002
+        assert by_n == {2: pytest.approx(pooled / 2), 1: pytest.approx(pooled)}
+        assert len(optimizer.ask(2)) == 2  # the GP fits with the known noise
