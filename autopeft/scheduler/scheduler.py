@@ -18,14 +18,15 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from autopeft.objectives import Objective, observed
+from autopeft.objectives import Objective, observed, pareto_front, structure_key
 from autopeft.optimizers import Observation, Optimizer
 from autopeft.optimizers.hypervolume import hypervolume, reference_point
 from autopeft.scheduler.budget import Budget
 from autopeft.scheduler.promotion import Rungs, promotable
 from autopeft.scheduler.proposer import Proposer
 from autopeft.space import Point, SearchSpace
-from autopeft.store import JobState, Store, TrialRecord
+from autopeft.space.defaults import PractitionerDefault
+from autopeft.store import JobState, Store, TrialRecord, TrialRole
 from autopeft.trials import Fidelity, TrialOutcome, TrialRequest, TrialState
 from autopeft.worker.pool import WorkerPool
 
@@ -63,6 +64,10 @@ class SchedulerSettings:
         heartbeat_s: seconds between the driver's heartbeats (and cancellation checks).
         stale_after_s: a driver silent this long is considered dead (resume may take over).
         prefetch: compute the next proposal while every worker is busy.
+        confirm_seeds: runs (seeds) of every structure on a rung's front: each structure that
+            enters the front is re-run with new seeds until it has this many, before new
+            proposals; the front then holds their means (1 = no confirmation).
+        defaults: practitioner defaults run first in a new job (at most half the budget).
     """
 
     rungs: Rungs = field(default_factory=Rungs)
@@ -70,6 +75,8 @@ class SchedulerSettings:
     heartbeat_s: float = 5.0
     stale_after_s: float = 60.0
     prefetch: bool = True
+    confirm_seeds: int = 1
+    defaults: tuple[PractitionerDefault, ...] = ()
 
 
 @dataclass
@@ -168,7 +175,7 @@ class Scheduler:
 
     def _restore(self) -> None:
         """Take over what a previous driver left: observations, promotions, unfinished trials."""
-        trials = self.store.trials(self.job_id)
+        trials = [t for t in self.store.trials(self.job_id) if t.role != TrialRole.VALIDATION]
         finished = [t for t in trials if t.state in (TrialState.COMPLETED, TrialState.FAILED)]
         for trial in trials:
             self._records[trial.id] = trial
@@ -185,6 +192,13 @@ class Scheduler:
         if finished:
             self.proposer.tell([self._observation(t) for t in finished])
             self._update_hypervolume(finished[-1].rung, record=False)
+        if not trials:
+            self._queue_defaults()
+
+    def _queue_defaults(self) -> None:
+        """A new job runs the practitioner defaults first, with at most half of its budget."""
+        for default in self.settings.defaults[: int(self.budget.units // 2)]:
+            self._queue.append(self._new_trial(default.point, role=TrialRole.DEFAULT, label=default.label))
 
     # ------------------------------------------------------------------------- dispatching
     def _in_flight_units(self) -> float:
@@ -220,14 +234,19 @@ class Scheduler:
         return max(0, int(left + 1e-9))
 
     def _pending_points(self) -> list[Point]:
-        return [self._records[slot.request.trial_id].config for slot in self.pool.busy]
+        """Points running or queued: the optimizer must not propose their structures again."""
+        running = [self._records[slot.request.trial_id].config for slot in self.pool.busy]
+        return running + [record.config for record in self._queue]
 
     def _prefetch(self) -> None:
         if self.settings.prefetch and not self.pool.idle and not self._exhausted:
             if self._new_trials_affordable() > 0:
                 self.proposer.prefetch(1, self._pending_points())
 
-    def _new_trial(self, point: Point, rung: int = 0, promoted_from: int | None = None) -> TrialRecord:
+    def _new_trial(
+        self, point: Point, rung: int = 0, promoted_from: int | None = None, *, role: str = TrialRole.EXPLORE,
+        origin_id: int | None = None, label: str | None = None,
+    ) -> TrialRecord:
         number = len(self._records)
         record = self.store.add_trial(
             self.job_id,
@@ -238,6 +257,9 @@ class Scheduler:
             fidelity=self.settings.rungs.fidelity(self.fidelity, rung).to_json(),
             rung=rung,
             promoted_from=promoted_from,
+            role=role,
+            origin_id=origin_id,
+            label=label,
         )
         self._records[record.id] = record
         return record
@@ -245,7 +267,8 @@ class Scheduler:
     def _submit(self, slot, record: TrialRecord) -> None:
         self.store.mark_running(record.id, slot.name, dispatch_wait_s=time.monotonic() - slot.idle_since)
         request = TrialRequest(
-            record.id, record.number, record.structure, record.seed, Fidelity.from_json(record.fidelity), record.rung
+            record.id, record.number, record.structure, record.seed, Fidelity.from_json(record.fidelity), record.rung,
+            record.split,
         )
         self.pool.submit(slot, request)
 
@@ -269,6 +292,7 @@ class Scheduler:
         self.proposer.tell([self._observation(record)])
         if record.state == TrialState.COMPLETED:
             self._update_hypervolume(record.rung)
+            self._confirm(record.rung)
             self._promote(record.rung)
         self.on_progress(
             Progress(self.done, self.failed, self.budget.spent_units, self.budget.units, record, self.hypervolume)
@@ -288,11 +312,28 @@ class Scheduler:
             return
         cost = self.settings.rungs.cost(rung + 1)
         for trial in promotable(self._rung_trials(rung), self._promoted, self.objectives, self.settings.rungs.eta):
-            committed = self._in_flight_units() + sum(self.settings.rungs.cost(t.rung) for t in self._queue)
-            if not self.budget.can_start(cost, committed):
+            if not self.budget.can_start(cost, self._committed_units()):
                 return
             self._promoted.add(trial.id)
             self._queue.append(self._new_trial(trial.config, rung + 1, promoted_from=trial.id))
+
+    def _committed_units(self) -> float:
+        return self._in_flight_units() + sum(self.settings.rungs.cost(t.rung) for t in self._queue)
+
+    def _confirm(self, rung: int) -> None:
+        """Queue new-seed runs of the rung's front members until each has ``confirm_seeds`` runs."""
+        planned: dict[tuple[str, int], int] = {}
+        for trial in self._records.values():
+            if trial.role != TrialRole.VALIDATION and trial.state != TrialState.FAILED:
+                planned[structure_key(trial)] = planned.get(structure_key(trial), 0) + 1
+        cost = self.settings.rungs.cost(rung)
+        for member in pareto_front(self._rung_trials(rung), self.objectives):
+            for _ in range(self.settings.confirm_seeds - planned[structure_key(member)]):
+                if not self.budget.can_start(cost, self._committed_units()):
+                    return
+                self._queue.append(
+                    self._new_trial(member.config, rung, role=TrialRole.REPLICATE, origin_id=member.id)
+                )
 
     def _update_hypervolume(self, rung: int, record: bool = True) -> None:
         values = [{o.name: t.value(o.name) for o in self.objectives} for t in self._rung_trials(rung)]

@@ -11,6 +11,7 @@ from autopeft.scheduler.promotion import Rungs
 from autopeft.scheduler.scheduler import Progress, Scheduler, SchedulerSettings
 from autopeft.scheduler.sensitivities import provide_sensitivities
 from autopeft.scheduler.spec import PreparedJob, prepare_stored
+from autopeft.space.defaults import PractitionerDefault, practitioner_defaults
 from autopeft.space.search_space import declared_architecture_of
 from autopeft.store import JobState, Store
 from autopeft.trials import TrialState
@@ -18,7 +19,8 @@ from autopeft.worker.pool import WorkerPool
 from autopeft.worker.proxy import WorkerSpec
 
 
-def _pool(prepared: PreparedJob, store: Store, ray_address: str | None) -> WorkerPool:
+def worker_pool(prepared: PreparedJob, store: Store, ray_address: str | None) -> WorkerPool:
+    """The job's Ray workers, each holding the model and the job's task splits."""
     spec = prepared.spec
     worker_spec = WorkerSpec(
         model=prepared.model,
@@ -49,9 +51,21 @@ def _scheduler(prepared: PreparedJob, store: Store, job_id: int, pool: WorkerPoo
         fidelity=spec.fidelity,
         seed=spec.seed,
         budget=Budget(spec.trials, spec.max_time_s, spec.max_worker_hours),
-        settings=SchedulerSettings(rungs=Rungs(spec.rungs, spec.eta), max_attempts=spec.max_attempts),
+        settings=SchedulerSettings(
+            rungs=Rungs(spec.rungs, spec.eta),
+            max_attempts=spec.max_attempts,
+            confirm_seeds=spec.confirm_seeds,
+            defaults=_untried_defaults(prepared, optimizer) if spec.defaults else (),
+        ),
         on_progress=on_progress,
     )
+
+
+def _untried_defaults(prepared: PreparedJob, optimizer: Optimizer) -> tuple[PractitionerDefault, ...]:
+    """The space's practitioner defaults, less those the optimizer already observed (a warm start)."""
+    space = prepared.space
+    known = {space.structure_key(o.point) for o in optimizer.observations}
+    return tuple(d for d in practitioner_defaults(space) if space.structure_key(d.point) not in known)
 
 
 def warm_start_observations(store: Store, prepared: PreparedJob) -> list[Observation]:
@@ -90,7 +104,7 @@ def run_search(
     spec = prepared.spec
     warm = warm_start_observations(store, prepared) if spec.warm_start is not None else []
     prepared = provide_sensitivities(prepared, store, on_measure)
-    pool = _pool(prepared, store, ray_address)
+    pool = worker_pool(prepared, store, ray_address)
     try:
         job_id = store.create_job(prepared.stored_spec(), spec.trials, spec.max_time_s)
         if on_created is not None:
@@ -120,7 +134,7 @@ def resume_search(
     job = store.job(job_id)
     try:
         prepared = provide_sensitivities(prepare_stored(job.spec), store)
-        pool = _pool(prepared, store, ray_address)
+        pool = worker_pool(prepared, store, ray_address)
     except AutopeftError as exc:
         store.set_job_state(job_id, JobState.FAILED, str(exc))
         raise

@@ -19,6 +19,7 @@ from autopeft.optimizers import OPTIMIZERS
 from autopeft.space import SearchSpace, SpaceSpec, load_space_spec
 from autopeft.space.search_space import bind_space
 from autopeft.tasks import METRIC_GOALS, Task, TaskKind, load_task
+from autopeft.tasks.holdout import with_search_split
 from autopeft.trials import Fidelity
 
 DEFAULT_SPACE = "lora"
@@ -45,6 +46,10 @@ class JobSpec:
         max_trainable_fraction: hard cap on trainable / total parameters, on top of the space's.
         rungs, eta: multi-fidelity promotion levels and their step factor (rungs=1: none).
         warm_start: id of a job in the same store whose finished trials seed the optimizer.
+        search_examples: size of the search split carved from train (default: 20%, at most
+            1,000); trials are scored on it, never on dev.
+        confirm_seeds: runs with different seeds of every structure on the front (1 = none).
+        defaults: run the practitioner defaults the space can express first.
     """
 
     model: str
@@ -66,6 +71,9 @@ class JobSpec:
     warm_start: int | None = None
     cpus_per_worker: int = 1
     gpus_per_worker: float = 0.0
+    search_examples: int | None = None
+    confirm_seeds: int = 2
+    defaults: bool = True
 
     def check(self) -> None:
         """Reject impossible budgets and settings with one line each."""
@@ -82,6 +90,10 @@ class JobSpec:
             (self.gpus_per_worker >= 0, f"--gpus-per-worker must be >= 0, got {self.gpus_per_worker}"),
             (self.max_trainable_fraction is None or 0 < self.max_trainable_fraction <= 1,
              f"--max-trainable-fraction must be in (0, 1], got {self.max_trainable_fraction}"),
+            (self.confirm_seeds >= 1, f"--confirm-seeds must be at least 1, got {self.confirm_seeds}"),
+            (self.search_examples is None or self.search_examples >= 1,
+             f"--search-examples must be at least 1, got {self.search_examples}"),
+            (0 <= self.fidelity.lr_rescues <= 2, f"--lr-rescues must be 0, 1 or 2, got {self.fidelity.lr_rescues}"),
             (self.optimizer in OPTIMIZERS, f"unknown optimizer '{self.optimizer}' (choose from {', '.join(OPTIMIZERS)})"),
         ]
         fidelity = self.fidelity
@@ -133,6 +145,7 @@ class PreparedJob:
             "kind": str(self.task.kind),
             "label_names": list(self.task.label_names),
             "metric": self.task.metric,
+            "splits": {"train": len(self.task.train), "search": len(self.task.search), "dev": len(self.task.dev)},
         }
         spec["model_hub_id"] = self.model.hub_id
         spec["total_params"] = self.space.layout.total_params
@@ -147,8 +160,11 @@ def prepare(spec: JobSpec, space_spec: SpaceSpec | None = None) -> PreparedJob:
     spec.check()
     model = resolve_model(spec.model)
     options = spec.task_options
-    task = load_task(
-        spec.task, text_columns=options.text_columns, label_column=options.label_column, metric=options.metric
+    task = with_search_split(
+        load_task(spec.task, text_columns=options.text_columns, label_column=options.label_column,
+                  metric=options.metric),
+        spec.search_examples,
+        seed=spec.seed,
     )
     space_spec = space_spec or load_space_spec(spec.space)
     if spec.max_trainable_fraction is not None:

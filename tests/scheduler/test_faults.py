@@ -62,11 +62,12 @@ def test_out_of_memory_and_nan_trials_fail_with_reasons_and_the_search_goes_on(t
     from autopeft.scheduler import prepare
     from autopeft.space.structure import LoraModules, Structure
     from autopeft.tasks import load_task
+    from autopeft.tasks.holdout import with_search_split
     from autopeft.trials import Fidelity, TrialRequest
     from autopeft.worker.pool import WorkerPool
     from autopeft.worker.proxy import WorkerSpec
 
-    pool = WorkerPool(WorkerSpec(minilm_ref, load_task("demo")), size=1)
+    pool = WorkerPool(WorkerSpec(minilm_ref, with_search_split(load_task("demo"))), size=1)
     try:
         slot = pool.slots[0]
         # A rank whose LoRA A matrix alone needs ~77 GB: the allocator refuses it.

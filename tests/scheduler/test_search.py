@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def promoted_job(tmp_path_factory):
     store = Store(str(tmp_path_factory.mktemp("promotion") / "store.db"))
-    job_id = run_search(prepare(tiny_spec(trials=8, rungs=2, eta=3.0)), store)
+    job_id = run_search(prepare(tiny_spec(trials=12, rungs=2, eta=3.0)), store)
     return store, job_id
 
 
@@ -36,7 +36,7 @@ def test_promotion_reruns_the_best_third_at_three_times_the_steps(promoted_job):
         assert parent.rung == 0 and parent.config == trial.config
         assert trial.fidelity["steps"] == 3 * parent.fidelity["steps"]
     spent = sum(3 ** t.rung for t in trials if t.state in (TrialState.COMPLETED, TrialState.FAILED))
-    assert spent <= 8
+    assert spent <= 12
 
 
 def test_reported_front_is_per_rung_and_marks_the_fidelity(promoted_job):
@@ -56,6 +56,23 @@ def test_hypervolume_history_is_stored_with_its_reference_point(promoted_job):
     assert len(references) == 1 and set(json.loads(references.pop())) == {"accuracy", "trainable_params"}
     summary = status_json(store.job(job_id), store.trials(job_id), job_objectives(store.job(job_id)), history)
     assert summary["hypervolume"] == history[-1][2]
+
+
+def test_defaults_run_first_and_front_members_are_rerun_with_new_seeds(promoted_job):
+    store, job_id = promoted_job
+    trials = store.trials(job_id)
+    assert [(t.role, t.label) for t in trials[:2]] == [("default", "LoRA r8 q,v"), ("default", "LoRA r8 all-linear")]
+    assert {t.split for t in trials} == {"search"}
+    replicates = [t for t in trials if t.role == "replicate"]
+    assert replicates, "no front member was confirmed"
+    for replicate in replicates:
+        origin = next(t for t in trials if t.id == replicate.origin_id)
+        assert (origin.structure, origin.rung, origin.fidelity) == (replicate.structure, replicate.rung, replicate.fidelity)
+        assert origin.seed != replicate.seed
+    rows = reported_front(trials, job_objectives(store.job(job_id)), rung=replicates[0].rung)
+    confirmed = [row for row in rows if row.n == 2]
+    assert confirmed and all(row.spread["accuracy"] is not None for row in confirmed)
+    assert sum(3 ** t.rung for t in trials) <= 12  # confirmation is paid from the budget
 
 
 def test_warm_start_seeds_the_optimizer_and_never_repeats_a_seen_structure(promoted_job):
