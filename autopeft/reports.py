@@ -1,19 +1,29 @@
 """What jobs and trials look like as JSON: the contract of ``--json`` output and of the service.
 
 ``pareto --json`` (and ``GET /jobs/{id}/pareto``) is a list of :func:`trial_json` objects, each with
-at least ``trial`` (the number ``export --trial`` takes), ``values`` (objective name -> value),
-``trainable_params`` (int) and ``rung`` (the fidelity it ran at); ``jobs --json`` is a list of
-:func:`job_json` objects with at least ``id`` and ``state``.
+at least ``trial`` (the number ``export --trial`` takes), ``values`` (objective name -> value; the
+mean over the row's ``n`` runs), ``n``, ``std`` (objective name -> sample standard deviation over
+the runs, null when n = 1), ``replicate_trials`` (the numbers of those runs), ``split`` (the split
+the metrics were scored on: ``search``; ``dev`` for validation runs), ``role`` and ``label``
+(``default`` rows carry the practitioner default's name), ``trainable_params`` (int) and ``rung``
+(the fidelity it ran at); ``jobs --json`` is a list of :func:`job_json` objects with at least ``id``
+and ``state``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
-from autopeft.objectives import Objective, pareto_front
-from autopeft.store import JobRecord, TrialRecord
+from scipy.stats import kendalltau, spearmanr
+
+from autopeft.objectives import Objective, non_dominated, observed, pareto_front
+from autopeft.store import JobRecord, TrialRecord, TrialRole
 from autopeft.trials import TrialState
+
+NOISE_MULTIPLE = 2.0
+"""Scores spread less than this many seed standard deviations cannot rank structures."""
 
 
 def reported_front(
@@ -37,6 +47,12 @@ def trial_json(trial: TrialRecord, objectives: Sequence[Objective]) -> dict[str,
         "attempt": trial.attempt,
         "promoted_from": trial.promoted_from,
         "values": {o.name: trial.value(o.name) for o in objectives},
+        "n": trial.n,
+        "std": {o.name: (trial.spread or {}).get(o.name) for o in objectives},
+        "replicate_trials": list(trial.replicates or (trial.number,)),
+        "split": trial.split,
+        "role": trial.role,
+        "label": trial.label,
         "trainable_params": trial.trainable_params,
         "metrics": trial.values,
         "structure": trial.structure,
@@ -79,6 +95,10 @@ def status_json(
     history = [{"rung": r, "trials_done": n, "hypervolume": v} for r, n, v, _ in hypervolumes]
     return {
         **job_json(job),
+        "splits": job.spec.get("task_info", {}).get("splits"),
+        "proxy_warning": proxy_warning(trials, objectives),
+        "defaults": [trial_json(t, objectives) for t in observed(trials, objectives) if t.role == TrialRole.DEFAULT],
+        "validation": validation_json(trials, objectives),
         "driver": job.driver,
         "driver_heartbeat": job.heartbeat_at.isoformat() if job.heartbeat_at else None,
         "objectives": [o.to_json() for o in objectives],
@@ -89,5 +109,84 @@ def status_json(
         "hypervolume_history": history,
         "failures": [
             {"trial": t.number, "attempt": t.attempt, "error": t.error} for t in trials if t.state == TrialState.FAILED
+        ],
+    }
+
+
+def seed_noise(records: Sequence[TrialRecord], name: str) -> float | None:
+    """Pooled seed-to-seed standard deviation of value ``name`` over replicated records, or None."""
+    variances = [(r.n - 1, r.spread[name] ** 2) for r in records if r.n > 1 and r.spread and name in r.spread]
+    freedom = sum(f for f, _ in variances)
+    return math.sqrt(sum(f * v for f, v in variances) / freedom) if freedom else None
+
+
+def proxy_warning(trials: Sequence[TrialRecord], objectives: Sequence[Objective]) -> str | None:
+    """One line when the proxy cannot tell the job's structures apart, else None.
+
+    That is when at least two structures finished at rung 0 and every one predicts a single class
+    (or scores exactly the same), or when their scores span less than ``NOISE_MULTIPLE`` seed
+    standard deviations (measured on the confirmation replicates).
+    """
+    records = [r for r in observed(trials, objectives) if r.rung == 0]
+    if len(records) < 2:
+        return None
+    metric = objectives[0].name
+    advice = "the proxy is too small to rank structures; raise --steps and --train-examples"
+    if all(r.values.get("predicted_classes") == 1.0 for r in records):
+        return f"every one of {len(records)} structures predicts a single class on the search split: {advice}"
+    scores = [r.value(metric) for r in records]
+    spread = max(scores) - min(scores)
+    if spread == 0:
+        return f"all {len(records)} structures score {metric} {scores[0]:.4f} on the search split: {advice}"
+    noise = seed_noise(records, metric)
+    if noise is not None and spread < NOISE_MULTIPLE * noise:
+        return (
+            f"{metric} spans {spread:.4f} over {len(records)} structures, less than {NOISE_MULTIPLE:g}x "
+            f"the seed standard deviation {noise:.4f}: {advice}"
+        )
+    return None
+
+
+def validation_json(trials: Sequence[TrialRecord], objectives: Sequence[Objective]) -> dict[str, Any] | None:
+    """How the search's scores held up when retrained at a higher fidelity and scored on dev.
+
+    Pairs each validated structure's search score (the mean of its search runs) with its latest
+    validation score, and reports the rank correlations (Spearman, Kendall; null below 3 pairs),
+    how many members of the search front stay non-dominated among the validated structures, and
+    the validated front. None before any validation finished.
+    """
+    metric = objectives[0].name
+    by_id = {t.id: t for t in trials}
+    latest: dict[int, TrialRecord] = {}
+    for trial in trials:
+        if trial.role == TrialRole.VALIDATION and trial.state == TrialState.COMPLETED and trial.value(metric) is not None:
+            latest[trial.origin_id] = trial
+    searched = {r.id: r for r in observed(trials, objectives)}
+    pairs = [(searched[origin], run) for origin, run in latest.items() if origin in searched]
+    if not pairs:
+        return None
+    front_ids = {r.id for r in pareto_front(trials, objectives)}
+    validated_front = non_dominated([run for _, run in pairs], objectives)
+    validated_ids = {run.origin_id for run in validated_front}
+    search_scores = [origin.value(metric) for origin, _ in pairs]
+    dev_scores = [run.value(metric) for _, run in pairs]
+    enough = len(pairs) >= 3 and len(set(search_scores)) > 1 and len(set(dev_scores)) > 1
+    on_front = [origin.id for origin, _ in pairs if origin.id in front_ids]
+    return {
+        "metric": metric,
+        "split": "dev",
+        "pairs": [
+            {"trial": origin.number, "validation_trial": run.number, "search": origin.value(metric), "n": origin.n,
+             "dev": run.value(metric), "trainable_params": run.trainable_params, "fidelity": run.fidelity}
+            for origin, run in pairs
+        ],
+        "spearman": float(spearmanr(search_scores, dev_scores).statistic) if enough else None,
+        "kendall": float(kendalltau(search_scores, dev_scores).statistic) if enough else None,
+        "search_front_validated": len(on_front),
+        "search_front_still_non_dominated": sum(i in validated_ids for i in on_front),
+        "validated_front": [
+            {"trial": by_id[run.origin_id].number, "validation_trial": run.number, "dev": run.value(metric),
+             "trainable_params": run.trainable_params}
+            for run in validated_front
         ],
     }

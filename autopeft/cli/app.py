@@ -19,14 +19,14 @@ from autopeft import reports
 from autopeft.cli import views
 from autopeft.errors import AutopeftError
 from autopeft.export import FORMAT_HELP, export_trial
-from autopeft.objectives import job_objectives
+from autopeft.objectives import job_objectives, observed
 from autopeft.scheduler import JobSpec, TaskOptions, prepare, resume_search, run_search
 from autopeft.scheduler.spec import DEFAULT_OPTIMIZER, DEFAULT_SPACE
 from autopeft.service import JobRunner, ServiceClient, create_app
 from autopeft.service.app import job_request
 from autopeft.service.token import service_token
 from autopeft.space import shipped_spaces
-from autopeft.store import DEFAULT_URL, Store
+from autopeft.store import DEFAULT_URL, Store, TrialRole
 from autopeft.training import TrainingOptions
 from autopeft.trials import Fidelity
 from autopeft.worker.pool import start_ray
@@ -84,7 +84,11 @@ def search(
     batch_size: Annotated[int, typer.Option(help="Proxy fine-tune: batch size.")] = Fidelity.batch_size,
     max_length: Annotated[int, typer.Option(help="Proxy fine-tune: tokens per example.")] = Fidelity.max_length,
     learning_rate: Annotated[float, typer.Option(help="Proxy fine-tune: AdamW learning rate.")] = Fidelity.learning_rate,
-    eval_examples: Annotated[Optional[int], typer.Option(help="Dev examples scored (default: all).")] = None,
+    eval_examples: Annotated[Optional[int], typer.Option(help="Search-split examples scored (default: all).")] = None,
+    lr_rescues: Annotated[int, typer.Option(help="Restarts at 0.3x, then 3x the rate when a proxy's loss stalls.")] = Fidelity.lr_rescues,
+    search_examples: Annotated[Optional[int], typer.Option(help="Search split carved from train (default: 20%, <= 1000).")] = None,
+    confirm_seeds: Annotated[int, typer.Option(help="Seeds per front structure: front members are re-run to this many.")] = JobSpec.confirm_seeds,
+    defaults: Annotated[bool, typer.Option(help="Run the practitioner defaults (LoRA r8 q,v; all-linear; IA3) first.")] = JobSpec.defaults,
     text_columns: Annotated[Optional[str], typer.Option(help="Comma-separated text column(s) of a CSV/JSONL task.")] = None,
     label_column: Annotated[Optional[str], typer.Option(help="Label column of a CSV/JSONL task.")] = None,
     metric: Annotated[Optional[str], typer.Option(help="Task metric to optimise (default: the task's).")] = None,
@@ -99,7 +103,7 @@ def search(
         workers=workers,
         optimizer=optimizer,
         seed=seed,
-        fidelity=Fidelity(train_examples, steps, batch_size, max_length, learning_rate, eval_examples),
+        fidelity=Fidelity(train_examples, steps, batch_size, max_length, learning_rate, eval_examples, lr_rescues),
         task_options=TaskOptions(
             text_columns=tuple(c.strip() for c in text_columns.split(",")) if text_columns else None,
             label_column=label_column,
@@ -115,6 +119,9 @@ def search(
         warm_start=warm_start,
         cpus_per_worker=cpus_per_worker,
         gpus_per_worker=gpus_per_worker,
+        search_examples=search_examples,
+        confirm_seeds=confirm_seeds,
+        defaults=defaults,
     )
     if server:
         _print_json(_client(server).submit(job_request(spec)))
@@ -155,8 +162,16 @@ def cancel(job: int, storage: Storage = DEFAULT_URL, server: Server = None) -> N
 def _print_result(store: Store, job_id: int) -> None:
     job = store.job(job_id)
     objectives = job_objectives(job)
-    console.print(views.pareto_table(job, reports.reported_front(store.trials(job_id), objectives)))
+    trials = store.trials(job_id)
+    console.print(views.pareto_table(job, reports.reported_front(trials, objectives), _defaults(trials, objectives)))
+    warning = reports.proxy_warning(trials, objectives)
+    if warning:
+        console.print(f"[yellow]warning: {warning}[/yellow]")
     console.print(f"job [bold]{job_id}[/bold] {job.state}: {job.trials_done} trials in {store.url}")
+
+
+def _defaults(trials, objectives):
+    return [t for t in observed(trials, objectives) if t.role == TrialRole.DEFAULT]
 
 
 @app.command()
@@ -211,7 +226,7 @@ def pareto(
     if as_json:
         typer.echo(json.dumps([reports.trial_json(t, job_objectives(record)) for t in front], indent=2))
     else:
-        console.print(views.pareto_table(record, front))
+        console.print(views.pareto_table(record, front, _defaults(trials, job_objectives(record))))
 
 
 def _plot_front(path: Path, store: Store, record, trials, front, as_json: bool) -> None:
@@ -223,6 +238,41 @@ def _plot_front(path: Path, store: Store, record, trials, front, as_json: bool) 
     title = f"job {record.id}: {record.spec.get('model')} on {record.spec.get('task')}"
     written = write_plot(path, [t for t in trials if t.rung == rung], job_objectives(record), history, title)
     typer.echo(f"wrote {written}", err=as_json)  # keeps --json output parseable
+
+
+@app.command()
+def validate(
+    job: int,
+    top: Annotated[Optional[int], typer.Option(help="Validate the best K rows of the front (default 3; 0 = none).")] = 3,
+    trial: Annotated[Optional[list[int]], typer.Option(help="Also validate this trial (repeatable).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Training steps (default: 4x the proxy's).")] = None,
+    train_examples: Annotated[Optional[int], typer.Option(help="Training examples (default: 4x the proxy's).")] = None,
+    storage: Storage = DEFAULT_URL,
+    ray_address: Annotated[Optional[str], typer.Option(help="Existing Ray cluster (default: start a local one).")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Retrain the front at a higher fidelity, score it on dev, and say whether the ranking holds."""
+    from autopeft.scheduler.validation import validate_job
+
+    store = Store(storage)
+    metric = job_objectives(store.job(job))[0].name
+
+    def progress(record) -> None:
+        if not as_json:
+            value = record.value(metric)
+            console.print(f"validated trial {record.number}: {metric} {'-' if value is None else f'{value:.4f}'} "
+                          f"on dev{'' if record.error is None else f' (failed: {record.error})'}")
+
+    summary = validate_job(
+        store, job, top=top, numbers=tuple(trial or ()), steps=steps, train_examples=train_examples,
+        ray_address=ray_address, on_result=progress,
+    )  # fmt: skip
+    if as_json:
+        _print_json(summary)
+    elif summary is None:
+        console.print("no validation run finished")
+    else:
+        console.print(views.validation_table(summary))
 
 
 @app.command()
@@ -285,17 +335,45 @@ def serve(
     storage: Storage = DEFAULT_URL,
     ray_address: Annotated[Optional[str], typer.Option(help="Existing Ray cluster (default: start a local one).")] = None,
     max_jobs: Annotated[int, typer.Option(help="Jobs running at once; more wait their turn.")] = 2,
+    max_unfinished_jobs: Annotated[int, typer.Option(help="Jobs running or waiting; more are refused (429).")] = 8,
+    allow_root: Annotated[Optional[list[Path]], typer.Option(
+        help="Folder whose models, tasks and spaces requests may name (repeatable; default: shipped names only).",
+    )] = None,
+    max_workers: Annotated[Optional[int], typer.Option(help="Most workers one job may ask for [default: 8].")] = None,
+    max_cpus_per_worker: Annotated[Optional[int], typer.Option(help="Most CPUs per worker [default: 8].")] = None,
+    max_gpus_per_worker: Annotated[Optional[float], typer.Option(help="Most GPUs per worker [default: 8].")] = None,
+    max_trials: Annotated[Optional[int], typer.Option(help="Largest trial budget [default: 1000].")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Most proxy steps per trial, at the top rung [default: 10000].")] = None,
+    max_train_examples: Annotated[Optional[int], typer.Option(help="Most training examples, at the top rung [default: 1000000].")] = None,
+    max_eval_examples: Annotated[Optional[int], typer.Option(help="Most scored examples per trial [default: 100000].")] = None,
+    max_batch_size: Annotated[Optional[int], typer.Option(help="Largest proxy batch [default: 1024].")] = None,
+    max_length: Annotated[Optional[int], typer.Option(help="Most tokens per example [default: 8192].")] = None,
 ) -> None:
-    """Run the REST service (token from AUTOPEFT_TOKEN or the file in AUTOPEFT_TOKEN_FILE)."""
+    """Run the REST service (token from AUTOPEFT_TOKEN or the file in AUTOPEFT_TOKEN_FILE).
+
+    Requests are bounded by the --max-* limits and may name only shipped models, tasks and spaces
+    or paths inside an --allow-root folder.
+    """
     import uvicorn
 
+    from autopeft.service.limits import ServiceLimits
+
     token = service_token()
+    roots = allow_root or []
+    for root in roots:
+        if not root.expanduser().is_dir():
+            raise AutopeftError(f"--allow-root {root}: not a folder")
+    chosen = dict(max_workers=max_workers, max_cpus_per_worker=max_cpus_per_worker,
+                  max_gpus_per_worker=max_gpus_per_worker, max_trials=max_trials, max_steps=max_steps,
+                  max_train_examples=max_train_examples, max_eval_examples=max_eval_examples,
+                  max_batch_size=max_batch_size, max_length=max_length)
+    limits = ServiceLimits(**{name: value for name, value in chosen.items() if value is not None})
     store = Store(storage)
     start_ray(ray_address, num_cpus=os.cpu_count() or 1)
-    runner = JobRunner(store, ray_address, max_jobs)
+    runner = JobRunner(store, ray_address, max_jobs, max_unfinished_jobs)
     resumed = runner.resume_unfinished()
     console.print(f"autopeft service on http://{host}:{port} (store {store.url}); resumed jobs: {resumed or 'none'}")
-    uvicorn.run(create_app(store, token, runner), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(store, token, runner, limits, roots), host=host, port=port, log_level="warning")
 
 
 @app.command()

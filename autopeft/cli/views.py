@@ -45,20 +45,32 @@ def _fmt(value: float | None) -> str:
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4f}"
 
 
-def pareto_table(job: JobRecord, front: Sequence[TrialRecord]) -> Table:
+def pareto_table(job: JobRecord, front: Sequence[TrialRecord], defaults: Sequence[TrialRecord] = ()) -> Table:
+    """The front (means over each row's n seeds, on the search split), then the practitioner
+    defaults that are not on it, marked, so the user sees what searching gained."""
     metric = job.spec["objectives"][0]["name"]
-    table = Table(title=f"Pareto set of job {job.id} ({len(front)} trials)")
-    for column in ("trial", metric, "trainable", "% of model", "structure"):
+    table = Table(
+        title=f"Pareto set of job {job.id} ({len(front)} structures; {metric} on the search split)",
+        caption="n = 1: a single run, not confirmed with other seeds" if any(t.n == 1 for t in front) else None,
+    )
+    for column in ("trial", metric, "sd", "n", "trainable", "% of model", "structure"):
         table.add_column(column, justify="left" if column == "structure" else "right")
     total = job.spec.get("total_params")
-    for trial in front:
+    on_front = {t.id for t in front}
+    for trial in [*front, *(d for d in defaults if d.id not in on_front)]:
         share = f"{100 * trial.trainable_params / total:.3f}" if total else "-"
+        spread = (trial.spread or {}).get(metric)
+        name = structure_summary(trial.structure)
+        if trial.label:
+            name = f"[bold]{trial.label}[/bold] ({'on the front' if trial.id in on_front else 'dominated'}): {name}"
         table.add_row(
             str(trial.number),
             _fmt(trial.value(metric)),
+            "-" if spread is None else f"{spread:.4f}",
+            str(trial.n),
             f"{trial.trainable_params:,}",
             share,
-            structure_summary(trial.structure),
+            name,
         )
     return table
 
@@ -95,10 +107,41 @@ def status_panel(job: JobRecord, summary: dict[str, Any]) -> Panel:
             f"hypervolume {summary['hypervolume']:.4f} after {summary['hypervolume_history'][-1]['trials_done']} "
             f"trials (reference {summary['hypervolume_reference']})"
         )
+    if summary["proxy_warning"]:
+        lines.append(f"[yellow]warning: {summary['proxy_warning']}[/yellow]")
+    if summary["validation"]:
+        lines.append(validation_line(summary["validation"]))
     lines += [f"failed trial {f['trial']}: {f['error']}" for f in summary["failures"][-5:]]
     if job.error:
         lines.append(f"error: {job.error}")
     return Panel(Group(*lines), title=f"job {job.id}")
+
+
+def validation_line(validation: dict[str, Any]) -> str:
+    """One line: how the search ranking held up on dev."""
+    def corr(name: str) -> str:
+        return "-" if validation[name] is None else f"{validation[name]:.2f}"
+
+    return (
+        f"validation on dev ({len(validation['pairs'])} structures): Spearman {corr('spearman')}, Kendall "
+        f"{corr('kendall')}; {validation['search_front_still_non_dominated']} of "
+        f"{validation['search_front_validated']} validated front members stay non-dominated"
+    )
+
+
+def validation_table(validation: dict[str, Any]) -> Table:
+    """Search score (mean of n runs) next to the dev score of each validated structure."""
+    metric = validation["metric"]
+    front = {row["trial"] for row in validation["validated_front"]}
+    table = Table(title=f"validation: {metric} on dev", caption=validation_line(validation))
+    for column in ("trial", f"search {metric}", "n", f"dev {metric}", "trainable", "validated front"):
+        table.add_column(column, justify="right")
+    for pair in sorted(validation["pairs"], key=lambda p: -p["dev"]):
+        table.add_row(
+            str(pair["trial"]), _fmt(pair["search"]), str(pair["n"]), _fmt(pair["dev"]),
+            f"{pair['trainable_params']:,}", "yes" if pair["trial"] in front else "",
+        )  # fmt: skip
+    return table
 
 
 def search_header(prepared: PreparedJob, store_url: str) -> str:
@@ -107,7 +150,8 @@ def search_header(prepared: PreparedJob, store_url: str) -> str:
         f"searching {spec.trials} trials of space '{prepared.space_spec.name}' "
         f"({len(prepared.space.dimensions)} dimensions) for {spec.model} "
         f"({layout.total_params:,} parameters, {layout.num_layers} layers) on {prepared.task.name} "
-        f"with {spec.workers} worker(s); store {store_url}"
+        f"(train {len(prepared.task.train):,} / search {len(prepared.task.search):,} / dev {len(prepared.task.dev):,}"
+        f" examples; trials score on search) with {spec.workers} worker(s); store {store_url}"
     )
 
 

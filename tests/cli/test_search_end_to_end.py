@@ -52,6 +52,7 @@ def test_pareto_json_lists_non_dominated_really_trained_trials(finished_job):
     assert front, "empty Pareto set"
     for entry in front:
         assert set(entry["values"]) == {"accuracy", "trainable_params"}
+        assert entry["split"] == "search" and entry["n"] == len(entry["replicate_trials"]) >= 1
         assert isinstance(entry["trainable_params"], int) and isinstance(entry["trial"], int)
         assert entry["metrics"]["train_loss_first"] != entry["metrics"]["train_loss_last"]
     params = [e["trainable_params"] for e in front]
@@ -72,3 +73,20 @@ def test_export_loads_in_peft_with_the_reported_count(finished_job, minilm_ref):
     assert config.base_model_name_or_path == "sentence-transformers/all-MiniLM-L6-v2"
     model = get_peft_model(load_base_model(minilm_ref, TaskHead(TaskKind.CLASSIFICATION, 2)), config)
     assert model.get_nb_trainable_parameters()[0] == chosen["trainable_params"]
+
+
+def test_validate_retrains_the_front_on_dev_and_reports_how_the_ranking_held(finished_job):
+    folder, storage, stdout = finished_job
+    assert "LoRA r8 q,v" in stdout  # the practitioner default ran and is marked in the table
+    result = autopeft("validate", "1", "--top", "3", "--steps", "24", "--train-examples", "400", "--storage", storage,
+                      cwd=folder)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "validation: accuracy on dev" in result.stdout and "Spearman" in result.stdout
+    status = json.loads(autopeft("status", "1", "--json", "--storage", storage, cwd=folder).stdout)
+    validation = status["validation"]
+    assert validation["split"] == "dev" and 1 <= len(validation["pairs"]) <= 3
+    assert all(pair["fidelity"]["steps"] == 24 and pair["fidelity"]["eval_examples"] is None
+               for pair in validation["pairs"])
+    assert status["trial_counts"] == {"completed": 4}  # validation runs are not search trials
+    front = json.loads(autopeft("pareto", "1", "--json", "--storage", storage, cwd=folder).stdout)
+    assert {entry["split"] for entry in front} == {"search"}
