@@ -1,8 +1,11 @@
 """The autopeft REST service: submit searches, follow them, read Pareto sets, download exports.
 
 Every endpoint but ``/health`` needs the service token in ``Authorization: Bearer <token>``; the
-token comes from the environment or a file and is never logged or echoed. Request bodies use the
-same job spec as ``autopeft search`` (see :class:`JobRequest`).
+schema and its pages (``/openapi.json``, ``/docs``, ``/redoc``) too, since they tell a stranger
+what to try. The token comes from the environment or a file and is never logged or echoed.
+Request bodies use the same job spec as ``autopeft search`` (see :class:`JobRequest`), bounded
+by the service's limits (:mod:`autopeft.service.limits`) and naming only shipped or allowed
+sources (:mod:`autopeft.service.sources`).
 """
 
 from __future__ import annotations
@@ -11,11 +14,14 @@ import hmac
 import io
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi import Depends, FastAPI, HTTPException, Query
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from autopeft import reports
@@ -23,7 +29,9 @@ from autopeft.errors import AutopeftError, StoreError
 from autopeft.export import FORMATS, export_trial
 from autopeft.objectives import job_objectives
 from autopeft.scheduler import JobSpec, TaskOptions
+from autopeft.service.limits import RequestError, ServiceLimits
 from autopeft.service.runner import JobRunner
+from autopeft.service.sources import Sources, load_failure
 from autopeft.store import Store
 from autopeft.trials import Fidelity
 
@@ -35,7 +43,18 @@ class FidelityRequest(BaseModel):
     batch_size: int = Fidelity.batch_size
     max_length: int = Fidelity.max_length
     learning_rate: float = Fidelity.learning_rate
-    eval_examples: int | None = None
+    eval_examples: int | None = Field(default=None, ge=1)
+    lr_rescues: int = Field(default=Fidelity.lr_rescues, ge=0, le=2)
+
+
+class ValidationRequest(BaseModel):
+    """A validation of a finished job's front, as ``autopeft validate`` takes it."""
+
+    model_config = ConfigDict(extra="forbid")
+    top: int = Field(default=3, ge=0, le=100, description="best front rows to retrain")
+    trials: list[int] = Field(default=[], max_length=100, description="trial numbers to retrain as well")
+    steps: int | None = Field(default=None, ge=1, description="default: 4x the proxy's steps")
+    train_examples: int | None = Field(default=None, ge=1, description="default: 4x the proxy's examples")
 
 
 class JobRequest(BaseModel):
@@ -63,6 +82,9 @@ class JobRequest(BaseModel):
     warm_start: int | None = None
     cpus_per_worker: int = 1
     gpus_per_worker: float = 0.0
+    search_examples: int | None = Field(default=None, ge=1)
+    confirm_seeds: int = Field(default=JobSpec.confirm_seeds, ge=1)
+    defaults: bool = JobSpec.defaults
 
     def to_spec(self) -> JobSpec:
         fields = self.model_dump(exclude={"fidelity", "text_columns", "label_column", "metric"})
@@ -91,32 +113,71 @@ def job_request(spec: JobSpec) -> dict[str, Any]:
     return JobRequest.model_validate(fields).model_dump(mode="json")
 
 
-def create_app(store: Store, token: str, runner: JobRunner) -> FastAPI:
-    """The service on ``store``; ``runner`` drives submitted jobs."""
+# module level: FastAPI resolves the (postponed) annotations of ``authorised`` in this namespace
+_BEARER = HTTPBearer(auto_error=False, description="the service token (AUTOPEFT_TOKEN)")
+
+
+def create_app(
+    store: Store,
+    token: str,
+    runner: JobRunner,
+    limits: ServiceLimits = ServiceLimits(),
+    allow_roots: Sequence[Path] = (),
+) -> FastAPI:
+    """The service on ``store``; ``runner`` drives submitted jobs.
+
+    ``limits`` bound each job; requests may name files only inside ``allow_roots`` (none by default).
+    """
     if not token:
         raise AutopeftError("the service needs a token: set AUTOPEFT_TOKEN or pass --token-file")
-    app = FastAPI(title="autopeft", version="0.1.0", description=__doc__)
+    sources = Sources.under(allow_roots)
+    app = FastAPI(title="autopeft", version="0.1.0", description=__doc__,
+                  openapi_url=None, docs_url=None, redoc_url=None)
 
-    def authorised(authorization: Annotated[str | None, Header()] = None) -> None:
-        scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+    def authorised(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]) -> None:
+        given = credentials.credentials if credentials else ""
+        if not hmac.compare_digest(given.encode(), token.encode()):
             raise HTTPException(status_code=401, detail="missing or wrong token", headers={"WWW-Authenticate": "Bearer"})
 
     guarded = [Depends(authorised)]
 
     @app.exception_handler(AutopeftError)
     async def user_error(_, exc: AutopeftError) -> JSONResponse:
-        missing = isinstance(exc, StoreError) and ("no job" in str(exc) or "has no trial" in str(exc))
-        status = 404 if missing else 400
-        return JSONResponse(status_code=status, content={"detail": str(exc)})
+        if isinstance(exc, RequestError):
+            return JSONResponse(status_code=exc.status, content=exc.body())
+        message = str(exc)
+        if isinstance(exc, StoreError) and ("no job" in message or "has no trial" in message):
+            # the store's URL, which the message ends with, is the server's business
+            return JSONResponse(status_code=404, content={"detail": message.split(" in the store at ")[0]})
+        return JSONResponse(status_code=400, content={"detail": message})
 
     @app.get("/health")
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.get("/openapi.json", dependencies=guarded, include_in_schema=False)
+    def openapi() -> dict[str, Any]:
+        return app.openapi()
+
+    @app.get("/docs", dependencies=guarded, include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="autopeft")
+
+    @app.get("/redoc", dependencies=guarded, include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title="autopeft")
+
     @app.post("/jobs", status_code=202, dependencies=guarded)
     def submit(request: JobRequest) -> dict[str, Any]:
-        job_id = runner.submit(request.to_spec())
+        spec = request.to_spec()
+        spec.check()
+        spec = sources.resolved(limits.bounded(spec))
+        try:
+            job_id = runner.submit(spec)
+        except RequestError:
+            raise
+        except AutopeftError as exc:
+            raise load_failure(exc) from exc
         return reports.job_json(store.job(job_id))
 
     @app.get("/jobs", dependencies=guarded)
@@ -138,6 +199,14 @@ def create_app(store: Store, token: str, runner: JobRunner) -> FastAPI:
         job = store.job(job_id)
         objectives = job_objectives(job)
         return [reports.trial_json(t, objectives) for t in reports.reported_front(store.trials(job_id), objectives, rung)]
+
+    @app.post("/jobs/{job_id}/validate", status_code=202, dependencies=guarded)
+    def validate(job_id: int, request: ValidationRequest) -> dict[str, Any]:
+        """Start retraining the front on dev in the background; ``GET /jobs/{id}`` shows ``validation``."""
+        limits.check_validation(request.steps, request.train_examples)
+        runner.validate(job_id, top=request.top, numbers=tuple(request.trials), steps=request.steps,
+                        train_examples=request.train_examples)
+        return {"id": job_id, "validating": True}
 
     @app.post("/jobs/{job_id}/cancel", dependencies=guarded)
     def cancel(job_id: int) -> dict[str, Any]:
