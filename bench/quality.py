@@ -1,8 +1,8 @@
 """Final quality: the searched low-budget structure at full fidelity vs LoRA r=8 on q,v vs full FT.
 
 MiniLM on SST-2 and MRPC, several training seeds each, with ``autopeft train``'s own training path
-(:func:`autopeft.training.run.train_model`: HF Trainer, dev scored after every epoch, best epoch
-kept). Three methods:
+(:func:`autopeft.training.run.train_model`: HF Trainer, the search split carved from train scored
+after every epoch, the best epoch's adapter scored once on dev). Three methods:
 
 * ``autopeft pick``: from the real search recorded in the MiniLM / SST-2 lookup table
   (:mod:`bench.optimizers.record_table`), the most accurate Pareto-optimal structure that trains
@@ -139,7 +139,7 @@ def measure(runs: list[tuple[str, str, int]], tasks: dict[str, Task], structures
                 "run": run, "task": task_name, "method": method, "seed": seed,
                 "structure": pick if method == "autopeft pick" else method,
                 "trainable_params": trainable.trainable_params, "metric": result.metric,
-                "value": result.best[result.metric], "accuracy": result.best.get("accuracy"),
+                "value": result.dev[result.metric], "accuracy": result.dev.get("accuracy"),
                 "best_epoch": result.best["epoch"], "steps": result.steps, "seconds": round(result.train_seconds, 1),
             })  # fmt: skip
             print(run, result.summary_line(), flush=True)
@@ -155,7 +155,7 @@ def report(rows: list[dict[str, str]], tasks: dict[str, Task], total_params: int
         f"{command}  ",
         f"Machine: {platform.machine()}, 2 cores, no GPU; date {date.today()}. MiniLM (all-MiniLM-L6-v2, "
         f"{total_params:,} parameters with the head), {seeds} training seeds per cell, `autopeft train`'s "
-        "Trainer path (dev scored after every epoch, best epoch reported).",
+        "Trainer path (epoch chosen on the search split carved from train; the kept adapter scored once on dev).",
         "",
         f"`autopeft pick` = `{pick}` (layer group / rank / LoRA targets of the grouped space): the most accurate "
         "Pareto-optimal structure of the recorded SST-2 search (`bench/optimizers/results/minilm_sst2_table.csv`) "

@@ -1,9 +1,12 @@
 """``autopeft train``: the full-fidelity run of an exported structure.
 
 The Hugging Face ``Trainer`` trains the structure on the task's training split (or a seeded
-subset), scores the dev split after every epoch, and keeps the adapter of the best epoch on disk
-(by the task's metric), so the folder always holds the best adapter so far. A summary with every
-epoch's dev metrics is written next to it as ``training_summary.json``.
+subset), scores the search split after every epoch, and keeps the adapter of the best epoch on
+disk (by the task's metric), so the folder always holds the best adapter so far. Only the kept
+adapter is scored on dev, once, at the end: choosing the epoch on dev would make the reported dev
+score optimistic. A task without a search split gets the default one carved from its training
+split. A summary with every epoch's search metrics and the final dev metrics is written next to
+the adapter as ``training_summary.json``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from transformers.utils import logging as hf_logging
 from autopeft.export.autopeft_format import AutopeftConfig
 from autopeft.models import ModelRef, TaskHead, load_base_model, load_tokenizer
 from autopeft.tasks import METRIC_GOALS, Task, TaskKind, evaluate_predictions, tokenize_split
+from autopeft.tasks.holdout import with_search_split
 from autopeft.tasks.metrics import METRICS_BY_KIND
 from autopeft.training.data import RowDataset, collate_rows
 from autopeft.training.model import TrainableModel, prepare_model
@@ -39,35 +43,39 @@ class TrainingResult:
 
     Attributes:
         metric: the task metric that chose the best epoch.
-        best: dev metrics of the best epoch (plus its ``epoch`` and ``step``).
-        history: dev metrics after every epoch.
+        best: search-split metrics of the best epoch (plus its ``epoch`` and ``step``).
+        dev: dev metrics of the kept (best-epoch) adapter, scored once after training.
+        history: search-split metrics after every epoch.
         steps: optimizer steps taken.
         train_seconds: wall time of training and scoring.
         adapter_format: ``peft`` or ``autopeft``.
         out_dir: where the adapter and the summary are.
-        train_examples, dev_examples: examples trained on and scored.
+        train_examples, search_examples, dev_examples: examples trained on, chosen on, reported on.
         baseline: dev metrics of always predicting the majority class (classification only).
         options: the :class:`TrainingOptions` of the run.
     """
 
     metric: str
     best: dict[str, float]
+    dev: dict[str, float]
     history: list[dict[str, float]]
     steps: int
     train_seconds: float
     adapter_format: str
     out_dir: Path
     train_examples: int
+    search_examples: int
     dev_examples: int
     baseline: dict[str, float] | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     def summary_line(self) -> str:
-        others = ", ".join(f"{k} {v:.4f}" for k, v in self.best.items() if k not in (self.metric, "epoch", "step"))
+        others = ", ".join(f"{k} {v:.4f}" for k, v in self.dev.items() if k != self.metric)
         baseline = f"; majority class {self.baseline[self.metric]:.4f}" if self.baseline else ""
         return (
-            f"dev {self.metric} {self.best[self.metric]:.4f} ({others}) at epoch {self.best['epoch']:g}{baseline}; "
-            f"{self.steps} steps in {self.train_seconds:.0f} s; {self.adapter_format} adapter in {self.out_dir}"
+            f"dev {self.metric} {self.dev[self.metric]:.4f} ({others}){baseline}; epoch {self.best['epoch']:g} "
+            f"chosen by search-split {self.metric} {self.best[self.metric]:.4f}; {self.steps} steps in "
+            f"{self.train_seconds:.0f} s; {self.adapter_format} adapter in {self.out_dir}"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -75,23 +83,35 @@ class TrainingResult:
 
 
 class _KeepBestAdapter(TrainerCallback):
-    """After every evaluation: record the dev metrics, and save the adapter when they improved."""
+    """After every evaluation on the search split: record its metrics, and when they improved,
+    save the adapter and keep a copy of the trainable weights to score on dev at the end."""
 
     def __init__(self, trainable: TrainableModel, out_dir: Path, kind: TaskKind, metric: str) -> None:
         self.trainable, self.out_dir, self.kind, self.metric = trainable, out_dir, kind, metric
         self.history: list[dict[str, float]] = []
         self.best: dict[str, float] | None = None
+        self._best_weights: dict[str, torch.Tensor] = {}
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        scores = _dev_scores(metrics, self.kind)
+        scores = _eval_scores(metrics, self.kind)
         scores.update(epoch=round(state.epoch or 0.0, 4), step=state.global_step)
         self.history.append(scores)
         if self.best is None or _better(scores[self.metric], self.best[self.metric], self.metric):
             self.best = scores
             self.trainable.save(self.out_dir)
+            self._best_weights = {
+                name: p.detach().clone() for name, p in self.trainable.model.named_parameters() if p.requires_grad
+            }
+
+    def restore_best(self) -> None:
+        """Put the best epoch's trainable weights back into the model."""
+        with torch.no_grad():
+            for name, parameter in self.trainable.model.named_parameters():
+                if name in self._best_weights:
+                    parameter.copy_(self._best_weights[name])
 
 
-def _dev_scores(metrics: dict[str, float], kind: TaskKind) -> dict[str, float]:
+def _eval_scores(metrics: dict[str, float], kind: TaskKind) -> dict[str, float]:
     """The Trainer's ``eval_*`` metrics as the task's metrics (perplexity added for causal LM)."""
     scores = {name: metrics[f"eval_{name}"] for name in METRICS_BY_KIND[kind] if f"eval_{name}" in metrics}
     scores["loss"] = metrics["eval_loss"]
@@ -147,11 +167,14 @@ def train_model(
     fine-tuning. The caller seeds initialisation (``set_seed``) before building ``trainable``.
     """
     options.check()
+    if task.search is None:
+        task = with_search_split(task, seed=options.seed)
     tokenizer = load_tokenizer(model)
     train_split = task.train
     if options.train_examples is not None:
         train_split = train_split.subset(options.train_examples, options.seed)
     train = tokenize_split(train_split, task.kind, tokenizer, options.max_length)
+    search = tokenize_split(task.search, task.kind, tokenizer, options.max_length)
     dev = tokenize_split(task.dev, task.kind, tokenizer, options.max_length)
     out_dir = Path(out_dir).expanduser().resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -162,7 +185,7 @@ def train_model(
             model=trainable.model,
             args=_training_arguments(options, scratch, task.kind),
             train_dataset=RowDataset(train),
-            eval_dataset=RowDataset(dev),
+            eval_dataset=RowDataset(search),
             data_collator=collate_rows,
             compute_metrics=_metric_function(task.kind),
             callbacks=[keeper],
@@ -176,17 +199,22 @@ def train_model(
             trainer.train()
             if keeper.best is None:  # fewer than one epoch: score the end of training
                 trainer.evaluate()
+            keeper.restore_best()
+            trainer.remove_callback(keeper)
+            dev_scores = _eval_scores(trainer.evaluate(eval_dataset=RowDataset(dev)), task.kind)
         finally:
             hf_logging.set_verbosity(verbosity)
     result = TrainingResult(
         metric=task.metric,
         best=keeper.best,
+        dev=dev_scores,
         history=keeper.history,
         steps=trainer.state.global_step,
         train_seconds=time.perf_counter() - started,
         adapter_format=trainable.adapter_format,
         out_dir=out_dir,
         train_examples=len(train),
+        search_examples=len(search),
         dev_examples=len(dev),
         baseline=majority_baseline(task),
         options=asdict(options),
