@@ -39,8 +39,8 @@ def trials(store_url):
     spec = {"objectives": [o.to_json() for o in OBJECTIVES], "model": "minilm", "task": "SST-2"}
     job = store.create_job(spec, budget_trials=len(TRIALS))
     for params, accuracy, config in TRIALS:
-        trial = store.add_trial(job, config=config, structure={"lora": {}}, trainable_params=params, seed=0,
-                                fidelity={})
+        trial = store.add_trial(job, config=config, structure={"lora": {}, "point": config}, trainable_params=params,
+                                seed=0, fidelity={})
         failed = accuracy is None
         store.record_outcome(TrialOutcome(
             trial.id, TrialState.FAILED if failed else TrialState.COMPLETED, "w",

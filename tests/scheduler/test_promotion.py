@@ -19,7 +19,7 @@ OBJECTIVES = [Objective("accuracy", "max"), Objective("trainable_params", "min")
 def trial(trial_id: int, accuracy: float, params: int, rung: int = 0) -> TrialRecord:
     now = datetime.now(timezone.utc)
     return TrialRecord(
-        id=trial_id, job_id=1, number=trial_id, state="completed", config={"x": trial_id}, structure={},
+        id=trial_id, job_id=1, number=trial_id, state="completed", config={"x": trial_id}, structure={"x": trial_id},
         trainable_params=params, seed=0, fidelity={}, worker="w", created_at=now, started_at=now,
         finished_at=now, wall_time_s=1.0, step_time_s=0.1, peak_memory_bytes=1, error=None,
         values={"accuracy": accuracy}, rung=rung,
