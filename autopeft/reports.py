@@ -16,8 +16,6 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from scipy.stats import kendalltau, spearmanr
-
 from autopeft.objectives import Objective, non_dominated, observed, pareto_front
 from autopeft.store import JobRecord, TrialRecord, TrialRole
 from autopeft.trials import TrialState
@@ -155,6 +153,8 @@ def validation_json(trials: Sequence[TrialRecord], objectives: Sequence[Objectiv
     how many members of the search front stay non-dominated among the validated structures, and
     the validated front. None before any validation finished.
     """
+    from scipy.stats import kendalltau, spearmanr  # only status of a validated job pays for scipy.stats
+
     metric = objectives[0].name
     by_id = {t.id: t for t in trials}
     latest: dict[int, TrialRecord] = {}
