@@ -52,6 +52,8 @@ class TrialRequest:
     """One proxy fine-tune for a worker: a structure, a seed and a fidelity (rung ``rung``).
 
     ``split`` is the split it is scored on: ``search`` while searching, ``dev`` for validation.
+    ``expected_params`` is the exact trainable count the space predicted: a built model that
+    trains another number fails the trial (the structure is not what was searched).
     """
 
     trial_id: int
@@ -61,6 +63,7 @@ class TrialRequest:
     fidelity: Fidelity
     rung: int = 0
     split: str = "search"
+    expected_params: int | None = None
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ configuration ready.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from autopeft.optimizers import Observation, Optimizer
@@ -17,14 +17,22 @@ from autopeft.space import Point
 
 
 class Proposer:
-    def __init__(self, optimizer: Optimizer) -> None:
+    """Runs an optimizer on one background thread; ``on_error`` hears of every failed ``tell``."""
+
+    def __init__(self, optimizer: Optimizer, on_error: Callable[[BaseException], None] | None = None) -> None:
         self.optimizer = optimizer
+        self.on_error = on_error
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="autopeft-proposer")
         self._prefetched: Future | None = None
         self._ready: list[Point] = []
 
     def tell(self, observations: Sequence[Observation]) -> None:
-        self._thread.submit(self.optimizer.tell, list(observations))
+        told = self._thread.submit(self.optimizer.tell, list(observations))
+        told.add_done_callback(self._report)
+
+    def _report(self, told: Future) -> None:
+        if not told.cancelled() and told.exception() is not None and self.on_error is not None:
+            self.on_error(told.exception())
 
     def prefetch(self, n: int, pending: Sequence[Point]) -> None:
         """Start computing ``n`` proposals for when workers free up (no-op if some are ready)."""

@@ -11,6 +11,7 @@ losing or repeating a completed trial.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -30,6 +31,7 @@ from autopeft.store import JobState, Store, TrialRecord, TrialRole
 from autopeft.trials import Fidelity, TrialOutcome, TrialRequest, TrialState
 from autopeft.worker.pool import WorkerPool
 
+log = logging.getLogger(__name__)
 WAIT_SLICE_S = 0.5
 REFERENCE_AFTER = 4
 """Completed trials after which the hypervolume reference point is fixed and recorded."""
@@ -118,7 +120,7 @@ class Scheduler:
         self.seed = seed
         self.budget = budget
         self.settings = settings
-        self.proposer = Proposer(optimizer)
+        self.proposer = Proposer(optimizer, on_error=self._optimizer_failed)
         self.on_progress = on_progress or (lambda progress: None)
         self.driver = f"{socket.gethostname()}:{os.getpid()}"
         self._queue: deque[TrialRecord] = deque()
@@ -144,11 +146,10 @@ class Scheduler:
         try:
             state = self._loop()
         except KeyboardInterrupt:
-            self._abandon_running("driver interrupted")
-            self.store.set_job_state(self.job_id, JobState.CANCELLED, "interrupted")
+            self._stop_driving(JobState.INTERRUPTED, "driver interrupted; resume continues the job")
             raise
         except Exception as exc:
-            self.store.set_job_state(self.job_id, JobState.FAILED, f"{type(exc).__name__}: {exc}")
+            self._stop_driving(JobState.FAILED, f"{type(exc).__name__}: {exc}"[:2000])
             raise
         finally:
             self.proposer.close()
@@ -166,6 +167,12 @@ class Scheduler:
             for request, outcome in self.pool.wait(WAIT_SLICE_S):
                 self._finish(request, outcome)
             self._prefetch()
+
+    def _optimizer_failed(self, exc: BaseException) -> None:
+        """An optimizer that cannot learn from an observation is logged and recorded as an event."""
+        message = f"optimizer.tell failed: {type(exc).__name__}: {exc}"
+        log.error("job %s: %s", self.job_id, message)
+        self.store.record_event(self.job_id, "tell_failed", message[:2000])
 
     def _beat(self) -> str | None:
         if time.monotonic() - self._last_beat < self.settings.heartbeat_s:
@@ -189,6 +196,9 @@ class Scheduler:
             self.budget.charge(self.settings.rungs.cost(trial.rung), trial.wall_time_s)
             self.done += 1
             self.failed += trial.state == TrialState.FAILED
+        history = self.store.hypervolumes(self.job_id)
+        if history:
+            self._reference = history[-1][3]  # the reference is fixed once: a resumed job keeps it
         if finished:
             self.proposer.tell([self._observation(t) for t in finished])
             self._update_hypervolume(finished[-1].rung, record=False)
@@ -268,7 +278,7 @@ class Scheduler:
         self.store.mark_running(record.id, slot.name, dispatch_wait_s=time.monotonic() - slot.idle_since)
         request = TrialRequest(
             record.id, record.number, record.structure, record.seed, Fidelity.from_json(record.fidelity), record.rung,
-            record.split,
+            record.split, expected_params=record.trainable_params,
         )
         self.pool.submit(slot, request)
 
@@ -279,12 +289,6 @@ class Scheduler:
             self._queue.appendleft(self.store.retry_trial(record.id, outcome.error or "worker lost"))
             self._records[record.id] = self._queue[0]
             return
-        if outcome.state == TrialState.COMPLETED and outcome.trainable_params != record.trainable_params:
-            outcome = TrialOutcome(**{
-                **outcome.__dict__, "state": TrialState.FAILED,
-                "error": f"built model has {outcome.trainable_params} trainable parameters, "
-                         f"the exact count predicted {record.trainable_params}",
-            })
         record = self._records[record.id] = self.store.record_outcome(outcome)
         self.budget.charge(self.settings.rungs.cost(record.rung), outcome.wall_time_s)
         self.done += 1
@@ -347,6 +351,12 @@ class Scheduler:
         self.hypervolume = hypervolume(values, self.objectives, self._reference)
         if record:
             self.store.record_hypervolume(self.job_id, rung, self.done, self.hypervolume, self._reference)
+
+    def _stop_driving(self, state: str, reason: str) -> None:
+        """Leave the job resumable: workers stop, their trials stay running until a new driver
+        retries them (what they finished is already stored by the workers)."""
+        self.pool.shutdown()
+        self.store.set_job_state(self.job_id, state, reason)
 
     def _abandon_running(self, reason: str) -> None:
         for slot in self.pool.busy:

@@ -23,6 +23,8 @@ from autopeft.store import JobState, Store
 
 log = logging.getLogger("autopeft.service")
 UNFINISHED = (JobState.PENDING, JobState.RUNNING, JobState.CANCELLING)
+RESUMED_AT_START = (*UNFINISHED, JobState.INTERRUPTED, JobState.FAILED)
+"""A restarted service drives again every job that neither completed nor was cancelled by its user."""
 
 
 class JobRunner:
@@ -70,8 +72,8 @@ class JobRunner:
             log.error("validation of job %s failed: %s", job_id, (str(exc).splitlines() or [type(exc).__name__])[0])
 
     def resume_unfinished(self) -> list[int]:
-        """Drive every unfinished job of the store again (never refused); returns their ids."""
-        unfinished = [job.id for job in self.store.jobs() if job.state in UNFINISHED]
+        """Drive every job of the store that may continue (never refused); returns their ids."""
+        unfinished = [job.id for job in self.store.jobs() if job.state in RESUMED_AT_START]
         for job_id in unfinished:
             self._start(job_id)
         return unfinished

@@ -23,15 +23,23 @@ from autopeft.trials import TrialOutcome, TrialState
 
 
 class JobState(StrEnum):
+    """A job's state. ``failed`` (its driver hit an error) and ``interrupted`` (its driver was
+    stopped, e.g. Ctrl-C) end a run but not the job: ``resume`` continues both. Only ``completed``
+    and ``cancelled`` (the user's decision) are final."""
+
     PENDING = "pending"
     RUNNING = "running"
     CANCELLING = "cancelling"
     COMPLETED = "completed"
     FAILED = "failed"
+    INTERRUPTED = "interrupted"
     CANCELLED = "cancelled"
 
 
-FINISHED_JOB_STATES = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
+FINISHED_JOB_STATES = (JobState.COMPLETED, JobState.FAILED, JobState.INTERRUPTED, JobState.CANCELLED)
+"""States in which no driver runs the job."""
+FINAL_JOB_STATES = (JobState.COMPLETED, JobState.CANCELLED)
+"""States that ``resume`` refuses: the job ran to its end or its user stopped it."""
 
 
 class TrialRole(StrEnum):
@@ -321,7 +329,7 @@ class Store:
             job = session.get(Job, job_id)
             if job is None:
                 raise StoreError(f"no job {job_id} in the store at {self.url}")
-            if job.state in FINISHED_JOB_STATES:
+            if job.state in FINAL_JOB_STATES:
                 raise StoreError(f"job {job_id} is {job.state}; nothing to resume")
             beat = _utc(job.heartbeat_at)
             recent = beat is not None and (utcnow() - beat).total_seconds() < stale_after_s
@@ -367,10 +375,22 @@ class Store:
         with self._sessions() as session:
             return [tuple(row) for row in session.execute(query)]
 
+    def record_event(self, job_id: int, kind: str, message: str) -> None:
+        with self._session() as session:
+            session.add(Event(job_id=job_id, kind=kind[:32], message=message))
+
     def record_outcome(self, outcome: TrialOutcome) -> TrialRecord:
-        """Store what a worker measured; a failed trial keeps its reason and an event."""
+        """Store what a worker measured; a failed trial keeps its reason and an event.
+
+        The first outcome of an attempt wins: the worker records its outcome as soon as it has it,
+        and the driver records the same outcome again when it arrives over Ray (or a ``cancelled``
+        failure for a trial it abandons), which then leaves the stored trial as it is. So a driver
+        that dies after a trial finished loses nothing.
+        """
         with self._session() as session:
             trial = session.get(Trial, outcome.trial_id)
+            if trial.state in (TrialState.COMPLETED, TrialState.FAILED):
+                return _trial_record(trial)
             trial.state = outcome.state
             trial.worker = outcome.worker
             trial.finished_at = utcnow()
@@ -381,6 +401,8 @@ class Store:
             trial.timings = outcome.timings
             if outcome.trainable_params is not None:
                 trial.trainable_params = outcome.trainable_params
+            trial.values.clear()
+            session.flush()  # a retried attempt's old values go before its new ones arrive
             trial.values = [TrialValue(name=k, value=float(v)) for k, v in outcome.metrics.items()]
             if outcome.state == TrialState.FAILED:
                 session.add(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 
@@ -11,13 +12,17 @@ from autopeft.store import Store
 from autopeft.trials import TrialOutcome, TrialRequest
 from autopeft.worker.proxy import ProxyTrainer, WorkerSpec
 
+log = logging.getLogger(__name__)
+
 
 @ray.remote
 class TrialWorker:
     """Loads the base model and data at start, then runs the trials it is sent, one at a time.
 
     While a trial runs, a thread writes its heartbeat to the store every ``heartbeat_s`` seconds,
-    so that ``status`` and a resumed driver can tell live trials from lost ones.
+    so that ``status`` and a resumed driver can tell live trials from lost ones. The outcome is
+    written to the store before it is returned, so a driver that dies while it travels loses
+    nothing (the driver records it again, which changes nothing; :meth:`Store.record_outcome`).
     """
 
     def __init__(self, spec: WorkerSpec, storage_url: str | None = None, heartbeat_s: float = 10.0) -> None:
@@ -36,10 +41,16 @@ class TrialWorker:
         beat = threading.Thread(target=self._beat, args=(request.trial_id, done), daemon=True)
         beat.start()
         try:
-            return self.trainer.run(request)
+            outcome = self.trainer.run(request)
         finally:
             done.set()
             beat.join()
+        if self._store is not None:
+            try:
+                self._store.record_outcome(outcome)
+            except Exception as exc:  # noqa: BLE001 - the driver records it when the store is back
+                log.warning("trial %s: outcome not stored by the worker (%s)", request.trial_id, exc)
+        return outcome
 
     def _beat(self, trial_id: int, done: threading.Event) -> None:
         while self._store is not None and not done.wait(self._heartbeat_s):

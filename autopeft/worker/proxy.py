@@ -121,6 +121,9 @@ class ProxyTrainer:
                 return self._failed(request, str(failure), started, peak, timings)
             except Exception as exc:  # noqa: BLE001 - any crash fails this trial, not the search
                 return self._failed(request, _reason(exc), started, peak, timings)
+        if request.expected_params is not None and trainable != request.expected_params:
+            reason = f"built model has {trainable} trainable parameters, the exact count predicted {request.expected_params}"
+            return self._failed(request, reason, started, peak, timings)
         return TrialOutcome(
             trial_id=request.trial_id,
             state=TrialState.COMPLETED,

@@ -66,20 +66,29 @@ def test_out_of_memory_and_nan_trials_fail_with_reasons_and_the_search_goes_on(t
     from autopeft.worker.pool import WorkerPool
     from autopeft.worker.proxy import WorkerSpec
 
-    pool = WorkerPool(WorkerSpec(minilm_ref, with_search_split(load_task("demo"))), size=1)
+    store = Store(str(tmp_path / "store.db"))
+    job = store.create_job({}, budget_trials=3)
+    pool = WorkerPool(WorkerSpec(minilm_ref, with_search_split(load_task("demo"))), size=1,
+                      storage_url=store.absolute_url)
+
+    def run(structure, fidelity):
+        """Submit one trial; the worker must have stored its outcome before the driver does anything."""
+        row = store.add_trial(job, config={}, structure=structure.to_json(), trainable_params=0, seed=0, fidelity={})
+        store.mark_running(row.id, pool.slots[0].name)
+        pool.submit(pool.slots[0], TrialRequest(row.id, row.number, structure.to_json(), seed=0, fidelity=fidelity))
+        [(_, outcome)] = wait_for(lambda: pool.wait(1.0))
+        stored = store.trial(job, row.number)
+        assert (stored.state, stored.error, stored.values) == (outcome.state, outcome.error, outcome.metrics)
+        return outcome
+
     try:
-        slot = pool.slots[0]
         # A rank whose LoRA A matrix alone needs ~77 GB: the allocator refuses it.
-        huge = Structure(lora=LoraModules({(0, "q"): 50_000_000}))
-        pool.submit(slot, TrialRequest(1, 0, huge.to_json(), seed=0, fidelity=TINY))
-        [(_, oom)] = wait_for(lambda: pool.wait(1.0))
+        oom = run(Structure(lora=LoraModules({(0, "q"): 50_000_000})), TINY)
         # A learning rate no run survives: LoRA products on every value projection overflow.
         exploding = Fidelity(**{**TINY.to_json(), "learning_rate": 1e30, "steps": 30})
         every_value = Structure(lora=LoraModules({(layer, "v"): 4 for layer in range(6)}))
-        pool.submit(slot, TrialRequest(2, 1, every_value.to_json(), seed=0, fidelity=exploding))
-        [(_, nan)] = wait_for(lambda: pool.wait(1.0))
-        pool.submit(slot, TrialRequest(3, 2, every_value.to_json(), seed=0, fidelity=TINY))
-        [(_, fine)] = wait_for(lambda: pool.wait(1.0))
+        nan = run(every_value, exploding)
+        fine = run(every_value, TINY)
     finally:
         pool.shutdown()
     assert oom.state == TrialState.FAILED and oom.error.startswith("out of memory"), oom.error
@@ -92,22 +101,34 @@ def _cli(*args, cwd):
     return [sys.executable, "-m", "autopeft", *args], dict(cwd=cwd, env=env)
 
 
-def test_a_killed_driver_resumes_without_losing_or_repeating_completed_trials(tmp_path):
+def test_an_interrupted_and_a_killed_driver_resume_without_losing_or_repeating_completed_trials(tmp_path):
     storage = str(tmp_path / "store.db")
     fidelity = ["--steps", "6", "--train-examples", "96", "--eval-examples", "48", "--batch-size", "8",
                 "--max-length", "32"]
     command, options = _cli("search", "--model", "minilm", "--task", "demo", "--trials", "6", "--workers", "2",
                             "--optimizer", "random", "--storage", storage, *fidelity, cwd=tmp_path)
+    store = Store(storage)
+
+    def completed_at_least(count: int):
+        done = [t for t in store.trials(1) if t.state == TrialState.COMPLETED] if store.jobs() else []
+        return done if len(done) >= count else None
+
+    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              start_new_session=True, **options)
+    wait_for(lambda: completed_at_least(1))
+    driver.send_signal(signal.SIGINT)  # Ctrl-C: the job is interrupted, not over
+    _, stderr = driver.communicate(timeout=120)
+    assert driver.returncode == 130, stderr.decode()[-2000:]
+    assert store.job(1).state == JobState.INTERRUPTED
+
+    command, options = _cli("resume", "1", "--storage", storage, cwd=tmp_path)
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True, **options)
-    store = Store(storage)
-    before = wait_for(lambda: [t for t in store.trials(1) if t.state == TrialState.COMPLETED]
-                      if store.jobs() and len([t for t in store.trials(1) if t.state == "completed"]) >= 2 else None)
+    before = wait_for(lambda: completed_at_least(3))
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
     driver.wait()
     assert store.job(1).state == JobState.RUNNING
 
-    command, options = _cli("resume", "1", "--storage", storage, cwd=tmp_path)
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=900, **options)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
 

@@ -59,3 +59,19 @@ def test_budget_counts_units_in_flight_and_stops_on_time():
     hours = Budget(units=100, max_worker_hours=0.001)
     hours.charge(1, wall_time_s=4)
     assert hours.stop_reason().startswith("compute budget")
+
+
+def test_a_failing_tell_is_reported_not_swallowed():
+    from autopeft.optimizers import Observation
+    from autopeft.optimizers.random_search import RandomSearch
+    from autopeft.scheduler.proposer import Proposer
+    from autopeft.space import parse_space
+    from autopeft.space.search_space import bind_space
+    from tests.space.tiny_models import tiny_bert
+
+    space = bind_space(parse_space("name: x\nmodules: {lora: {roles: [q], rank: {choices: [0, 4]}}}\n"), tiny_bert())
+    errors: list[BaseException] = []
+    proposer = Proposer(RandomSearch(space, OBJECTIVES), on_error=errors.append)
+    proposer.tell([Observation({"not.a.dimension": 1}, {"accuracy": 0.5})])
+    proposer.close()
+    assert len(errors) == 1 and isinstance(errors[0], KeyError)  # the point lacks the space's dimension

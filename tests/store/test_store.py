@@ -108,3 +108,34 @@ def test_passwords_never_appear_in_messages():
     with pytest.raises(StoreError) as error:
         Store("postgresql://user:secret@127.0.0.1:5499/none")
     assert "secret" not in str(error.value)
+
+
+def test_the_first_outcome_of_an_attempt_wins(store_url):
+    """The worker stores its outcome first; the driver's copy, or a later 'cancelled', changes nothing."""
+    store = Store(store_url)
+    job_id = store.create_job({}, budget_trials=1)
+    trial = add(store, job_id, 100)
+    finish(store, trial, 0.8)
+    again = store.record_outcome(TrialOutcome(trial.id, TrialState.FAILED, "driver", error="cancelled"))
+    assert (again.state, again.values["accuracy"], again.worker) == (TrialState.COMPLETED, 0.8, "w1")
+    retried = store.retry_trial(trial.id, "worker lost")  # a new attempt records its own outcome
+    assert retried.state == TrialState.PENDING
+    assert finish(store, retried, 0.7).values["accuracy"] == 0.7
+
+
+@pytest.mark.parametrize("state", [JobState.FAILED, JobState.INTERRUPTED, JobState.RUNNING])
+def test_failed_and_interrupted_jobs_can_be_claimed_again(store_url, state):
+    store = Store(store_url)
+    job_id = store.create_job({}, budget_trials=1)
+    store.set_job_state(job_id, state, "driver went away")
+    store.claim_job(job_id, "host:1", stale_after_s=0.0)
+    assert store.job(job_id).driver == "host:1"
+
+
+@pytest.mark.parametrize("state", [JobState.COMPLETED, JobState.CANCELLED])
+def test_completed_and_user_cancelled_jobs_are_final(store_url, state):
+    store = Store(store_url)
+    job_id = store.create_job({}, budget_trials=1)
+    store.set_job_state(job_id, state)
+    with pytest.raises(StoreError, match=f"job {job_id} is {state}; nothing to resume"):
+        store.claim_job(job_id, "host:1", stale_after_s=0.0)
