@@ -28,6 +28,10 @@ class StoreError(AutopeftError):
     """The trial store is unreachable, or a job or trial is not in it."""
 
 
+class LeaseLost(StoreError):
+    """Another driver holds the job now: this one must stop without touching the job's state."""
+
+
 class BudgetError(AutopeftError):
     """A budget that cannot be met (no trials, no time, a cap below any config)."""
 

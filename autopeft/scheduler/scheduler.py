@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from autopeft.errors import LeaseLost
 from autopeft.objectives import Objective, observed, pareto_front, structure_key
 from autopeft.optimizers import Observation, Optimizer
 from autopeft.optimizers.hypervolume import hypervolume, reference_point
@@ -145,6 +146,9 @@ class Scheduler:
         self._restore()
         try:
             state = self._loop()
+        except LeaseLost:
+            self.pool.shutdown()  # the job is another driver's now: leave its state alone
+            raise
         except KeyboardInterrupt:
             self._stop_driving(JobState.INTERRUPTED, "driver interrupted; resume continues the job")
             raise
@@ -178,7 +182,7 @@ class Scheduler:
         if time.monotonic() - self._last_beat < self.settings.heartbeat_s:
             return None
         self._last_beat = time.monotonic()
-        return self.store.heartbeat_job(self.job_id)
+        return self.store.heartbeat_job(self.job_id, self.driver)
 
     def _restore(self) -> None:
         """Take over what a previous driver left: observations, promotions, unfinished trials."""

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from autopeft.errors import StoreError
+from autopeft.errors import LeaseLost, StoreError
 from autopeft.store.database import DEFAULT_URL, create_store_engine, display_url
 from autopeft.store.models import Event, HypervolumeRecord, Job, Trial, TrialValue, utcnow
 from autopeft.trials import TrialOutcome, TrialState
@@ -323,26 +323,53 @@ class Store:
 
     # ----------------------------------------------------------------------- the driver
     def claim_job(self, job_id: int, driver: str, stale_after_s: float, *, force: bool = False) -> None:
-        """Make ``driver`` the job's driver, unless another one beat within ``stale_after_s``
-        (``force`` when the caller knows that one is dead)."""
+        """Make ``driver`` the job's driver: an atomic compare-and-set on the job's lease.
+
+        One UPDATE succeeds only while the job is not final and its lease is free: no driver,
+        this driver, a stopped job (failed, interrupted), or a heartbeat older than
+        ``stale_after_s`` (``force`` when the caller knows the holder is dead). The same UPDATE
+        marks the job running (a pending cancellation stays), so of two drivers claiming at once,
+        on SQLite or PostgreSQL, exactly one wins; the other gets a StoreError naming the holder
+        and the lease's age.
+        """
+        now = utcnow()
+        conditions = [Job.id == job_id, Job.state.not_in(FINAL_JOB_STATES)]
+        if not force:
+            expired = now - timedelta(seconds=stale_after_s)
+            conditions.append(or_(
+                Job.driver.is_(None), Job.driver == driver, Job.heartbeat_at.is_(None), Job.heartbeat_at < expired,
+                Job.state.in_((JobState.FAILED, JobState.INTERRUPTED)),
+            ))  # fmt: skip
+        running = case((Job.state == JobState.CANCELLING, Job.state), else_=JobState.RUNNING.value)
         with self._session() as session:
-            job = session.get(Job, job_id)
-            if job is None:
-                raise StoreError(f"no job {job_id} in the store at {self.url}")
-            if job.state in FINAL_JOB_STATES:
-                raise StoreError(f"job {job_id} is {job.state}; nothing to resume")
-            beat = _utc(job.heartbeat_at)
-            recent = beat is not None and (utcnow() - beat).total_seconds() < stale_after_s
-            if job.driver not in (None, driver) and recent and not force:
-                raise StoreError(f"job {job_id} is still driven by {job.driver} (heartbeat {beat:%H:%M:%S} UTC)")
-            job.driver, job.heartbeat_at = driver, utcnow()
+            claimed = session.execute(
+                update(Job).where(*conditions).values(driver=driver, heartbeat_at=now, state=running)
+            )
+            if claimed.rowcount != 1:
+                job = session.get(Job, job_id)
+                if job is None:
+                    raise StoreError(f"no job {job_id} in the store at {self.url}")
+                if job.state in FINAL_JOB_STATES:
+                    raise StoreError(f"job {job_id} is {job.state}; nothing to resume")
+                age = (now - _utc(job.heartbeat_at)).total_seconds()
+                raise StoreError(
+                    f"job {job_id} is driven by {job.driver}: its lease was renewed {age:.0f} s ago and "
+                    f"expires {stale_after_s:.0f} s after renewal"
+                )
             session.add(Event(job_id=job_id, kind="driver", message=f"driven by {driver}"))
 
-    def heartbeat_job(self, job_id: int) -> str:
-        """Record that the driver is alive; returns the job's state (to see cancellation)."""
+    def heartbeat_job(self, job_id: int, driver: str) -> str:
+        """Renew ``driver``'s lease; returns the job's state (to see cancellation).
+
+        LeaseLost when another driver has claimed the job since (this one's lease had expired).
+        """
         with self._session() as session:
+            renewed = session.execute(
+                update(Job).where(Job.id == job_id, Job.driver == driver).values(heartbeat_at=utcnow())
+            )
             job = session.get(Job, job_id)
-            job.heartbeat_at = utcnow()
+            if renewed.rowcount != 1:
+                raise LeaseLost(f"job {job_id} is now driven by {job.driver}; this driver ({driver}) stops")
             return job.state
 
     def request_cancel(self, job_id: int) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from sqlalchemy import inspect
 
@@ -139,3 +141,57 @@ def test_completed_and_user_cancelled_jobs_are_final(store_url, state):
     store.set_job_state(job_id, state)
     with pytest.raises(StoreError, match=f"job {job_id} is {state}; nothing to resume"):
         store.claim_job(job_id, "host:1", stale_after_s=0.0)
+
+
+def _claim_when_released(url: str, job_id: int, driver: str, start, results) -> None:
+    """One real driver process: wait for the start signal, then claim the job."""
+    store = Store(url)
+    start.wait(30)
+    try:
+        store.claim_job(job_id, driver, stale_after_s=60.0)
+        results.put((driver, "claimed"))
+    except StoreError as exc:
+        results.put((driver, str(exc)))
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("state", [JobState.PENDING, JobState.INTERRUPTED])
+def test_two_driver_processes_claiming_at_once_on_postgres_one_wins(postgres_url, state):
+    import multiprocessing
+
+    store = Store(postgres_url)
+    context = multiprocessing.get_context("spawn")
+    for _ in range(3):
+        job_id = store.create_job({}, budget_trials=1)
+        store.set_job_state(job_id, state)
+        start, results = context.Event(), context.Queue()
+        drivers = [context.Process(target=_claim_when_released, args=(postgres_url, job_id, f"host:{i}", start, results))
+                   for i in range(2)]
+        for process in drivers:
+            process.start()
+        time.sleep(1.0)  # both have connected and wait on the event
+        start.set()
+        outcomes = dict(results.get(timeout=60) for _ in drivers)
+        for process in drivers:
+            process.join(30)
+        winners = [d for d, outcome in outcomes.items() if outcome == "claimed"]
+        assert len(winners) == 1, outcomes
+        loser = next(d for d in outcomes if d not in winners)
+        assert outcomes[loser].startswith(f"job {job_id} is driven by {winners[0]}: its lease was renewed")
+        assert (store.job(job_id).driver, store.job(job_id).state) == (winners[0], JobState.RUNNING)
+
+
+def test_a_driver_whose_lease_was_taken_over_stops(store_url):
+    from autopeft.errors import LeaseLost
+
+    store = Store(store_url)
+    job_id = store.create_job({}, budget_trials=1)
+    store.claim_job(job_id, "host:1", stale_after_s=60.0)
+    assert store.heartbeat_job(job_id, "host:1") == JobState.RUNNING
+    with pytest.raises(StoreError, match="is driven by host:1"):
+        store.claim_job(job_id, "host:2", stale_after_s=60.0)
+    store.claim_job(job_id, "host:2", stale_after_s=0.0)  # host:1 fell silent past the lease
+    with pytest.raises(LeaseLost, match="now driven by host:2"):
+        store.heartbeat_job(job_id, "host:1")
