@@ -10,6 +10,8 @@ from autopeft.worker.proxy import ProxyTrainer, WorkerSpec
 from bench.optimizers.grouped_lora import GroupedLoraSpace
 
 SST2 = "/work/shared/data/glue/SST-2"
+TASKS = {"sst2": SST2, "mrpc": "/work/shared/data/glue/MRPC"}
+"""Tasks a lookup table can be recorded on; each scores accuracy on its search split."""
 FIDELITY = Fidelity(
     train_examples=2400, steps=150, batch_size=16, max_length=64, learning_rate=1e-3, eval_examples=400
 )
@@ -20,9 +22,10 @@ def grouped_space() -> GroupedLoraSpace:
     return GroupedLoraSpace(build_skeleton(resolve_model("minilm"), load_task(SST2)))
 
 
-def proxy_trainer() -> ProxyTrainer:
-    """MiniLM with its SST-2 head, on one CPU thread."""
-    return ProxyTrainer(WorkerSpec(resolve_model("minilm"), with_search_split(load_task(SST2)), threads=1), device="cpu")
+def proxy_trainer(task: str = "sst2") -> ProxyTrainer:
+    """MiniLM with a head for ``task`` (a key of :data:`TASKS`), on one CPU thread."""
+    split = with_search_split(load_task(TASKS[task]))
+    return ProxyTrainer(WorkerSpec(resolve_model("minilm"), split, threads=1), device="cpu")
 
 
 def train(trainer: ProxyTrainer, space: GroupedLoraSpace, point, number: int, seed: int) -> TrialOutcome:

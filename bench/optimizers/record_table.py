@@ -1,9 +1,12 @@
-"""Record the MiniLM/SST-2 lookup table: every feasible point of the grouped LoRA space, trained once.
+"""Record a MiniLM lookup table: every feasible point of the grouped LoRA space, trained once.
+
+``--task sst2`` (the table the optimizer defaults were chosen on, recorded before trials scored on
+a search split) or ``--task mrpc`` (a second table that no default was tuned on).
 
 Appends one CSV row per configuration as soon as it finishes and skips configurations already in
 the file, so an interrupted recording resumes where it stopped::
 
-    nice -n 10 python -m bench.optimizers.record_table [--limit N] [--shard I/N]
+    nice -n 10 python -m bench.optimizers.record_table [--task mrpc] [--limit N] [--shard I/N]
 
 Two shards (``--shard 0/2`` and ``--shard 1/2``, one thread each) use both cores of a 2-core machine;
 each writes its own file (``…table.shard0.csv``) and ``--merge`` joins them into the table.
@@ -17,9 +20,10 @@ import time
 from pathlib import Path
 
 from bench.optimizers.grouped_lora import config_id
-from bench.optimizers.proxy_setup import FIDELITY, grouped_space, proxy_trainer, train
+from bench.optimizers.proxy_setup import FIDELITY, TASKS, grouped_space, proxy_trainer, train
 
-TABLE = Path(__file__).parent / "results" / "minilm_sst2_table.csv"
+RESULTS = Path(__file__).parent / "results"
+TABLE = RESULTS / "minilm_sst2_table.csv"
 TRAINING_SEED = 0
 COLUMNS = [
     "config", "group.bottom", "group.middle", "group.top", "rank", "attention", "ffn",
@@ -58,10 +62,13 @@ def merge_shards(table: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=None, help="stop after this many new configurations")
-    parser.add_argument("--out", type=Path, default=TABLE)
+    parser.add_argument("--task", choices=list(TASKS), default="sst2")
+    parser.add_argument("--out", type=Path, default=None, help="default: results/minilm_<task>_table.csv")
     parser.add_argument("--shard", default="0/1", help="I/N: record every N-th configuration from the I-th")
     parser.add_argument("--merge", action="store_true", help="join the shard files into --out and stop")
     args = parser.parse_args()
+    table = args.out or RESULTS / f"minilm_{args.task}_table.csv"
+    args.out = table
     index, count = (int(part) for part in args.shard.split("/"))
     if args.merge:
         merge_shards(args.out)
@@ -70,11 +77,11 @@ def main() -> None:
         args.out = shard_path(args.out, index)
 
     space = grouped_space()
-    done = recorded(args.out) | recorded(TABLE)
+    done = recorded(args.out) | recorded(table)
     mine = [p for number, p in enumerate(space.all_points()) if number % count == index]
     todo = [p for p in mine if config_id(p) not in done][: args.limit]
     print(f"{len(done)} recorded, {len(todo)} to go; fidelity {FIDELITY}", flush=True)
-    trainer = proxy_trainer()
+    trainer = proxy_trainer(args.task)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     new_file = not args.out.exists()
     with args.out.open("a", newline="") as handle:
