@@ -12,14 +12,15 @@ import json
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
-
-import torch
-from botorch.utils.multi_objective.pareto import is_non_dominated
+from typing import TYPE_CHECKING, Literal
 
 from autopeft.store.store import JobRecord, TrialRecord, TrialRole
-from autopeft.tasks import METRIC_GOALS, Task
 from autopeft.trials import TrialState
+
+if TYPE_CHECKING:  # torch, botorch and the task loaders load only when a front is computed
+    import torch
+
+    from autopeft.tasks import Task
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ def job_objectives(job: JobRecord) -> list[Objective]:
 
 def default_objectives(task: Task) -> list[Objective]:
     """Maximise (or minimise) the task's metric, minimise trainable parameters."""
+    from autopeft.tasks import METRIC_GOALS
+
     return [Objective(task.metric, METRIC_GOALS[task.metric]), Objective("trainable_params", "min")]
 
 
@@ -93,6 +96,8 @@ def _mean_record(group: Sequence[TrialRecord]) -> TrialRecord:
 
 def maximisation_values(trials: Sequence[TrialRecord], objectives: Sequence[Objective]) -> torch.Tensor:
     """Objective values of shape (n_trials, n_objectives), ``min`` objectives negated."""
+    import torch
+
     return torch.tensor(
         [[t.value(o.name) * (1.0 if o.goal == "max" else -1.0) for o in objectives] for t in trials],
         dtype=torch.double,
@@ -108,6 +113,8 @@ def non_dominated(records: Sequence[TrialRecord], objectives: Sequence[Objective
     """The records (each with every objective's value) that no other dominates, best first."""
     if not records:
         return []
+    from botorch.utils.multi_objective.pareto import is_non_dominated
+
     mask = is_non_dominated(maximisation_values(records, objectives), deduplicate=False)
     front = [t for t, keep in zip(records, mask.tolist()) if keep]
     first = objectives[0]

@@ -18,18 +18,15 @@ from rich.console import Console
 from autopeft import reports
 from autopeft.cli import views
 from autopeft.errors import AutopeftError
-from autopeft.export import FORMAT_HELP, export_trial
+from autopeft.export import FORMAT_HELP
 from autopeft.objectives import job_objectives, observed
-from autopeft.scheduler import JobSpec, TaskOptions, prepare, resume_search, run_search
-from autopeft.scheduler.spec import DEFAULT_OPTIMIZER, DEFAULT_SPACE
-from autopeft.service import JobRunner, ServiceClient, create_app
-from autopeft.service.app import job_request
-from autopeft.service.token import service_token
-from autopeft.space import shipped_spaces
+from autopeft.scheduler.job_spec import DEFAULT_OPTIMIZER, DEFAULT_SPACE, JobSpec, TaskOptions
 from autopeft.store import DEFAULT_URL, Store, TrialRole
-from autopeft.training import TrainingOptions
+from autopeft.training.options import TrainingOptions
 from autopeft.trials import Fidelity
-from autopeft.worker.pool import start_ray
+
+# Each verb imports what it uses when it runs: `--help`, `jobs` and `status` must not wait for
+# Ray, torch and the rest of the search stack (tests/cli/test_lazy_cli.py keeps it so).
 
 app = typer.Typer(
     name="autopeft",
@@ -50,7 +47,10 @@ Server = Annotated[
 ]
 
 
-def _client(server: str) -> ServiceClient:
+def _client(server: str):
+    from autopeft.service.client import ServiceClient
+    from autopeft.service.token import service_token
+
     return ServiceClient(server, service_token())
 
 
@@ -124,8 +124,12 @@ def search(
         defaults=defaults,
     )
     if server:
+        from autopeft.service.app import job_request
+
         _print_json(_client(server).submit(job_request(spec)))
         return
+    from autopeft.scheduler import prepare, run_search
+
     prepared = prepare(spec)
     store = Store(storage)
     console.print(views.search_header(prepared, store.url))
@@ -142,7 +146,9 @@ def resume(
     storage: Storage = DEFAULT_URL,
     ray_address: Annotated[Optional[str], typer.Option(help="Existing Ray cluster (default: start a local one).")] = None,
 ) -> None:
-    """Continue a job whose driver died: no completed trial is lost or run again."""
+    """Continue a job that was interrupted, failed or lost its driver: no completed trial is lost or run again."""
+    from autopeft.scheduler import resume_search
+
     store = Store(storage)
     record = store.job(job)
     objectives = job_objectives(record)
@@ -288,6 +294,8 @@ def export(
     if server:
         written = _client(server).export(job, trial, fmt, out)
     else:
+        from autopeft.export import export_trial
+
         store = Store(storage)
         written = export_trial(store.job(job), store.trial(job, trial), fmt, out)
     for path in written:
@@ -356,7 +364,10 @@ def serve(
     """
     import uvicorn
 
+    from autopeft.service import JobRunner, create_app
     from autopeft.service.limits import ServiceLimits
+    from autopeft.service.token import service_token
+    from autopeft.worker.pool import start_ray
 
     token = service_token()
     roots = allow_root or []
@@ -379,6 +390,8 @@ def serve(
 @app.command()
 def spaces() -> None:
     """List the shipped search spaces."""
+    from autopeft.space import shipped_spaces
+
     for name, path in shipped_spaces().items():
         console.print(f"{name:12s} {path}")
 

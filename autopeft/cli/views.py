@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
 from rich.panel import Panel
@@ -11,10 +11,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from autopeft.objectives import Objective
-from autopeft.scheduler import PreparedJob
-from autopeft.scheduler.scheduler import Progress as SchedulerProgress
 from autopeft.store import JobRecord, TrialRecord
 from autopeft.trials import TrialState
+
+if TYPE_CHECKING:  # the search stack (Ray, torch) loads only for the verbs that search
+    from autopeft.scheduler import PreparedJob
+    from autopeft.scheduler.scheduler import Progress as SchedulerProgress
 
 
 def structure_summary(structure: dict[str, Any]) -> str:

@@ -4,82 +4,21 @@ Every format is validated on the real base model before a file is written, and f
 the output folder only when the whole export succeeded.
 """
 
-from __future__ import annotations
-
-import shutil
-import tempfile
-from collections.abc import Callable
-from pathlib import Path
-
-from autopeft.errors import ExportError
-from autopeft.export.autopeft_format import write_autopeft
-from autopeft.export.axolotl_format import write_axolotl
-from autopeft.export.llamafactory_format import write_llamafactory
-from autopeft.export.peft_format import write_peft
-from autopeft.export.source import ExportSource
-from autopeft.export.trl_format import write_trl
-from autopeft.scheduler.spec import StoredJob
-from autopeft.store import JobRecord, TrialRecord
-from autopeft.trials import TrialState
-
-Writer = Callable[[ExportSource, Path], list[Path]]
-"""Writes one format into an empty staging folder and returns the files it wrote there."""
-
-FORMATS: dict[str, Writer] = {
-    "peft": write_peft,
-    "autopeft": write_autopeft,
-    "axolotl": write_axolotl,
-    "llamafactory": write_llamafactory,
-    "trl": write_trl,
-}
+from importlib import import_module
 
 FORMAT_HELP = (
     "peft (LoRA or IA3 adapter_config.json), autopeft (every module type), "
     "axolotl / llamafactory (LoRA YAML, causal LMs), trl (training script)"
 )
+"""The formats for ``--help``; :data:`autopeft.export.trial.FORMATS` holds their writers."""
+
+_LAZY = ("FORMATS", "export_source", "export_trial")
+
+__all__ = ["FORMAT_HELP", *_LAZY]
 
 
-def export_source(job: JobRecord, trial: TrialRecord) -> ExportSource:
-    """The export source of a completed trial; ExportError for any other state."""
-    if trial.state != TrialState.COMPLETED:
-        raise ExportError(f"trial {trial.number} of job {job.id} is {trial.state}, not completed")
-    return ExportSource(job, trial, StoredJob.from_spec(job.spec))
-
-
-def export_trial(job: JobRecord, trial: TrialRecord, fmt: str, out_dir: Path) -> list[Path]:
-    """Write ``trial`` of ``job`` in format ``fmt`` into ``out_dir``; returns the files written.
-
-    The writer works in a staging folder; its files are moved into ``out_dir`` only when the
-    whole export succeeded and every one of them lands inside ``out_dir``, so a failed export
-    leaves nothing behind.
-    """
-    writer = FORMATS.get(fmt)
-    if writer is None:
-        raise ExportError(f"unknown export format '{fmt}' (choose from {', '.join(FORMATS)})")
-    out_dir = Path(out_dir).expanduser().resolve()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ExportError(f"--out {out_dir} exists and is not a folder")
-    source = export_source(job, trial)
-    with tempfile.TemporaryDirectory(prefix="autopeft-export-") as staging:
-        staged = Path(staging).resolve()
-        written = [Path(path).resolve() for path in writer(source, staged)]
-        targets = [_target_inside(out_dir, staged, path) for path in written]
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for path, target in zip(written, targets):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(path), target)
-    return targets
-
-
-def _target_inside(out_dir: Path, staged: Path, path: Path) -> Path:
-    """Where a staged file goes in ``out_dir``; ExportError when that would be outside it."""
-    if not path.is_relative_to(staged) or not path.is_file():
-        raise ExportError(f"export wrote {path} outside its staging folder; nothing written")
-    target = out_dir / path.relative_to(staged)
-    # An existing link could carry the file elsewhere, and moving onto a folder moves into it.
-    for existing in (target, *target.parents):
-        if existing == out_dir:
-            break
-        if existing.is_symlink() or (existing == target and existing.is_dir()):
-            raise ExportError(f"{existing} is a link or a folder; it would take the export outside {out_dir}")
-    return target
+def __getattr__(name: str):
+    # The writers load torch, transformers and peft; the CLI's --help only needs FORMAT_HELP.
+    if name not in _LAZY:
+        raise AttributeError(f"module 'autopeft.export' has no attribute {name!r}")
+    return getattr(import_module("autopeft.export.trial"), name)

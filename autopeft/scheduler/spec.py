@@ -1,4 +1,5 @@
-"""A job's specification, and turning it into validated parts before anything is stored.
+"""Turning a job's specification (:mod:`autopeft.scheduler.job_spec`) into validated parts before
+anything is stored.
 
 :func:`prepare` resolves the model, loads the task, reads the space and binds it to the model's
 skeleton; every user mistake fails there with one line, before a job row exists. The spec is
@@ -7,7 +8,7 @@ stored with the job, so that ``resume``, ``export`` and ``train`` rebuild exactl
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any
 
 from torch.quasirandom import SobolEngine
@@ -15,114 +16,11 @@ from torch.quasirandom import SobolEngine
 from autopeft.errors import AutopeftError, BudgetError
 from autopeft.models import ModelRef, TaskHead, build_skeleton, resolve_model
 from autopeft.objectives import Objective, default_objectives
-from autopeft.optimizers import OPTIMIZERS
+from autopeft.scheduler.job_spec import JobSpec
 from autopeft.space import SearchSpace, SpaceSpec, load_space_spec
 from autopeft.space.search_space import bind_space
 from autopeft.tasks import METRIC_GOALS, Task, TaskKind, load_task
 from autopeft.tasks.holdout import with_search_split
-from autopeft.trials import Fidelity
-
-DEFAULT_SPACE = "lora"
-DEFAULT_OPTIMIZER = "mobo"
-COST_OBJECTIVES = ("trainable_params", "peak_memory_bytes", "step_time_s")
-
-
-@dataclass(frozen=True)
-class TaskOptions:
-    """How to read a task whose columns or metric cannot be inferred."""
-
-    text_columns: tuple[str, ...] | None = None
-    label_column: str | None = None
-    metric: str | None = None
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """What the user asked for; stored as JSON with the job so that it can be resumed or exported.
-
-    Attributes:
-        trials: budget in trial units (a rung-k trial costs ``eta ** k``; see scheduler.budget).
-        also_minimize: measured costs added as objectives (``peak_memory_bytes``, ``step_time_s``).
-        max_trainable_fraction: hard cap on trainable / total parameters, on top of the space's.
-        rungs, eta: multi-fidelity promotion levels and their step factor (rungs=1: none).
-        warm_start: id of a job in the same store whose finished trials seed the optimizer.
-        search_examples: size of the search split carved from train (default: 20%, at most
-            1,000); trials are scored on it, never on dev.
-        confirm_seeds: runs with different seeds of every structure on the front (1 = none).
-        defaults: run the practitioner defaults the space can express first.
-    """
-
-    model: str
-    task: str
-    space: str = DEFAULT_SPACE
-    trials: int = 16
-    workers: int = 1
-    optimizer: str = DEFAULT_OPTIMIZER
-    seed: int = 0
-    fidelity: Fidelity = field(default_factory=Fidelity)
-    task_options: TaskOptions = field(default_factory=TaskOptions)
-    also_minimize: tuple[str, ...] = ()
-    max_trainable_fraction: float | None = None
-    max_time_s: float | None = None
-    max_worker_hours: float | None = None
-    rungs: int = 1
-    eta: float = 3.0
-    max_attempts: int = 3
-    warm_start: int | None = None
-    cpus_per_worker: int = 1
-    gpus_per_worker: float = 0.0
-    search_examples: int | None = None
-    confirm_seeds: int = 2
-    defaults: bool = True
-
-    def check(self) -> None:
-        """Reject impossible budgets and settings with one line each."""
-        checks = [
-            (self.trials >= 1, f"--trials must be at least 1, got {self.trials}"),
-            (self.workers >= 1, f"--workers must be at least 1, got {self.workers}"),
-            (self.max_time_s is None or self.max_time_s > 0, f"--max-time must be positive, got {self.max_time_s}"),
-            (self.max_worker_hours is None or self.max_worker_hours > 0,
-             f"--max-worker-hours must be positive, got {self.max_worker_hours}"),
-            (self.rungs >= 1, f"--rungs must be at least 1, got {self.rungs}"),
-            (self.eta > 1, f"--eta must be greater than 1, got {self.eta}"),
-            (self.max_attempts >= 1, f"--max-attempts must be at least 1, got {self.max_attempts}"),
-            (self.cpus_per_worker >= 1, f"--cpus-per-worker must be at least 1, got {self.cpus_per_worker}"),
-            (self.gpus_per_worker >= 0, f"--gpus-per-worker must be >= 0, got {self.gpus_per_worker}"),
-            (self.max_trainable_fraction is None or 0 < self.max_trainable_fraction <= 1,
-             f"--max-trainable-fraction must be in (0, 1], got {self.max_trainable_fraction}"),
-            (self.confirm_seeds >= 1, f"--confirm-seeds must be at least 1, got {self.confirm_seeds}"),
-            (self.search_examples is None or self.search_examples >= 1,
-             f"--search-examples must be at least 1, got {self.search_examples}"),
-            (0 <= self.fidelity.lr_rescues <= 2, f"--lr-rescues must be 0, 1 or 2, got {self.fidelity.lr_rescues}"),
-            (self.optimizer in OPTIMIZERS, f"unknown optimizer '{self.optimizer}' (choose from {', '.join(OPTIMIZERS)})"),
-        ]
-        fidelity = self.fidelity
-        checks.append((
-            min(fidelity.steps, fidelity.batch_size, fidelity.max_length, fidelity.train_examples) >= 1,
-            f"fidelity needs steps, batch size, length and training examples >= 1: {fidelity}",
-        ))
-        for ok, message in checks:
-            if not ok:
-                raise BudgetError(message)
-        for name in self.also_minimize:
-            if name not in COST_OBJECTIVES[1:]:
-                raise BudgetError(f"--also-minimize takes {' or '.join(COST_OBJECTIVES[1:])}, got '{name}'")
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> JobSpec:
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        values["fidelity"] = Fidelity.from_json(data["fidelity"])
-        options = dict(data.get("task_options") or {})
-        if options.get("text_columns") is not None:
-            options["text_columns"] = tuple(options["text_columns"])
-        values["task_options"] = TaskOptions(**options)
-        values["also_minimize"] = tuple(data.get("also_minimize", ()))
-        return cls(**values)
-
 
 @dataclass(frozen=True)
 class PreparedJob:
