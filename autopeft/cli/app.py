@@ -137,7 +137,7 @@ def search(
         job_id = run_search(
             prepared, store, ray_address=ray_address, on_created=progress.created, on_progress=progress.update
         )
-    _print_result(store, job_id)
+    _print_result(store, job_id, storage)
 
 
 @app.command()
@@ -155,7 +155,7 @@ def resume(
     with views.SearchProgress(console, objectives[0], record.budget_trials) as progress:
         progress.created(job)
         resume_search(store, job, ray_address=ray_address, on_progress=progress.update)
-    _print_result(store, job)
+    _print_result(store, job, storage)
 
 
 @app.command()
@@ -165,15 +165,18 @@ def cancel(job: int, storage: Storage = DEFAULT_URL, server: Server = None) -> N
     console.print(f"job {job}: {state}")
 
 
-def _print_result(store: Store, job_id: int) -> None:
+def _print_result(store: Store, job_id: int, storage: str) -> None:
     job = store.job(job_id)
     objectives = job_objectives(job)
     trials = store.trials(job_id)
-    console.print(views.pareto_table(job, reports.reported_front(trials, objectives), _defaults(trials, objectives)))
+    front = reports.reported_front(trials, objectives)
+    console.print(views.pareto_table(job, front, _defaults(trials, objectives)))
     warning = reports.proxy_warning(trials, objectives)
     if warning:
         console.print(f"[yellow]warning: {warning}[/yellow]")
     console.print(f"job [bold]{job_id}[/bold] {job.state}: {job.trials_done} trials in {store.url}")
+    if front:
+        typer.echo(views.next_commands(job_id, front[0].number, storage))
 
 
 def _defaults(trials, objectives):
@@ -344,6 +347,7 @@ def serve(
     ray_address: Annotated[Optional[str], typer.Option(help="Existing Ray cluster (default: start a local one).")] = None,
     max_jobs: Annotated[int, typer.Option(help="Jobs running at once; more wait their turn.")] = 2,
     max_unfinished_jobs: Annotated[int, typer.Option(help="Jobs running or waiting; more are refused (429).")] = 8,
+    prepare_timeout: Annotated[float, typer.Option(help="Seconds a submission may take to validate (503 past it).")] = 120.0,
     allow_root: Annotated[Optional[list[Path]], typer.Option(
         help="Folder whose models, tasks and spaces requests may name (repeatable; default: shipped names only).",
     )] = None,
@@ -381,7 +385,7 @@ def serve(
     limits = ServiceLimits(**{name: value for name, value in chosen.items() if value is not None})
     store = Store(storage)
     start_ray(ray_address, num_cpus=os.cpu_count() or 1)
-    runner = JobRunner(store, ray_address, max_jobs, max_unfinished_jobs)
+    runner = JobRunner(store, ray_address, max_jobs, max_unfinished_jobs, prepare_timeout)
     resumed = runner.resume_unfinished()
     console.print(f"autopeft service on http://{host}:{port} (store {store.url}); resumed jobs: {resumed or 'none'}")
     uvicorn.run(create_app(store, token, runner, limits, roots), host=host, port=port, log_level="warning")

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from autopeft.objectives import Objective
-from autopeft.store import JobRecord, TrialRecord
+from autopeft.store import DEFAULT_URL, JobRecord, TrialRecord
 from autopeft.trials import TrialState
 
 if TYPE_CHECKING:  # the search stack (Ray, torch) loads only for the verbs that search
@@ -144,6 +144,19 @@ def validation_table(validation: dict[str, Any]) -> Table:
             f"{pair['trainable_params']:,}", "yes" if pair["trial"] in front else "",
         )  # fmt: skip
     return table
+
+
+def next_commands(job_id: int, trial: int, storage: str) -> str:
+    """What a user runs after a search: the front, its check on dev (validate), then the best row's
+    export or full training. Plain text: a terminal must not wrap a command that is to be pasted."""
+    store = "" if storage == DEFAULT_URL else f" --storage {storage}"
+    return "\n".join([
+        "next:",
+        f"  autopeft pareto {job_id}{store}",
+        f"  autopeft validate {job_id} --top 3{store}",
+        f"  autopeft export {job_id} --trial {trial} --format peft --out adapter{store}",
+        f"  autopeft train {job_id} --trial {trial} --out run{store}",
+    ])
 
 
 def search_header(prepared: PreparedJob, store_url: str) -> str:

@@ -40,6 +40,7 @@ def finished_job(tmp_path_factory, shared_data):
 def test_search_runs_every_trial_on_two_workers(finished_job):
     folder, storage, stdout = finished_job
     assert "Pareto set of job 1" in stdout and "job 1 completed: 4 trials" in stdout
+    assert f"autopeft validate 1 --top 3 --storage {storage}" in stdout  # the next commands, ready to paste
     jobs = json.loads(autopeft("jobs", "--json", "--storage", storage, cwd=folder).stdout)
     assert [(j["id"], j["state"], j["trials_done"]) for j in jobs] == [(1, "completed", 4)]
     status = json.loads(autopeft("status", "1", "--json", "--storage", storage, cwd=folder).stdout)
