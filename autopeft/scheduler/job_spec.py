@@ -91,10 +91,11 @@ class JobSpec:
              f"unknown optimizer '{self.optimizer}' (choose from {', '.join(OPTIMIZER_NAMES)})"),
         ]
         fidelity = self.fidelity
-        checks.append((
-            min(fidelity.steps, fidelity.batch_size, fidelity.max_length, fidelity.train_examples) >= 1,
-            f"fidelity needs steps, batch size, length and training examples >= 1: {fidelity}",
-        ))
+        for option in ("steps", "batch_size", "max_length", "train_examples", "eval_examples"):
+            value = getattr(fidelity, option)
+            flag = f"--{option.replace('_', '-')}"
+            checks.append((value is None or value >= 1, f"{flag} must be at least 1, got {value}"))
+        checks.append((fidelity.learning_rate > 0, f"--learning-rate must be positive, got {fidelity.learning_rate}"))
         for ok, message in checks:
             if not ok:
                 raise BudgetError(message)
