@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor, TimeoutError
 
 from autopeft.scheduler import JobSpec, prepare, resume_search
 from autopeft.scheduler.validation import check_validation, validate_job
@@ -31,30 +32,46 @@ class JobRunner:
     """Drives jobs on background threads; at most ``max_jobs`` run at once, the rest wait."""
 
     def __init__(
-        self, store: Store, ray_address: str | None = None, max_jobs: int = 2, max_unfinished: int = 8
+        self, store: Store, ray_address: str | None = None, max_jobs: int = 2, max_unfinished: int = 8,
+        prepare_timeout_s: float = 120.0,
     ) -> None:
         self.store = store
         self.ray_address = ray_address
         self.max_unfinished = max_unfinished
+        self.prepare_timeout_s = prepare_timeout_s
         self._slots = threading.BoundedSemaphore(max_jobs)
         self._submitting = threading.Lock()
+        self._preparing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="autopeft-prepare")
 
     def submit(self, spec: JobSpec) -> int:
         """Validate ``spec`` (AutopeftError for bad input), record it, start it; returns its id.
 
-        RequestError (429) when the store already holds ``max_unfinished`` unfinished jobs.
+        Validation loads the model's skeleton, the task and the space on one of two preparation
+        threads and may take at most ``prepare_timeout_s``: RequestError (503) past it. RequestError
+        (429) when the store already holds ``max_unfinished`` unfinished jobs.
         """
+        self._check_room()
+        preparing = self._preparing.submit(prepare, spec)
+        try:
+            prepared = preparing.result(timeout=self.prepare_timeout_s)
+        except TimeoutError:
+            raise RequestError(
+                None, f"validating the job took over {self.prepare_timeout_s:g} s (it loads the model, task and "
+                "space); try again later", self.prepare_timeout_s, status=503,
+            ) from None  # fmt: skip
         with self._submitting:
-            unfinished = sum(job.state in UNFINISHED for job in self.store.jobs())
-            if unfinished >= self.max_unfinished:
-                raise RequestError(
-                    None, f"the service already has {unfinished} unfinished jobs, its limit; "
-                    "wait for one to finish or cancel one", self.max_unfinished, status=429,
-                )  # fmt: skip
-            prepared = prepare(spec)
+            self._check_room()
             job_id = self.store.create_job(prepared.stored_spec(), spec.trials, spec.max_time_s)
         self._start(job_id)
         return job_id
+
+    def _check_room(self) -> None:
+        unfinished = sum(job.state in UNFINISHED for job in self.store.jobs())
+        if unfinished >= self.max_unfinished:
+            raise RequestError(
+                None, f"the service already has {unfinished} unfinished jobs, its limit; "
+                "wait for one to finish or cancel one", self.max_unfinished, status=429,
+            )  # fmt: skip
 
     def validate(self, job_id: int, **options) -> None:
         """Validate finished job ``job_id`` in the background (see ``validate_job`` for ``options``),

@@ -120,6 +120,14 @@ def test_unfinished_jobs_of_a_service_are_bounded(tmp_path):
     assert len(store.jobs()) == 2
 
 
+def test_validating_a_submission_is_bounded_in_time(tmp_path):
+    store = Store(str(tmp_path / "store.db"))
+    client = TestClient(create_app(store, TOKEN, JobRunner(store, max_jobs=0, prepare_timeout_s=0.001)))
+    answer = client.post("/jobs", json=JOB, headers=AUTH)
+    assert answer.status_code == 503 and answer.json()["detail"].startswith("validating the job took over 0.001 s")
+    assert store.jobs() == []
+
+
 def test_validating_needs_a_finished_job_and_bounded_effort(tmp_path):
     client, store = _bounded_client(tmp_path)
     job = client.post("/jobs", json=JOB, headers=AUTH).json()["id"]
