@@ -360,7 +360,10 @@ class Scheduler:
         """Leave the job resumable: workers stop, their trials stay running until a new driver
         retries them (what they finished is already stored by the workers)."""
         self.pool.shutdown()
-        self.store.set_job_state(self.job_id, state, reason)
+        try:
+            self.store.set_job_state(self.job_id, state, reason)
+        except Exception as exc:  # noqa: BLE001 - the store may be what failed; resume takes over a running job
+            log.error("job %s: could not record %s (%s); the job stays resumable", self.job_id, state, exc)
 
     def _abandon_running(self, reason: str) -> None:
         for slot in self.pool.busy:
