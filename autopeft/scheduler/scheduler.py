@@ -182,7 +182,7 @@ class Scheduler:
         if time.monotonic() - self._last_beat < self.settings.heartbeat_s:
             return None
         self._last_beat = time.monotonic()
-        return self.store.heartbeat_job(self.job_id, self.driver)
+        return self.store.heartbeat_job(self.job_id, self.driver, run_seconds=self.budget.elapsed_s())
 
     def _restore(self) -> None:
         """Take over what a previous driver left: observations, promotions, unfinished trials."""
@@ -200,6 +200,7 @@ class Scheduler:
             self.budget.charge(self.settings.rungs.cost(trial.rung), trial.wall_time_s)
             self.done += 1
             self.failed += trial.state == TrialState.FAILED
+        self.budget.started -= self.store.job(self.job_id).run_seconds  # --max-time counts earlier drivers' time
         history = self.store.hypervolumes(self.job_id)
         if history:
             self._reference = history[-1][3]  # the reference is fixed once: a resumed job keeps it

@@ -33,6 +33,8 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text)
     driver: Mapped[str | None] = mapped_column(String(128))
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    run_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    """Wall-clock seconds its drivers have run the job, renewed with each heartbeat."""
 
     trials: Mapped[list[Trial]] = relationship(back_populates="job", cascade="all, delete-orphan")
 

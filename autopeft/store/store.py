@@ -127,6 +127,7 @@ class JobRecord:
     """Search trials by state (validation runs are not part of the search's budget)."""
     driver: str | None = None
     heartbeat_at: datetime | None = None
+    run_seconds: float = 0.0
 
     @property
     def trials_done(self) -> int:
@@ -230,6 +231,7 @@ class Store:
             trial_counts=counts,
             driver=job.driver,
             heartbeat_at=_utc(job.heartbeat_at),
+            run_seconds=job.run_seconds,
         )
 
     def set_job_state(self, job_id: int, state: str, error: str | None = None) -> None:
@@ -358,15 +360,17 @@ class Store:
                 )
             session.add(Event(job_id=job_id, kind="driver", message=f"driven by {driver}"))
 
-    def heartbeat_job(self, job_id: int, driver: str) -> str:
-        """Renew ``driver``'s lease; returns the job's state (to see cancellation).
+    def heartbeat_job(self, job_id: int, driver: str, run_seconds: float | None = None) -> str:
+        """Renew ``driver``'s lease, and record the job's ``run_seconds`` so far when given; returns
+        the job's state (to see cancellation).
 
         LeaseLost when another driver has claimed the job since (this one's lease had expired).
         """
+        values: dict[str, Any] = {"heartbeat_at": utcnow()}
+        if run_seconds is not None:
+            values["run_seconds"] = run_seconds
         with self._session() as session:
-            renewed = session.execute(
-                update(Job).where(Job.id == job_id, Job.driver == driver).values(heartbeat_at=utcnow())
-            )
+            renewed = session.execute(update(Job).where(Job.id == job_id, Job.driver == driver).values(**values))
             job = session.get(Job, job_id)
             if renewed.rowcount != 1:
                 raise LeaseLost(f"job {job_id} is now driven by {job.driver}; this driver ({driver}) stops")

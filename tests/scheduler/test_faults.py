@@ -128,6 +128,8 @@ def test_an_interrupted_and_a_killed_driver_resume_without_losing_or_repeating_c
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
     driver.wait()
     assert store.job(1).state == JobState.RUNNING
+    ran_before = store.job(1).run_seconds
+    assert ran_before > 0  # the drivers' heartbeats carry the job's running time
 
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=900, **options)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -136,6 +138,7 @@ def test_an_interrupted_and_a_killed_driver_resume_without_losing_or_repeating_c
     trials = store.trials(1)
     completed = [t for t in trials if t.state == TrialState.COMPLETED]
     assert job.state == JobState.COMPLETED
+    assert job.run_seconds > ran_before  # the --max-time clock went on from where the killed driver left it
     assert len(completed) == 6 and len(trials) == 6
     kept = {t.id: t for t in completed}
     for trial in before:  # completed before the kill: same row, same values, never rerun

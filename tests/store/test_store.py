@@ -189,7 +189,8 @@ def test_a_driver_whose_lease_was_taken_over_stops(store_url):
     store = Store(store_url)
     job_id = store.create_job({}, budget_trials=1)
     store.claim_job(job_id, "host:1", stale_after_s=60.0)
-    assert store.heartbeat_job(job_id, "host:1") == JobState.RUNNING
+    assert store.heartbeat_job(job_id, "host:1", run_seconds=12.5) == JobState.RUNNING
+    assert store.job(job_id).run_seconds == 12.5  # a resumed driver's --max-time clock starts from here
     with pytest.raises(StoreError, match="is driven by host:1"):
         store.claim_job(job_id, "host:2", stale_after_s=60.0)
     store.claim_job(job_id, "host:2", stale_after_s=0.0)  # host:1 fell silent past the lease
