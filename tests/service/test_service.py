@@ -255,11 +255,16 @@ def test_a_job_over_http_survives_a_service_restart(tmp_path, minilm_ref):
         chosen = front[0]
         archive = http.get(f"/jobs/{job['id']}/export", params={"trial": chosen["trial"], "format": "peft"})
         assert archive.status_code == 200
+        asked = http.post(f"/jobs/{job['id']}/validate", json={"top": 1, "steps": 12, "train_examples": 96})
+        assert asked.status_code == 202, asked.text
+        validation = _wait(lambda: http.get(f"/jobs/{job['id']}").json()["validation"])
     finally:
         os.killpg(service.pid, signal.SIGTERM)
         service.wait(timeout=60)
     assert status["trial_counts"] == {"completed": 4}
-    trials = Store(storage).trials(job["id"])
+    assert validation["split"] == "dev" and [pair["trial"] for pair in validation["pairs"]] == [chosen["trial"]]
+    assert validation["pairs"][0]["fidelity"]["steps"] == 12
+    trials = [t for t in Store(storage).trials(job["id"]) if t.role != "validation"]
     assert len(trials) == 4 and any(t.attempt == 2 for t in trials) or all(t.attempt == 1 for t in trials)
     folder = tmp_path / "adapter"
     zipfile.ZipFile(io.BytesIO(archive.content)).extractall(folder)
