@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -103,3 +108,15 @@ def test_load_adapter_needs_the_weights(exported, minilm_ref, tmp_path):
     shutil.copytree(exported[0], tmp_path / "only-config")
     with pytest.raises(ExportError, match="no autopeft_adapter.safetensors in"):
         autopeft.load_adapter(user_model(minilm_ref), tmp_path / "only-config")
+
+
+
+def test_apply_loads_only_torch_transformers_peft_and_autopeft():
+    """The one call a training script needs must not pull in the search, store or service stacks."""
+    probe = ("import sys, autopeft; autopeft.apply; print(','.join(sorted(n for n in "
+             "('ray', 'botorch', 'optuna', 'fastapi', 'sqlalchemy', 'alembic', 'sklearn') if n in sys.modules)))")
+    repository = str(Path(__file__).resolve().parents[1])
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                            cwd=repository, env={**os.environ, "PYTHONPATH": repository})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == ""

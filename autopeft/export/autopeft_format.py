@@ -12,16 +12,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 import autopeft
 from autopeft.errors import ExportError
-from autopeft.export.source import ExportSource
 from autopeft.space.layout import LayerLayout, ModelLayout, matrix_shape
 from autopeft.space.structure import Structure
 from autopeft.tasks import TaskKind
+
+if TYPE_CHECKING:  # the store and the scheduler stay out of autopeft.apply's imports
+    from autopeft.export.source import ExportSource
 
 CONFIG_NAME = "autopeft_config.json"
 FORMAT_VERSION = 1
