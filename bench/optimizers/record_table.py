@@ -63,6 +63,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=None, help="stop after this many new configurations")
     parser.add_argument("--task", choices=list(TASKS), default="sst2")
+    parser.add_argument("--largest-first", action="store_true",
+                        help="record the largest structures first (a quick check that the task separates them)")
     parser.add_argument("--out", type=Path, default=None, help="default: results/minilm_<task>_table.csv")
     parser.add_argument("--shard", default="0/1", help="I/N: record every N-th configuration from the I-th")
     parser.add_argument("--merge", action="store_true", help="join the shard files into --out and stop")
@@ -78,7 +80,10 @@ def main() -> None:
 
     space = grouped_space()
     done = recorded(args.out) | recorded(table)
-    mine = [p for number, p in enumerate(space.all_points()) if number % count == index]
+    points = list(space.all_points())
+    if args.largest_first:
+        points.sort(key=space.trainable_params, reverse=True)
+    mine = [p for number, p in enumerate(points) if number % count == index]
     todo = [p for p in mine if config_id(p) not in done][: args.limit]
     print(f"{len(done)} recorded, {len(todo)} to go; fidelity {FIDELITY}", flush=True)
     trainer = proxy_trainer(args.task)
