@@ -156,7 +156,6 @@ def validation_json(trials: Sequence[TrialRecord], objectives: Sequence[Objectiv
     from scipy.stats import kendalltau, spearmanr  # only status of a validated job pays for scipy.stats
 
     metric = objectives[0].name
-    by_id = {t.id: t for t in trials}
     latest: dict[int, TrialRecord] = {}
     for trial in trials:
         if trial.role == TrialRole.VALIDATION and trial.state == TrialState.COMPLETED and trial.value(metric) is not None:
@@ -165,7 +164,7 @@ def validation_json(trials: Sequence[TrialRecord], objectives: Sequence[Objectiv
     pairs = [(searched[origin], run) for origin, run in latest.items() if origin in searched]
     if not pairs:
         return None
-    front_ids = {r.id for r in pareto_front(trials, objectives)}
+    front_ids = {r.id for r in non_dominated(list(searched.values()), objectives)}
     validated_front = non_dominated([run for _, run in pairs], objectives)
     validated_ids = {run.origin_id for run in validated_front}
     search_scores = [origin.value(metric) for origin, _ in pairs]
@@ -185,7 +184,7 @@ def validation_json(trials: Sequence[TrialRecord], objectives: Sequence[Objectiv
         "search_front_validated": len(on_front),
         "search_front_still_non_dominated": sum(i in validated_ids for i in on_front),
         "validated_front": [
-            {"trial": by_id[run.origin_id].number, "validation_trial": run.number, "dev": run.value(metric),
+            {"trial": searched[run.origin_id].number, "validation_trial": run.number, "dev": run.value(metric),
              "trainable_params": run.trainable_params}
             for run in validated_front
         ],

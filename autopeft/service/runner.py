@@ -20,12 +20,10 @@ from concurrent.futures import ThreadPoolExecutor, TimeoutError
 from autopeft.scheduler import JobSpec, prepare, resume_search
 from autopeft.scheduler.validation import check_validation, validate_job
 from autopeft.service.limits import RequestError
-from autopeft.store import JobState, Store
+from autopeft.store import FINAL_JOB_STATES, JobState, Store
 
 log = logging.getLogger("autopeft.service")
 UNFINISHED = (JobState.PENDING, JobState.RUNNING, JobState.CANCELLING)
-RESUMED_AT_START = (*UNFINISHED, JobState.INTERRUPTED, JobState.FAILED)
-"""A restarted service drives again every job that neither completed nor was cancelled by its user."""
 
 
 class JobRunner:
@@ -89,8 +87,9 @@ class JobRunner:
             log.error("validation of job %s failed: %s", job_id, (str(exc).splitlines() or [type(exc).__name__])[0])
 
     def resume_unfinished(self) -> list[int]:
-        """Drive every job of the store that may continue (never refused); returns their ids."""
-        unfinished = [job.id for job in self.store.jobs() if job.state in RESUMED_AT_START]
+        """Drive every job of the store that is not final (never refused): whatever neither completed
+        nor was cancelled by its user continues; returns their ids."""
+        unfinished = [job.id for job in self.store.jobs() if job.state not in FINAL_JOB_STATES]
         for job_id in unfinished:
             self._start(job_id)
         return unfinished
