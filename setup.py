@@ -1,7 +1,7 @@
 """Package list only; all metadata lives in pyproject.toml.
 
 storage/ (the Alembic environment) and search_spaces/ (the shipped spaces) sit at the top of the
-repository (DESIGN.md). They ship inside the wheel as ``autopeft._migrations`` and
+repository (README, "Layout"). They ship inside the wheel as ``autopeft._migrations`` and
 ``autopeft._search_spaces`` so that an installed autopeft migrates its store and finds its spaces
 without the source tree, which a declarative package finder cannot express.
 """

@@ -1,6 +1,6 @@
 """Folders that live at the top of the repository and ship inside the wheel under another name.
 
-``search_spaces/`` and ``storage/`` are top-level folders of the source tree (DESIGN.md) that
+``search_spaces/`` and ``storage/`` are top-level folders of the source tree (README, "Layout") that
 setup.py installs as ``autopeft/_search_spaces`` and ``autopeft/_migrations``. They are plain data
 folders, not import packages, so they are found by path: inside the installed package first, then
 beside it in a source checkout (editable installs).

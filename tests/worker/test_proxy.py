@@ -26,7 +26,7 @@ def trainer(minilm_ref, sst2):
 def test_lora_trial_learns_sst2_and_reports_costs(trainer):
     outcome = trainer.run(TrialRequest(1, 0, LORA_QV.to_json(), seed=0, fidelity=FIDELITY))
     assert outcome.state == TrialState.COMPLETED, outcome.error
-    assert outcome.metrics["accuracy"] > 0.65  # chance is 0.5; DESIGN.md: ~0.8 after 150 steps
+    assert outcome.metrics["accuracy"] > 0.65  # chance is 0.5; LoRA r8 q,v reaches ~0.8 after 150 steps
     assert outcome.metrics["train_loss_last"] < outcome.metrics["train_loss_first"]
     assert outcome.metrics["lr_rescues"] == 0 and outcome.metrics["predicted_classes"] == 2.0  # learnt at 2e-3
     assert outcome.trainable_params == 74_498  # 12 x 8 x (384 + 384) + classifier 384 x 2 + 2
