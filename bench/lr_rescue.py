@@ -48,18 +48,6 @@ def chosen_configs(per_group: int) -> list[tuple[str, str]]:
     return [("largest", r["config"]) for r in rows[:per_group]] + [("smallest", r["config"]) for r in rows[-per_group:]]
 
 
-def point_of(space, config: str):
-    """The grouped-space point whose id is ``config`` (``middle+top/r64/ko+ffn``)."""
-    groups, rank, modules = config.split("/")
-    attention = next((name for name in ("qkvo", "qv", "ko") if name in modules.split("+")), "none")
-    return {
-        **{f"group.{g}": g in groups.split("+") for g in ("bottom", "middle", "top")},
-        "rank": int(rank[1:]),
-        "attention": attention,
-        "ffn": "ffn" in modules.split("+"),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-group", type=int, default=6)
@@ -69,6 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     shard = Shard.parse(args.shard)
     space = grouped_space()
+    points = {space.config_id(p): p for p in space.all_points()}
     runs = [(t, g, c, p) for t in args.tasks for g, c in chosen_configs(args.per_group) for p in POLICIES]
     done = read_rows(RESULTS, "key")
     with row_writer(shard.path(RESULTS), COLUMNS) as write:
@@ -81,7 +70,7 @@ def main() -> None:
             trainer = ProxyTrainer(WorkerSpec(resolve_model("minilm"), task, threads=1), device="cpu")
             fidelity = replace(FIDELITY, train_examples=min(FIDELITY.train_examples, len(task.train)))
             for number, (_, group, config, policy) in enumerate(todo):
-                point = point_of(space, config)
+                point = points[config]
                 request = TrialRequest(number, number, space.decode(point).to_json(), seed=0,
                                        fidelity=replace(fidelity, lr_rescues=POLICIES[policy]))
                 outcome = trainer.run(request)

@@ -43,7 +43,6 @@ from autopeft.tasks import Task, load_task
 from autopeft.training.model import TrainableModel, prepare_model
 from autopeft.training.options import TrainingOptions
 from autopeft.training.run import majority_baseline, train_model
-from bench.optimizers.grouped_lora import config_id
 from bench.optimizers.proxy_setup import grouped_space
 from bench.optimizers.record_table import TABLE
 from bench.shards import Shard, read_rows, row_writer
@@ -86,7 +85,7 @@ def lora_r8_qv(num_layers: int) -> Structure:
 def searched_pick(budget: int) -> tuple[str, Structure]:
     """The lookup table's most accurate Pareto-optimal structure with at most ``budget`` parameters."""
     space = grouped_space()
-    points = {config_id(p): p for p in space.all_points()}
+    points = {space.config_id(p): p for p in space.all_points()}
     with TABLE.open(newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if r["state"] == "completed" and r["accuracy"]]
     values = torch.tensor([[float(r["accuracy"]), -float(r["trainable_params"])] for r in rows], dtype=torch.double)

@@ -1,20 +1,20 @@
 """MOBO against random, MOTPE and NSGA-II on a recorded MiniLM lookup table.
 
-Every configuration of the grouped LoRA space (:mod:`bench.optimizers.grouped_lora`) was trained
-once for real by :mod:`bench.optimizers.record_table` (150 steps, 2,400 training examples, 400
-scored examples, training seed 0): on SST-2 (the default table, scored on dev, on which MOBO's
-defaults were chosen) or on MRPC (``--table bench/optimizers/results/minilm_mrpc_table.csv``,
-scored on the search split, a table no default was tuned on). Here each optimizer searches that space through autopeft's
-own contract, and "evaluating" a point reads its recorded dev accuracy; trainable parameters are
-the exact counts. Two points per batch, as with 2 workers. The noise of a real proxy is frozen
+Every configuration of a grouped space (:mod:`bench.optimizers.grouped_spaces`) was trained once
+for real by :mod:`bench.optimizers.record_table` (150 steps, 2,400 training examples, 400 scored
+examples, training seed 0): the LoRA space on SST-2 (the default table, scored on dev, on which
+MOBO's defaults were chosen), or the adapter space on SST-2 (``--space adapters``, scored on the
+search split, a table no default was tuned on). Here each optimizer searches that space through
+autopeft's own contract, and "evaluating" a point reads its recorded accuracy; trainable
+parameters are the exact counts. Two points per batch, as with 2 workers. The noise of a real proxy is frozen
 into the table (one draw per configuration), so a seed changes the optimizer, not the scores.
 
 Hypervolume is on (accuracy, log10 trainable parameters) against one reference point for all
 runs, placed by autopeft's rule on the whole table; 100% is the HV of the table's true front.
 
     python -m bench.optimizers.lookup --seeds 5 --out docs/optimizers_lookup.md
-    python -m bench.optimizers.lookup --seeds 10 --optimizers mobo random motpe nsga2 \
-        --table bench/optimizers/results/minilm_mrpc_table.csv --out docs/optimizers_lookup_mrpc.md
+    python -m bench.optimizers.lookup --seeds 10 --space adapters --optimizers mobo random motpe nsga2 \
+        --out docs/optimizers_lookup_adapters.md
 """
 
 from __future__ import annotations
@@ -31,18 +31,24 @@ from autopeft.optimizers import make_optimizer
 from autopeft.optimizers.axes import to_axis
 from autopeft.optimizers.hypervolume import reference_axes, reference_point
 from autopeft.space import Point
-from bench.optimizers.grouped_lora import DIMENSIONS, GroupedLoraSpace, config_id
+from bench.optimizers.grouped_spaces import GROUPED_SPACES, GroupedSpace
 from bench.optimizers.loop import Run, dominated_volume, run_optimizer
 from bench.optimizers.proxy_setup import grouped_space
-from bench.optimizers.record_table import TABLE
+from bench.optimizers.record_table import table_path
 
 OBJECTIVES = [Objective("accuracy", "max"), Objective("trainable_params", "min")]
 WORKERS = 2
 BUDGETS = {"mobo": 40, "mobo-global": 40, "mobo-2d": 40, "motpe": 40, "nsga2": 40, "random": 64}
-MOBO_VARIANTS = {
-    "mobo-global": {"local_radius": None},  # acquisition over the whole space, no front neighbourhood
-    "mobo-2d": {"initial_points": 2 * len(DIMENSIONS)},  # the earlier default design: two Sobol points per dimension
-}
+
+
+def mobo_variant(name: str, space: GroupedSpace) -> dict:
+    """Attributes a named MOBO variant changes from the defaults."""
+    return {
+        "mobo-global": {"local_radius": None},  # acquisition over the whole space, no front neighbourhood
+        "mobo-2d": {"initial_points": 2 * len(space.dimensions)},  # the earlier default: two Sobol points per dimension
+    }.get(name, {})
+
+
 CHECKPOINTS = (10, 20, 30, 40, 64)
 
 
@@ -62,13 +68,13 @@ def axes(values) -> list[float]:
     return [to_axis(o, values[o.name]) for o in OBJECTIVES]
 
 
-def search(space: GroupedLoraSpace, table, name: str, seed: int, reference) -> Run:
+def search(space: GroupedSpace, table, name: str, seed: int, reference) -> Run:
     optimizer = make_optimizer(name.split("-")[0], space, OBJECTIVES, seed=seed)
-    for attribute, value in MOBO_VARIANTS.get(name, {}).items():
+    for attribute, value in mobo_variant(name, space).items():
         setattr(optimizer, attribute, value)
 
     def evaluate(point: Point):
-        return table[config_id(point)]
+        return table[space.config_id(point)]
 
     return run_optimizer(optimizer, evaluate, axes, reference, BUDGETS[name], initial=WORKERS, q=WORKERS)
 
@@ -113,14 +119,16 @@ def report(runs: dict[str, list[Run]], best: float, table: Path, table_size: int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--table", type=Path, default=TABLE)
+    parser.add_argument("--space", choices=list(GROUPED_SPACES), default="lora")
+    parser.add_argument("--task", default="sst2", help="the task the table was recorded on")
     parser.add_argument("--optimizers", nargs="+", default=list(BUDGETS), choices=list(BUDGETS))
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    space, table = grouped_space(), read_table(args.table)
-    missing = [config_id(p) for p in space.all_points() if config_id(p) not in table]
+    path = table_path(args.space, args.task)
+    space, table = grouped_space(args.space), read_table(path)
+    missing = [space.config_id(p) for p in space.all_points() if space.config_id(p) not in table]
     if missing:
-        raise SystemExit(f"{args.table} lacks {len(missing)} configurations (e.g. {missing[0]}); record them first")
+        raise SystemExit(f"{path} lacks {len(missing)} configurations (e.g. {missing[0]}); record them first")
     completed = [v for v in table.values() if v is not None]
     reference = reference_point(completed, OBJECTIVES)
     ref_axes = reference_axes(reference, OBJECTIVES)
@@ -131,10 +139,11 @@ def main() -> None:
             run = search(space, table, name, seed, ref_axes)
             runs.setdefault(name, []).append(run)
             print(f"{name} seed {seed}: HV {100 * run.hypervolumes[-1] / best:.1f}% after {len(run.hypervolumes)}", flush=True)
-    command = f"python -m bench.optimizers.lookup --seeds {args.seeds} --optimizers {' '.join(args.optimizers)}" + (
-        "" if args.table == TABLE else f" --table {args.table}"
-    ) + (f" --out {args.out}" if args.out else "")
-    text = report(runs, best, args.table, len(table), {k: round(v, 4) for k, v in reference.items()}, command)
+    command = (
+        f"python -m bench.optimizers.lookup --seeds {args.seeds} --space {args.space} --task {args.task} "
+        f"--optimizers {' '.join(args.optimizers)}" + (f" --out {args.out}" if args.out else "")
+    )
+    text = report(runs, best, path.relative_to(Path(__file__).parents[2]), len(table), {k: round(v, 4) for k, v in reference.items()}, command)
     print(text)
     if args.out:
         args.out.write_text(text)

@@ -7,7 +7,7 @@ from autopeft.tasks import load_task
 from autopeft.tasks.holdout import with_search_split
 from autopeft.trials import Fidelity, TrialOutcome, TrialRequest
 from autopeft.worker.proxy import ProxyTrainer, WorkerSpec
-from bench.optimizers.grouped_lora import GroupedLoraSpace
+from bench.optimizers.grouped_spaces import GROUPED_SPACES, GroupedSpace
 
 SST2 = "/work/shared/data/glue/SST-2"
 TASKS = {"sst2": SST2, "mrpc": "/work/shared/data/glue/MRPC"}
@@ -17,9 +17,9 @@ FIDELITY = Fidelity(
 )
 
 
-def grouped_space() -> GroupedLoraSpace:
-    """The benchmark space bound to MiniLM's meta skeleton (no weights loaded)."""
-    return GroupedLoraSpace(build_skeleton(resolve_model("minilm"), load_task(SST2)))
+def grouped_space(name: str = "lora") -> GroupedSpace:
+    """The grouped benchmark space ``name`` (a key of GROUPED_SPACES) on MiniLM's meta skeleton."""
+    return GROUPED_SPACES[name](build_skeleton(resolve_model("minilm"), load_task(SST2)))
 
 
 def proxy_trainer(task: str = "sst2") -> ProxyTrainer:
@@ -28,7 +28,7 @@ def proxy_trainer(task: str = "sst2") -> ProxyTrainer:
     return ProxyTrainer(WorkerSpec(resolve_model("minilm"), split, threads=1), device="cpu")
 
 
-def train(trainer: ProxyTrainer, space: GroupedLoraSpace, point, number: int, seed: int) -> TrialOutcome:
+def train(trainer: ProxyTrainer, space: GroupedSpace, point, number: int, seed: int) -> TrialOutcome:
     """One real proxy fine-tune of ``point`` at :data:`FIDELITY`."""
     request = TrialRequest(
         trial_id=number, number=number, structure=space.decode(point).to_json(), seed=seed, fidelity=FIDELITY

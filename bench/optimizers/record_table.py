@@ -1,12 +1,13 @@
-"""Record a MiniLM lookup table: every feasible point of the grouped LoRA space, trained once.
+"""Record a MiniLM lookup table: every feasible point of a grouped space, trained once.
 
-``--task sst2`` (the table the optimizer defaults were chosen on, recorded before trials scored on
-a search split) or ``--task mrpc`` (a second table that no default was tuned on).
+``--space lora --task sst2`` is the table the optimizer defaults were chosen on (recorded before
+trials scored on a search split). ``--space adapters`` (SST-2) and ``--task mrpc`` are tables no
+default was tuned on.
 
 Appends one CSV row per configuration as soon as it finishes and skips configurations already in
 the file, so an interrupted recording resumes where it stopped::
 
-    nice -n 10 python -m bench.optimizers.record_table [--task mrpc] [--limit N] [--shard I/N]
+    nice -n 10 python -m bench.optimizers.record_table [--space adapters] [--task mrpc] [--limit N] [--shard I/N]
 
 Two shards (``--shard 0/2`` and ``--shard 1/2``, one thread each) use both cores of a 2-core machine;
 each writes its own file (``…table.shard0.csv``) and ``--merge`` joins them into the table.
@@ -19,16 +20,26 @@ import csv
 import time
 from pathlib import Path
 
-from bench.optimizers.grouped_lora import config_id
+from bench.optimizers.grouped_spaces import GROUPED_SPACES
 from bench.optimizers.proxy_setup import FIDELITY, TASKS, grouped_space, proxy_trainer, train
 
 RESULTS = Path(__file__).parent / "results"
-TABLE = RESULTS / "minilm_sst2_table.csv"
 TRAINING_SEED = 0
-COLUMNS = [
-    "config", "group.bottom", "group.middle", "group.top", "rank", "attention", "ffn",
-    "trainable_params", "accuracy", "peak_memory_bytes", "step_time_s", "wall_time_s", "state", "error",
+OUTCOME_COLUMNS = [
+    "trainable_params", "accuracy", "peak_memory_bytes", "step_time_s", "wall_time_s", "state", "error"
 ]  # fmt: skip
+
+
+def table_path(space: str, task: str) -> Path:
+    """Where the table of grouped space ``space`` on ``task`` lives (the LoRA tables keep their first names)."""
+    return RESULTS / (f"minilm_{task}_table.csv" if space == "lora" else f"minilm_{task}_{space}_table.csv")
+
+
+TABLE = table_path("lora", "sst2")
+
+
+def columns(space) -> list[str]:
+    return ["config", *space.names, *OUTCOME_COLUMNS]
 
 
 def recorded(path: Path) -> set[str]:
@@ -42,13 +53,13 @@ def shard_path(table: Path, index: int) -> Path:
     return table.with_name(f"{table.stem}.shard{index}{table.suffix}")
 
 
-def merge_shards(table: Path) -> None:
+def merge_shards(table: Path, fieldnames: list[str]) -> None:
     """Append every shard row not yet in ``table``, then delete the shard files."""
     shards = sorted(table.parent.glob(f"{table.stem}.shard*{table.suffix}"))
     done = recorded(table)
     new_file = not table.exists()
     with table.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=fieldnames)
         if new_file:
             writer.writeheader()
         for shard in shards:
@@ -62,42 +73,43 @@ def merge_shards(table: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=None, help="stop after this many new configurations")
+    parser.add_argument("--space", choices=list(GROUPED_SPACES), default="lora")
     parser.add_argument("--task", choices=list(TASKS), default="sst2")
     parser.add_argument("--largest-first", action="store_true",
                         help="record the largest structures first (a quick check that the task separates them)")
-    parser.add_argument("--out", type=Path, default=None, help="default: results/minilm_<task>_table.csv")
+    parser.add_argument("--out", type=Path, default=None, help="default: results/minilm_<task>[_<space>]_table.csv")
     parser.add_argument("--shard", default="0/1", help="I/N: record every N-th configuration from the I-th")
     parser.add_argument("--merge", action="store_true", help="join the shard files into --out and stop")
     args = parser.parse_args()
-    table = args.out or RESULTS / f"minilm_{args.task}_table.csv"
+    table = args.out or table_path(args.space, args.task)
     args.out = table
     index, count = (int(part) for part in args.shard.split("/"))
+    space = grouped_space(args.space)
     if args.merge:
-        merge_shards(args.out)
+        merge_shards(args.out, columns(space))
         return
     if count > 1:
         args.out = shard_path(args.out, index)
 
-    space = grouped_space()
     done = recorded(args.out) | recorded(table)
     points = list(space.all_points())
     if args.largest_first:
         points.sort(key=space.trainable_params, reverse=True)
     mine = [p for number, p in enumerate(points) if number % count == index]
-    todo = [p for p in mine if config_id(p) not in done][: args.limit]
+    todo = [p for p in mine if space.config_id(p) not in done][: args.limit]
     print(f"{len(done)} recorded, {len(todo)} to go; fidelity {FIDELITY}", flush=True)
     trainer = proxy_trainer(args.task)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     new_file = not args.out.exists()
     with args.out.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=columns(space))
         if new_file:
             writer.writeheader()
         for number, point in enumerate(todo):
             started = time.perf_counter()
             outcome = train(trainer, space, point, number, TRAINING_SEED)
             writer.writerow({
-                "config": config_id(point), **point,
+                "config": space.config_id(point), **point,
                 "trainable_params": outcome.trainable_params or space.trainable_params(point),
                 "accuracy": outcome.metrics.get("accuracy", ""),
                 "peak_memory_bytes": outcome.peak_memory_bytes, "step_time_s": outcome.step_time_s,
@@ -105,7 +117,7 @@ def main() -> None:
             })  # fmt: skip
             handle.flush()
             accuracy = outcome.metrics.get("accuracy", float("nan"))
-            print(f"{len(done) + number + 1:4d} {config_id(point):32s} acc={accuracy:.4f} "
+            print(f"{len(done) + number + 1:4d} {space.config_id(point):32s} acc={accuracy:.4f} "
                   f"params={outcome.trainable_params} {time.perf_counter() - started:.1f}s", flush=True)  # fmt: skip
 
 
