@@ -10,17 +10,57 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
-from autopeft.store.store import JobRecord, TrialRecord, TrialRole
-from autopeft.trials import TrialState
+from autopeft.trials import TrialRole, TrialState
 
 if TYPE_CHECKING:  # torch, botorch and the task loaders load only when a front is computed
     import torch
 
     from autopeft.tasks import Task
+
+
+class MeasuredTrial(Protocol):
+    """What a front needs of a trial; the store's frozen ``TrialRecord`` is one.
+
+    The objectives sit below the store (docs/architecture.md), so they name no store type.
+    Pooling replicates makes a new record with :func:`dataclasses.replace`, so an implementation
+    must be a dataclass with ``replicates`` and ``spread`` fields.
+    """
+
+    @property
+    def number(self) -> int: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def rung(self) -> int: ...
+    @property
+    def structure(self) -> dict[str, Any]: ...
+    @property
+    def values(self) -> dict[str, float]: ...
+    @property
+    def step_time_s(self) -> float | None: ...
+    @property
+    def wall_time_s(self) -> float | None: ...
+    @property
+    def peak_memory_bytes(self) -> int | None: ...
+
+    def value(self, name: str) -> float | None: ...
+
+
+class SpecifiedJob(Protocol):
+    """A job with its stored spec (the store's ``JobRecord`` is one)."""
+
+    @property
+    def spec(self) -> Mapping[str, Any]: ...
+
+
+Measured = TypeVar("Measured", bound=MeasuredTrial)
+"""Whatever trial type goes in comes out (the store's records stay records)."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +78,7 @@ class Objective:
         return cls(data["name"], data["goal"])  # type: ignore[arg-type]
 
 
-def job_objectives(job: JobRecord) -> list[Objective]:
+def job_objectives(job: SpecifiedJob) -> list[Objective]:
     """The objectives a stored job searched with."""
     return [Objective.from_json(o) for o in job.spec["objectives"]]
 
@@ -50,32 +90,32 @@ def default_objectives(task: Task) -> list[Objective]:
     return [Objective(task.metric, METRIC_GOALS[task.metric]), Objective("trainable_params", "min")]
 
 
-def observed(trials: Sequence[TrialRecord], objectives: Sequence[Objective]) -> list[TrialRecord]:
+def observed(trials: Sequence[Measured], objectives: Sequence[Objective]) -> list[Measured]:
     """Completed search trials with a value for every objective, replicates pooled (:func:`pooled`)."""
     searched = [t for t in trials if t.role != TrialRole.VALIDATION]
     return [t for t in pooled(searched) if all(t.value(o.name) is not None for o in objectives)]
 
 
-def structure_key(trial: TrialRecord) -> tuple[str, int]:
+def structure_key(trial: MeasuredTrial) -> tuple[str, int]:
     """Trials with the same key are replicates of one measurement: same structure, same rung."""
     return json.dumps(trial.structure, sort_keys=True), trial.rung
 
 
-def pooled(trials: Sequence[TrialRecord]) -> list[TrialRecord]:
+def pooled(trials: Sequence[Measured]) -> list[Measured]:
     """Completed trials, one record per :func:`structure_key`, in the order of their first trial.
 
     A structure run more than once is represented by its first trial (whose number ``export``
     takes) with every value and measured cost replaced by the mean over the completed runs,
     ``replicates`` listing the runs' numbers and ``spread`` their sample standard deviations.
     """
-    groups: dict[tuple[str, int], list[TrialRecord]] = {}
+    groups: dict[tuple[str, int], list[Measured]] = {}
     for trial in trials:
         if trial.state == TrialState.COMPLETED:
             groups.setdefault(structure_key(trial), []).append(trial)
     return [group[0] if len(group) == 1 else _mean_record(group) for group in groups.values()]
 
 
-def _mean_record(group: Sequence[TrialRecord]) -> TrialRecord:
+def _mean_record(group: Sequence[Measured]) -> Measured:
     names = set.intersection(*(set(t.values) for t in group))
     values = {name: [t.values[name] for t in group] for name in sorted(names)}
 
@@ -94,7 +134,7 @@ def _mean_record(group: Sequence[TrialRecord]) -> TrialRecord:
     )
 
 
-def maximisation_values(trials: Sequence[TrialRecord], objectives: Sequence[Objective]) -> torch.Tensor:
+def maximisation_values(trials: Sequence[MeasuredTrial], objectives: Sequence[Objective]) -> torch.Tensor:
     """Objective values of shape (n_trials, n_objectives), ``min`` objectives negated."""
     import torch
 
@@ -104,12 +144,12 @@ def maximisation_values(trials: Sequence[TrialRecord], objectives: Sequence[Obje
     ).reshape(len(trials), len(objectives))
 
 
-def pareto_front(trials: Sequence[TrialRecord], objectives: Sequence[Objective]) -> list[TrialRecord]:
+def pareto_front(trials: Sequence[Measured], objectives: Sequence[Objective]) -> list[Measured]:
     """The non-dominated search observations (:func:`observed`), best first on the first objective."""
     return non_dominated(observed(trials, objectives), objectives)
 
 
-def non_dominated(records: Sequence[TrialRecord], objectives: Sequence[Objective]) -> list[TrialRecord]:
+def non_dominated(records: Sequence[Measured], objectives: Sequence[Objective]) -> list[Measured]:
     """The records (each with every objective's value) that no other dominates, best first."""
     if not records:
         return []

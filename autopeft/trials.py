@@ -14,6 +14,21 @@ class TrialState(StrEnum):
     FAILED = "failed"
 
 
+class TrialRole(StrEnum):
+    """Why a trial ran.
+
+    ``explore``: proposed by the optimizer (or promoted); ``default``: a structure a practitioner
+    would try first, run at the start of the search; ``replicate``: the same structure and rung
+    as its origin trial with another training seed, confirming a front member; ``validation``:
+    its origin's structure retrained at a higher fidelity and scored on dev (never searched on).
+    """
+
+    EXPLORE = "explore"
+    DEFAULT = "default"
+    REPLICATE = "replicate"
+    VALIDATION = "validation"
+
+
 @dataclass(frozen=True)
 class Fidelity:
     """How much a proxy fine-tune costs.

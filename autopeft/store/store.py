@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from autopeft.errors import LeaseLost, StoreError
 from autopeft.store.database import DEFAULT_URL, create_store_engine, display_url
 from autopeft.store.models import Event, HypervolumeRecord, Job, Trial, TrialValue, utcnow
-from autopeft.trials import TrialOutcome, TrialState
+from autopeft.trials import TrialOutcome, TrialRole, TrialState
 
 
 class JobState(StrEnum):
@@ -40,21 +40,6 @@ FINISHED_JOB_STATES = (JobState.COMPLETED, JobState.FAILED, JobState.INTERRUPTED
 """States in which no driver runs the job."""
 FINAL_JOB_STATES = (JobState.COMPLETED, JobState.CANCELLED)
 """States that ``resume`` refuses: the job ran to its end or its user stopped it."""
-
-
-class TrialRole(StrEnum):
-    """Why a trial ran.
-
-    ``explore``: proposed by the optimizer (or promoted); ``default``: a structure a practitioner
-    would try first, run at the start of the search; ``replicate``: the same structure and rung
-    as its origin trial with another training seed, confirming a front member; ``validation``:
-    its origin's structure retrained at a higher fidelity and scored on dev (never searched on).
-    """
-
-    EXPLORE = "explore"
-    DEFAULT = "default"
-    REPLICATE = "replicate"
-    VALIDATION = "validation"
 
 
 @dataclass(frozen=True)
