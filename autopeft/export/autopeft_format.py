@@ -22,7 +22,7 @@ from autopeft.space.layout import LayerLayout, ModelLayout, matrix_shape
 from autopeft.space.structure import Structure
 from autopeft.tasks import TaskKind
 
-if TYPE_CHECKING:  # the store and the scheduler stay out of autopeft.apply's imports
+if TYPE_CHECKING:  # the store and the model loaders stay out of autopeft.apply's imports
     from autopeft.export.source import ExportSource
 
 CONFIG_NAME = "autopeft_config.json"

@@ -4,12 +4,38 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
-from autopeft.scheduler.spec import StoredJob
+from autopeft.models import ModelRef, TaskHead, build_skeleton, resolve_model
+from autopeft.space import SearchSpace, SpaceSpec
 from autopeft.space.layout import ModelLayout
+from autopeft.space.search_space import bind_space
 from autopeft.space.structure import Structure
 from autopeft.store import JobRecord, TrialRecord
 from autopeft.tasks import TaskKind
+
+
+@dataclass(frozen=True)
+class StoredJob:
+    """A stored job's model, task head and space, rebuilt without loading data or weights.
+
+    Reads the spec that :meth:`autopeft.scheduler.spec.PreparedJob.stored_spec` writes: its
+    ``model``, ``task_info`` and ``space_spec``.
+    """
+
+    model: ModelRef
+    head: TaskHead
+    space: SearchSpace
+
+    @classmethod
+    def from_spec(cls, stored: dict[str, Any]) -> StoredJob:
+        model = resolve_model(stored["model"])
+        info = stored["task_info"]
+        kind = TaskKind(info["kind"])
+        num_labels = len(info["label_names"]) if kind is TaskKind.CLASSIFICATION else int(kind is TaskKind.REGRESSION)
+        head = TaskHead(kind, num_labels)
+        space_spec = SpaceSpec.model_validate(stored["space_spec"])
+        return cls(model, head, bind_space(space_spec, build_skeleton(model, head)))
 
 
 @dataclass(frozen=True)

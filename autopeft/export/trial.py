@@ -12,9 +12,8 @@ from autopeft.export.autopeft_format import write_autopeft
 from autopeft.export.axolotl_format import write_axolotl
 from autopeft.export.llamafactory_format import write_llamafactory
 from autopeft.export.peft_format import write_peft
-from autopeft.export.source import ExportSource
+from autopeft.export.source import ExportSource, StoredJob
 from autopeft.export.trl_format import write_trl
-from autopeft.scheduler.spec import StoredJob
 from autopeft.store import JobRecord, TrialRecord
 from autopeft.trials import TrialState
 

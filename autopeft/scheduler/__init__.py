@@ -10,7 +10,6 @@ _HOMES = {
     "JobSpec": "job_spec",
     "TaskOptions": "job_spec",
     "PreparedJob": "spec",
-    "StoredJob": "spec",
     "prepare": "spec",
     "Progress": "scheduler",
     "Scheduler": "scheduler",

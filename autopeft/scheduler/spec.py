@@ -14,12 +14,12 @@ from typing import Any
 from torch.quasirandom import SobolEngine
 
 from autopeft.errors import AutopeftError, BudgetError
-from autopeft.models import ModelRef, TaskHead, build_skeleton, resolve_model
+from autopeft.models import ModelRef, build_skeleton, resolve_model
 from autopeft.objectives import Objective, default_objectives
 from autopeft.scheduler.job_spec import JobSpec
 from autopeft.space import SearchSpace, SpaceSpec, load_space_spec
 from autopeft.space.search_space import bind_space
-from autopeft.tasks import METRIC_GOALS, Task, TaskKind, load_task
+from autopeft.tasks import METRIC_GOALS, Task, load_task
 from autopeft.tasks.holdout import with_search_split
 
 @dataclass(frozen=True)
@@ -105,25 +105,6 @@ def _infeasibility(space: SearchSpace) -> str:
             + (f" under a trainable fraction of {cap}" if cap else "")
         )
     return "the space has no configuration " + (f"under a trainable fraction of {cap}" if cap else "that adds a module")
-
-
-@dataclass(frozen=True)
-class StoredJob:
-    """A stored job's model, task head and space, rebuilt without loading data or weights."""
-
-    model: ModelRef
-    head: TaskHead
-    space: SearchSpace
-
-    @classmethod
-    def from_spec(cls, stored: dict[str, Any]) -> StoredJob:
-        model = resolve_model(stored["model"])
-        info = stored["task_info"]
-        kind = TaskKind(info["kind"])
-        num_labels = len(info["label_names"]) if kind is TaskKind.CLASSIFICATION else int(kind is TaskKind.REGRESSION)
-        head = TaskHead(kind, num_labels)
-        space_spec = SpaceSpec.model_validate(stored["space_spec"])
-        return cls(model, head, bind_space(space_spec, build_skeleton(model, head)))
 
 
 def prepare_stored(stored: dict[str, Any]) -> PreparedJob:
