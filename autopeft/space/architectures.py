@@ -1,5 +1,7 @@
 """Where the PEFT-relevant modules of each model family live.
 
+The registry below is a set of overrides: a model whose type it does not list (or whose layout
+does not match its entry) is read by :mod:`autopeft.space.discovery` from its own module tree.
 A family names the ModuleLists that hold its transformer layers and, for every *role* (a
 canonical name for a weight matrix such as ``q`` or ``down``), the candidate paths of that matrix
 relative to one layer. A role may be missing from some layers (T5's cross-attention exists only
@@ -8,10 +10,15 @@ in decoder blocks). Spaces name roles either canonically or by the module's own 
 
 Roles:
     q, k, v, o    attention query / key / value / output projections
-    qkv           fused query-key-value projection (GPT-2's ``c_attn``)
+    qkv           fused query-key-value projection (GPT-2's ``c_attn``, Phi-3's ``qkv_proj``)
     cross_q, ...  encoder-decoder cross-attention projections (T5 decoder)
     gate, up      feed-forward input projections (``gate`` only in gated FFNs)
+    gate_up       fused gate and up projection (Phi-3's ``gate_up_proj``)
     down          feed-forward output projection
+
+A space that names a role the model only has fused (``q`` on Phi-3) gets the fused matrix
+(:data:`FUSED_INTO`): PEFT modules then act on all of its parts, as peft does when it targets
+``qkv_proj``.
 """
 
 from __future__ import annotations
@@ -20,6 +27,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from autopeft.errors import SpaceError
+
+FUSED_INTO = {"q": "qkv", "k": "qkv", "v": "qkv", "gate": "gate_up", "up": "gate_up"}
+"""Role -> the fused role that holds it in models that fuse projections."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +117,7 @@ ARCHITECTURES: tuple[Architecture, ...] = (
     ),
     Architecture(
         family="llama",
-        model_types=("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3"),
+        model_types=("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2"),
         layer_lists=("layers",),
         roles=_LLAMA_ROLES,
         ffn_input=("mlp",),

@@ -13,7 +13,8 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from autopeft.errors import SpaceError
-from autopeft.space.architectures import ARCHITECTURES, Architecture, architecture_for
+from autopeft.space.architectures import Architecture, architecture_for
+from autopeft.space.discovery import discover_architecture
 
 # peft's SEQ_CLS task type trains these head modules in full (modules_to_save); autopeft counts
 # and trains exactly the same ones so that exports reproduce the trial's trainable count.
@@ -115,24 +116,22 @@ class ModelLayout:
 def read_layout(model: nn.Module, architecture: Architecture | None = None) -> ModelLayout:
     """Read the layout of ``model`` (real or on the meta device).
 
-    With no ``architecture``, the registry entry for ``config.model_type`` is used; an
-    unregistered model type is tried against every registered family and accepted when one fits
-    completely, otherwise SpaceError names the roles that could not be found.
+    With no ``architecture``, the registry entry for ``config.model_type`` is used; a model type
+    the registry does not list, or whose entry does not fit, is read with the layout discovered
+    from its module tree (family ``discovered``). SpaceError when neither works.
     """
-    model_type = model.config.model_type
     if architecture is not None:
-        return _read_with(model, architecture, strict=True)
+        return _read_with(model, architecture)
     try:
-        return _read_with(model, architecture_for(model_type), strict=True)
-    except SpaceError as unregistered:
-        for candidate in ARCHITECTURES:
-            layout = _read_with(model, candidate, strict=False)
-            if layout is not None:
-                return layout
-        raise unregistered from None
+        return _read_with(model, architecture_for(model.config.model_type))
+    except SpaceError as registry_error:
+        try:
+            return _read_with(model, discover_architecture(model).architecture)
+        except SpaceError as discovery_error:
+            raise SpaceError(f"{registry_error}; discovery: {discovery_error}") from None
 
 
-def _read_with(model: nn.Module, arch: Architecture, *, strict: bool) -> ModelLayout | None:
+def _read_with(model: nn.Module, arch: Architecture) -> ModelLayout:
     modules = dict(model.named_modules())
     layer_paths = [
         f"{list_name}.{i}"
@@ -144,8 +143,6 @@ def _read_with(model: nn.Module, arch: Architecture, *, strict: bool) -> ModelLa
     found_roles = {role for layer in layers for role in layer.matrices}
     missing = [role for role in arch.roles if role not in found_roles and not role.startswith("cross_")]
     if not layers or missing:
-        if not strict:
-            return None
         what = ", ".join(missing or arch.roles)
         raise SpaceError(
             f"model type '{model.config.model_type}': could not find roles {what} "
@@ -205,8 +202,8 @@ def _attention_module(matrices: Mapping[str, MatrixShape]) -> str | None:
 def _kv_width(matrices: Mapping[str, MatrixShape], hidden: int) -> int:
     if "k" in matrices:
         return matrices["k"].out_features
-    if "qkv" in matrices:
-        return matrices["qkv"].out_features // 3
+    if "qkv" in matrices:  # queries are hidden wide; keys and values share the rest (GQA, MQA)
+        return (matrices["qkv"].out_features - hidden) // 2
     return hidden
 
 

@@ -28,7 +28,7 @@ from autopeft.space.sensitivity import Sensitivity
 from autopeft.errors import BudgetError, SpaceError
 from autopeft.space.cost import count_trainable
 from autopeft.space.dimensions import Categorical, Choice, Dimension, DimensionVectors, Flag, Real, Value
-from autopeft.space.architectures import Architecture, declared_architecture
+from autopeft.space.architectures import FUSED_INTO, Architecture, declared_architecture
 from autopeft.space.layout import ModelLayout, read_layout
 from autopeft.space.schema import Granularity, Sizes, SpaceSpec
 from autopeft.space.structure import LoraModules, Place, Structure
@@ -112,7 +112,8 @@ class SearchSpace(DimensionVectors):
         aliases = self.layout.role_aliases()
         resolved = []
         for name in names:
-            role = name if name in present else aliases.get(name)
+            fused = FUSED_INTO.get(name)
+            role = name if name in present else fused if fused in present else aliases.get(name)
             if role is None:
                 raise SpaceError(
                     f"{self.spec.source}: {key}: unknown module '{name}' for model type "

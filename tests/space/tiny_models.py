@@ -1,4 +1,6 @@
-"""Tiny randomly initialised models of every registered family, for fast structural tests."""
+"""Tiny randomly initialised models of every registered family, and of families the registry does
+not list (their layouts are discovered: OPT, and Phi-3 with fused qkv and gate_up), for fast
+structural tests."""
 
 from __future__ import annotations
 
@@ -12,6 +14,10 @@ from transformers import (
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
+    OPTConfig,
+    OPTForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
     T5Config,
     T5ForConditionalGeneration,
 )
@@ -43,6 +49,22 @@ def tiny_llama() -> LlamaForCausalLM:
     return LlamaForCausalLM(config).eval()
 
 
+def tiny_phi3() -> Phi3ForCausalLM:
+    config = Phi3Config(
+        vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=40, max_position_embeddings=64, pad_token_id=0,
+    )
+    return Phi3ForCausalLM(config).eval()
+
+
+def tiny_opt() -> OPTForCausalLM:
+    config = OPTConfig(
+        vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_dim=40,
+        max_position_embeddings=64, word_embed_proj_dim=32,
+    )
+    return OPTForCausalLM(config).eval()
+
+
 def tiny_t5() -> T5ForConditionalGeneration:
     config = T5Config(
         vocab_size=99, d_model=32, d_kv=8, d_ff=40, num_layers=2, num_decoder_layers=2, num_heads=4,
@@ -56,6 +78,8 @@ TINY_MODELS = {
     "distilbert": tiny_distilbert,
     "gpt2": tiny_gpt2,
     "llama": tiny_llama,
+    "opt": tiny_opt,
+    "phi3": tiny_phi3,
     "t5": tiny_t5,
 }
 
