@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from autopeft.options import option
+
 
 class TrialState(StrEnum):
     PENDING = "pending"
@@ -46,13 +48,13 @@ class Fidelity:
             :mod:`autopeft.worker.proxy`); 0 trains at ``learning_rate`` come what may.
     """
 
-    train_examples: int = 2400
-    steps: int = 150
-    batch_size: int = 16
-    max_length: int = 64
-    learning_rate: float = 1e-3
-    eval_examples: int | None = None
-    lr_rescues: int = 2
+    train_examples: int = option(2400, help="Proxy fine-tune: training subset size.")
+    steps: int = option(150, help="Proxy fine-tune: optimizer steps.")
+    batch_size: int = option(16, help="Proxy fine-tune: batch size.")
+    max_length: int = option(64, help="Proxy fine-tune: tokens per example.")
+    learning_rate: float = option(1e-3, help="Proxy fine-tune: AdamW learning rate.")
+    eval_examples: int | None = option(None, help="Search-split examples scored (default: all).", ge=1)
+    lr_rescues: int = option(2, help="Restarts at 0.3x, then 3x the rate when a proxy's loss stalls.", ge=0, le=2)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

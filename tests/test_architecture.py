@@ -18,7 +18,7 @@ PACKAGE = REPOSITORY / "autopeft"
 DOC = REPOSITORY / "docs" / "architecture.md"
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundation", ("autopeft.errors", "autopeft.trials", "autopeft.bundled")),
+    ("foundation", ("autopeft.errors", "autopeft.options", "autopeft.trials", "autopeft.bundled")),
     ("domain", ("autopeft.space", "autopeft.tasks")),
     ("models", ("autopeft.models",)),
     ("structures", ("autopeft.injection", "autopeft.allocation")),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -20,7 +20,8 @@ from autopeft.cli import views
 from autopeft.errors import AutopeftError
 from autopeft.export import FORMAT_HELP
 from autopeft.objectives import job_objectives, observed
-from autopeft.scheduler.job_spec import DEFAULT_OPTIMIZER, DEFAULT_SPACE, JobSpec, TaskOptions
+from autopeft.options import help_of
+from autopeft.scheduler.job_spec import JobSpec, TaskOptions, job_options
 from autopeft.store import DEFAULT_URL, Store, TrialRole
 from autopeft.training.options import TrainingOptions
 from autopeft.trials import Fidelity
@@ -58,71 +59,56 @@ def _print_json(data) -> None:
     typer.echo(json.dumps(data, indent=2))
 
 
+_JOB_OPTIONS = job_options()
+
+
+def _job_option(name: str, *flags: str) -> Any:
+    """The typer option of a job option, with the help its declaration gives (autopeft.scheduler.job_spec)."""
+    return typer.Option(*flags, help=help_of(_JOB_OPTIONS[name]))
+
+
 @app.command()
 def search(
-    model: Annotated[str, typer.Option(help="minilm, smollm2, a local folder or a Hugging Face id.")],
-    task: Annotated[str, typer.Option(help="demo, a GLUE folder, a CSV/TSV/JSONL file or folder, or a hub dataset.")],
-    space: Annotated[str, typer.Option(help="Shipped space name or YAML file.")] = DEFAULT_SPACE,
-    trials: Annotated[int, typer.Option(help="Budget in trials (a promoted trial costs eta^rung).")] = 16,
-    workers: Annotated[int, typer.Option(help="Parallel Ray workers.")] = 1,
+    # One parameter per job option, named as declared (tests/test_job_options.py checks that they agree).
+    model: Annotated[str, _job_option("model")],
+    task: Annotated[str, _job_option("task")],
+    space: Annotated[str, _job_option("space")] = JobSpec.space,
+    trials: Annotated[int, _job_option("trials")] = JobSpec.trials,
+    workers: Annotated[int, _job_option("workers")] = JobSpec.workers,
     storage: Storage = DEFAULT_URL,
-    optimizer: Annotated[str, typer.Option(help="mobo, random, motpe or nsga2.")] = DEFAULT_OPTIMIZER,
-    seed: Annotated[int, typer.Option(help="Seed of the data subsets, the optimizer and the trials.")] = 0,
+    optimizer: Annotated[str, _job_option("optimizer")] = JobSpec.optimizer,
+    seed: Annotated[int, _job_option("seed")] = JobSpec.seed,
     ray_address: Annotated[Optional[str], typer.Option(help="Existing Ray cluster (default: start a local one).")] = None,
-    cpus_per_worker: Annotated[int, typer.Option(help="CPUs (torch threads) per worker.")] = 1,
-    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per worker (fractions share a GPU).")] = 0.0,
-    max_time: Annotated[Optional[float], typer.Option(help="Wall-clock budget in seconds.")] = None,
-    max_worker_hours: Annotated[Optional[float], typer.Option(help="Compute budget: summed trial hours.")] = None,
-    max_trainable_fraction: Annotated[Optional[float], typer.Option(help="Hard cap on trainable / total parameters.")] = None,
-    also_minimize: Annotated[Optional[list[str]], typer.Option(help="Extra objective: peak_memory_bytes or step_time_s.")] = None,
-    rungs: Annotated[int, typer.Option(help="Fidelity rungs for multi-fidelity promotion (1 = none).")] = 1,
-    eta: Annotated[float, typer.Option(help="Step factor between rungs; the top 1/eta of a rung is promoted.")] = 3.0,
-    max_attempts: Annotated[int, typer.Option(help="Runs of a trial whose worker dies before it fails.")] = 3,
-    warm_start: Annotated[Optional[int], typer.Option(help="Seed the optimizer with this job's trials (same space).")] = None,
-    steps: Annotated[int, typer.Option(help="Proxy fine-tune: optimizer steps.")] = Fidelity.steps,
-    train_examples: Annotated[int, typer.Option(help="Proxy fine-tune: training subset size.")] = Fidelity.train_examples,
-    batch_size: Annotated[int, typer.Option(help="Proxy fine-tune: batch size.")] = Fidelity.batch_size,
-    max_length: Annotated[int, typer.Option(help="Proxy fine-tune: tokens per example.")] = Fidelity.max_length,
-    learning_rate: Annotated[float, typer.Option(help="Proxy fine-tune: AdamW learning rate.")] = Fidelity.learning_rate,
-    eval_examples: Annotated[Optional[int], typer.Option(help="Search-split examples scored (default: all).")] = None,
-    lr_rescues: Annotated[int, typer.Option(help="Restarts at 0.3x, then 3x the rate when a proxy's loss stalls.")] = Fidelity.lr_rescues,
-    search_examples: Annotated[Optional[int], typer.Option(help="Search split carved from train (default: 20%, <= 1000).")] = None,
-    confirm_seeds: Annotated[int, typer.Option(help="Seeds per front structure: front members are re-run to this many.")] = JobSpec.confirm_seeds,
-    defaults: Annotated[bool, typer.Option(help="Run the practitioner defaults (LoRA r8 q,v; all-linear; IA3) first.")] = JobSpec.defaults,
-    text_columns: Annotated[Optional[str], typer.Option(help="Comma-separated text column(s) of a CSV/JSONL task.")] = None,
-    label_column: Annotated[Optional[str], typer.Option(help="Label column of a CSV/JSONL task.")] = None,
-    metric: Annotated[Optional[str], typer.Option(help="Task metric to optimise (default: the task's).")] = None,
+    cpus_per_worker: Annotated[int, _job_option("cpus_per_worker")] = JobSpec.cpus_per_worker,
+    gpus_per_worker: Annotated[float, _job_option("gpus_per_worker")] = JobSpec.gpus_per_worker,
+    max_time_s: Annotated[Optional[float], _job_option("max_time_s", "--max-time")] = JobSpec.max_time_s,
+    max_worker_hours: Annotated[Optional[float], _job_option("max_worker_hours")] = JobSpec.max_worker_hours,
+    max_trainable_fraction: Annotated[Optional[float], _job_option("max_trainable_fraction")] = JobSpec.max_trainable_fraction,
+    also_minimize: Annotated[Optional[list[str]], _job_option("also_minimize")] = None,  # None: the declared ()
+    rungs: Annotated[int, _job_option("rungs")] = JobSpec.rungs,
+    eta: Annotated[float, _job_option("eta")] = JobSpec.eta,
+    max_attempts: Annotated[int, _job_option("max_attempts")] = JobSpec.max_attempts,
+    warm_start: Annotated[Optional[int], _job_option("warm_start")] = JobSpec.warm_start,
+    steps: Annotated[int, _job_option("steps")] = Fidelity.steps,
+    train_examples: Annotated[int, _job_option("train_examples")] = Fidelity.train_examples,
+    batch_size: Annotated[int, _job_option("batch_size")] = Fidelity.batch_size,
+    max_length: Annotated[int, _job_option("max_length")] = Fidelity.max_length,
+    learning_rate: Annotated[float, _job_option("learning_rate")] = Fidelity.learning_rate,
+    eval_examples: Annotated[Optional[int], _job_option("eval_examples")] = Fidelity.eval_examples,
+    lr_rescues: Annotated[int, _job_option("lr_rescues")] = Fidelity.lr_rescues,
+    search_examples: Annotated[Optional[int], _job_option("search_examples")] = JobSpec.search_examples,
+    confirm_seeds: Annotated[int, _job_option("confirm_seeds")] = JobSpec.confirm_seeds,
+    defaults: Annotated[bool, _job_option("defaults")] = JobSpec.defaults,
+    text_columns: Annotated[Optional[str], _job_option("text_columns")] = TaskOptions.text_columns,
+    label_column: Annotated[Optional[str], _job_option("label_column")] = TaskOptions.label_column,
+    metric: Annotated[Optional[str], _job_option("metric")] = TaskOptions.metric,
     server: Server = None,
 ) -> None:
     """Run a multi-objective search and print its Pareto set (with --server: submit it)."""
-    spec = JobSpec(
-        model=model,
-        task=task,
-        space=space,
-        trials=trials,
-        workers=workers,
-        optimizer=optimizer,
-        seed=seed,
-        fidelity=Fidelity(train_examples, steps, batch_size, max_length, learning_rate, eval_examples, lr_rescues),
-        task_options=TaskOptions(
-            text_columns=tuple(c.strip() for c in text_columns.split(",")) if text_columns else None,
-            label_column=label_column,
-            metric=metric,
-        ),
-        also_minimize=tuple(also_minimize or ()),
-        max_trainable_fraction=max_trainable_fraction,
-        max_time_s=max_time,
-        max_worker_hours=max_worker_hours,
-        rungs=rungs,
-        eta=eta,
-        max_attempts=max_attempts,
-        warm_start=warm_start,
-        cpus_per_worker=cpus_per_worker,
-        gpus_per_worker=gpus_per_worker,
-        search_examples=search_examples,
-        confirm_seeds=confirm_seeds,
-        defaults=defaults,
-    )
+    options = {name: value for name, value in locals().items() if name in _JOB_OPTIONS}  # the parameters only
+    options["text_columns"] = tuple(c.strip() for c in text_columns.split(",")) if text_columns else None
+    options["also_minimize"] = tuple(also_minimize or ())
+    spec = JobSpec.from_options(options)
     if server:
         from autopeft.service.app import job_request
 

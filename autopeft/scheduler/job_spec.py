@@ -1,16 +1,24 @@
 """What a user asks of a job: its options and their defaults, declared once.
 
-Kept free of torch, Ray and the rest, so that the CLI can build its options (and ``--help``)
-from these defaults without loading the search stack. :mod:`autopeft.scheduler.spec` validates a
-spec against the real model, task and space.
+Every option is a field declared with :func:`autopeft.options.option` (default, help, bounds):
+the fields of :class:`JobSpec`, of its ``fidelity`` (:class:`autopeft.trials.Fidelity`) and of
+its ``task_options`` (:class:`TaskOptions`); :func:`job_options` lists them flat. ``autopeft
+search`` takes its options' defaults and help from here, and the service builds its request
+schema from here (``tests/test_job_options.py`` checks that both agree with this declaration).
+
+Kept free of torch, Ray, pydantic and the rest, so that the CLI can build its options (and
+``--help``) without loading the search stack. :mod:`autopeft.scheduler.spec` validates a spec
+against the real model, task and space.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import Field, asdict, dataclass, field, fields
 from typing import Any
 
 from autopeft.errors import BudgetError
+from autopeft.options import option
 from autopeft.trials import Fidelity
 
 DEFAULT_SPACE = "lora"
@@ -24,9 +32,10 @@ COST_OBJECTIVES = ("trainable_params", "peak_memory_bytes", "step_time_s")
 class TaskOptions:
     """How to read a task whose columns or metric cannot be inferred."""
 
-    text_columns: tuple[str, ...] | None = None
-    label_column: str | None = None
-    metric: str | None = None
+    text_columns: tuple[str, ...] | None = option(
+        None, help="Text column(s) of a CSV/JSONL task (comma-separated on the command line).")
+    label_column: str | None = option(None, help="Label column of a CSV/JSONL task.")
+    metric: str | None = option(None, help="Task metric to optimise (default: the task's).")
 
 
 @dataclass(frozen=True)
@@ -45,28 +54,29 @@ class JobSpec:
         defaults: run the practitioner defaults the space can express first.
     """
 
-    model: str
-    task: str
-    space: str = DEFAULT_SPACE
-    trials: int = 16
-    workers: int = 1
-    optimizer: str = DEFAULT_OPTIMIZER
-    seed: int = 0
+    model: str = option(help="minilm, smollm2, a local folder or a Hugging Face id.")
+    task: str = option(help="demo, a GLUE folder, a CSV/TSV/JSONL file or folder, or a hub dataset.")
+    space: str = option(DEFAULT_SPACE, help="Shipped space name or YAML file.")
+    trials: int = option(16, help="Budget in trials (a promoted trial costs eta^rung).")
+    workers: int = option(1, help="Parallel Ray workers.")
+    optimizer: str = option(DEFAULT_OPTIMIZER, help="mobo, random, motpe or nsga2.")
+    seed: int = option(0, help="Seed of the data subsets, the optimizer and the trials.")
     fidelity: Fidelity = field(default_factory=Fidelity)
     task_options: TaskOptions = field(default_factory=TaskOptions)
-    also_minimize: tuple[str, ...] = ()
-    max_trainable_fraction: float | None = None
-    max_time_s: float | None = None
-    max_worker_hours: float | None = None
-    rungs: int = 1
-    eta: float = 3.0
-    max_attempts: int = 3
-    warm_start: int | None = None
-    cpus_per_worker: int = 1
-    gpus_per_worker: float = 0.0
-    search_examples: int | None = None
-    confirm_seeds: int = 2
-    defaults: bool = True
+    also_minimize: tuple[str, ...] = option((), help="Extra objective: peak_memory_bytes or step_time_s.")
+    max_trainable_fraction: float | None = option(None, help="Hard cap on trainable / total parameters.")
+    max_time_s: float | None = option(None, help="Wall-clock budget in seconds.")
+    max_worker_hours: float | None = option(None, help="Compute budget: summed trial hours.")
+    rungs: int = option(1, help="Fidelity rungs for multi-fidelity promotion (1 = none).")
+    eta: float = option(3.0, help="Step factor between rungs; the top 1/eta of a rung is promoted.")
+    max_attempts: int = option(3, help="Runs of a trial whose worker dies before it fails.")
+    warm_start: int | None = option(None, help="Seed the optimizer with this job's trials (same space).")
+    cpus_per_worker: int = option(1, help="CPUs (torch threads) per worker.")
+    gpus_per_worker: float = option(0.0, help="GPUs per worker (fractions share a GPU).")
+    search_examples: int | None = option(None, help="Search split carved from train (default: 20%, <= 1000).", ge=1)
+    confirm_seeds: int = option(
+        2, help="Seeds per front structure: front members are re-run to this many.", ge=1)
+    defaults: bool = option(True, help="Run the practitioner defaults (LoRA r8 q,v; all-linear; IA3) first.")
 
     def check(self) -> None:
         """Reject impossible budgets and settings with one line each."""
@@ -107,6 +117,21 @@ class JobSpec:
         return asdict(self)
 
     @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> JobSpec:
+        """A spec from flat options (the names of :func:`job_options`); unnamed ones keep their default."""
+        unknown = set(options) - set(job_options())
+        if unknown:
+            raise TypeError(f"unknown job options: {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = {}
+        for declared in fields(cls):
+            if declared.name in OPTION_GROUPS:
+                group = type(declared.default_factory())
+                values[declared.name] = group(**{f.name: options[f.name] for f in fields(group) if f.name in options})
+            elif declared.name in options:
+                values[declared.name] = options[declared.name]
+        return cls(**values)
+
+    @classmethod
     def from_json(cls, data: dict[str, Any]) -> JobSpec:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
@@ -117,3 +142,18 @@ class JobSpec:
         values["task_options"] = TaskOptions(**options)
         values["also_minimize"] = tuple(data.get("also_minimize", ()))
         return cls(**values)
+
+
+OPTION_GROUPS = ("fidelity", "task_options")
+"""Fields of :class:`JobSpec` that group options (a dataclass of options each); the rest are options."""
+
+
+def job_options() -> dict[str, Field]:
+    """Every option of a job by name, flat: JobSpec's own, then each group's (``steps``, ``metric``...)."""
+    options: dict[str, Field] = {}
+    for declared in fields(JobSpec):
+        if declared.name in OPTION_GROUPS:
+            options.update({f.name: f for f in fields(declared.default_factory())})
+        else:
+            options[declared.name] = declared
+    return options
