@@ -10,25 +10,28 @@ sources (:mod:`autopeft.service.sources`).
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import io
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
 
 from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from autopeft import reports
 from autopeft.errors import AutopeftError, StoreError
 from autopeft.export import FORMATS, export_trial
 from autopeft.objectives import job_objectives
-from autopeft.scheduler import JobSpec, TaskOptions
+from autopeft.options import bounds_of, default_of, help_of
+from autopeft.scheduler import JobSpec
 from autopeft.service.limits import RequestError, ServiceLimits
 from autopeft.service.runner import JobRunner
 from autopeft.service.sources import Sources, load_failure
@@ -36,15 +39,44 @@ from autopeft.store import Store
 from autopeft.trials import Fidelity
 
 
-class FidelityRequest(BaseModel):
+def _request_fields(declaration: type, nested: Mapping[str, type[BaseModel]] | None = None,
+                    flat: Sequence[str] = ()) -> dict[str, Any]:
+    """``create_model`` field definitions for the options a dataclass declares (autopeft.options):
+    their types, defaults, help as description, and bounds. Fields named in ``nested`` take that
+    model instead; the options of the groups named in ``flat`` are lifted to this level."""
+    hints, nested = get_type_hints(declaration), nested or {}
+    definitions: dict[str, Any] = {}
+    for declared in dataclasses.fields(declaration):
+        if declared.name in flat:
+            definitions.update(_request_fields(type(declared.default_factory())))
+        elif declared.name in nested:
+            definitions[declared.name] = (nested[declared.name], nested[declared.name]())
+        else:
+            default = default_of(declared)
+            definitions[declared.name] = (_json_type(hints[declared.name]), Field(
+                ... if default is dataclasses.MISSING else list(default) if isinstance(default, tuple) else default,
+                description=help_of(declared), **bounds_of(declared),
+            ))
+    return definitions
+
+
+def _json_type(hint: Any) -> Any:
+    """``tuple[str, ...]`` (or ``| None``) as ``list[str]``: a request holds JSON arrays."""
+    args = get_args(hint)
+    if get_origin(hint) is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return list[args[0]]
+    if get_origin(hint) in (Union, UnionType):
+        return Union[tuple(_json_type(arg) for arg in args)]
+    return hint
+
+
+class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    train_examples: int = Fidelity.train_examples
-    steps: int = Fidelity.steps
-    batch_size: int = Fidelity.batch_size
-    max_length: int = Fidelity.max_length
-    learning_rate: float = Fidelity.learning_rate
-    eval_examples: int | None = Field(default=None, ge=1)
-    lr_rescues: int = Field(default=Fidelity.lr_rescues, ge=0, le=2)
+
+
+FidelityRequest = create_model("FidelityRequest", __base__=_Request, __module__=__name__,
+                               **_request_fields(Fidelity))
+"""The proxy fine-tune of a job: the fields of :class:`autopeft.trials.Fidelity`."""
 
 
 class ValidationRequest(BaseModel):
@@ -57,59 +89,27 @@ class ValidationRequest(BaseModel):
     train_examples: int | None = Field(default=None, ge=1, description="default: 4x the proxy's examples")
 
 
-class JobRequest(BaseModel):
-    """A search, as ``autopeft search`` takes it."""
-
-    model_config = ConfigDict(extra="forbid")
-    model: str
-    task: str
-    space: str = "lora"
-    trials: int = Field(default=16, description="budget in trial units")
-    workers: int = 1
-    optimizer: str = "mobo"
-    seed: int = 0
-    fidelity: FidelityRequest = FidelityRequest()
-    text_columns: list[str] | None = None
-    label_column: str | None = None
-    metric: str | None = None
-    also_minimize: list[str] = []
-    max_trainable_fraction: float | None = None
-    max_time_s: float | None = None
-    max_worker_hours: float | None = None
-    rungs: int = 1
-    eta: float = 3.0
-    max_attempts: int = 3
-    warm_start: int | None = None
-    cpus_per_worker: int = 1
-    gpus_per_worker: float = 0.0
-    search_examples: int | None = Field(default=None, ge=1)
-    confirm_seeds: int = Field(default=JobSpec.confirm_seeds, ge=1)
-    defaults: bool = JobSpec.defaults
-
+class _JobRequest(_Request):
     def to_spec(self) -> JobSpec:
-        fields = self.model_dump(exclude={"fidelity", "text_columns", "label_column", "metric"})
-        fields["also_minimize"] = tuple(fields["also_minimize"])
-        return JobSpec(
-            **fields,
-            fidelity=Fidelity(**self.fidelity.model_dump()),
-            task_options=TaskOptions(
-                text_columns=tuple(self.text_columns) if self.text_columns else None,
-                label_column=self.label_column,
-                metric=self.metric,
-            ),
-        )
+        options = {**self.model_dump(exclude={"fidelity"}), **self.fidelity.model_dump()}
+        options = {name: tuple(value) if isinstance(value, list) else value for name, value in options.items()}
+        options["text_columns"] = options["text_columns"] or None
+        return JobSpec.from_options(options)
+
+
+JobRequest = create_model(
+    "JobRequest", __base__=_JobRequest, __module__=__name__, __doc__="A search, as ``autopeft search`` takes it.",
+    **_request_fields(JobSpec, nested={"fidelity": FidelityRequest}, flat=("task_options",)),
+)
+"""A search: the options :mod:`autopeft.scheduler.job_spec` declares, with the proxy fine-tune
+nested under ``fidelity`` and the task options at the top level."""
 
 
 def job_request(spec: JobSpec) -> dict[str, Any]:
     """The JSON body of ``POST /jobs`` for a job spec."""
     fields = spec.to_json()
-    options = fields.pop("task_options")
-    fields.update(
-        text_columns=list(options["text_columns"]) if options["text_columns"] else None,
-        label_column=options["label_column"],
-        metric=options["metric"],
-        also_minimize=list(fields["also_minimize"]),
-    )
+    fields.update(fields.pop("task_options"))
+    fields["text_columns"] = fields["text_columns"] or None
     return JobRequest.model_validate(fields).model_dump(mode="json")
 
 
