@@ -87,6 +87,37 @@ def test_saved_adapter_reproduces_the_trained_outputs(exported, minilm_ref, batc
     loaded.remove()
 
 
+@pytest.mark.parametrize(
+    ("method", "size"), [("vera", 64), ("shira", 8), ("boft", 8), ("fourierft", 256), ("ln_tuning", 0), ("bias", 0)]
+)
+def test_peft_tuners_with_hidden_state_reload_exactly(method, size, shared_data, minilm_ref, batch, tmp_path):
+    """Frozen random projections (VeRA), random masks and locations (SHiRA, FourierFT), butterfly
+    factors (BOFT), norm copies and biases come back the same from an autopeft export."""
+    from autopeft.space.structure import TunerModules
+    from autopeft.space.tuners import NORMS
+    from autopeft.store import Store
+
+    places = {(layer, NORMS) for layer in (4, 5)} if method == "ln_tuning" else {(4, "q"), (5, "v"), (5, "down")}
+    structure = Structure(tuner=TunerModules(method, size, frozenset(places)))
+    job = JobBuilder(Store(f"sqlite:///{tmp_path / 'store.db'}"), "minilm", str(shared_data / "glue" / "MRPC"))
+    trial = job.trial(structure)
+    export_trial(*job.records(trial), "autopeft", tmp_path / "export")
+    model = user_model(minilm_ref)
+    applied = autopeft.apply(model, tmp_path / "export")
+    assert applied.num_trainable == trial.trainable_params
+    with torch.no_grad():
+        for parameter in applied.parameters:
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+        expected = model(**batch).logits
+    autopeft.save_adapter(applied, tmp_path / "adapter")
+    applied.remove()
+    fresh = user_model(minilm_ref)
+    loaded = autopeft.load_adapter(fresh, tmp_path / "adapter")
+    with torch.no_grad():
+        assert torch.allclose(fresh(**batch).logits, expected, atol=1e-5)
+    loaded.remove()
+
+
 def test_a_model_without_the_named_modules_is_refused(exported):
     from tests.space.tiny_models import tiny_llama
 

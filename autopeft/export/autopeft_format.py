@@ -142,6 +142,7 @@ def layout_facts(layout: ModelLayout) -> dict[str, Any]:
                 "ffn_output": layer.ffn_output,
                 "attention": layer.attention,
                 "kv_width": layer.kv_width,
+                "norms": list(layer.norms),
             }
             for layer in layout.layers
         ],
@@ -171,6 +172,7 @@ def layout_on(model: nn.Module, facts: dict[str, Any]) -> ModelLayout:
                 ffn_output=layer["ffn_output"],
                 attention=layer["attention"],
                 kv_width=layer["kv_width"],
+                norms={name: sum(p.numel() for p in modules[name].parameters()) for name in layer.get("norms", ())},
             )
             for index, layer in enumerate(facts["layers"])
         ),
@@ -186,6 +188,7 @@ def _named_modules(facts: dict[str, Any]) -> list[str]:
     for layer in facts["layers"]:
         names += layer["modules"].values()
         names += [layer[key] for key in ("ffn_input", "ffn_output", "attention") if layer[key]]
+        names += layer.get("norms", [])
     return names
 
 

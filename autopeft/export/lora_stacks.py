@@ -15,6 +15,7 @@ from peft import LoraConfig
 from peft.tuners.tuners_utils import check_target_module_exists
 
 from autopeft.errors import ExportError
+from autopeft.export.peft_format import fits_one_peft_adapter
 from autopeft.export.source import ExportSource
 from autopeft.export.validation import adapted_module_names
 from autopeft.models import build_skeleton
@@ -29,13 +30,15 @@ def lora_for_stack(source: ExportSource, stack: str) -> LoraModules:
             f"{stack} fine-tunes causal language models and job {source.job.id}'s task is "
             f"{source.task_kind}; export {source.describe()} with --format peft, trl or autopeft"
         )
-    others = [name for name in source.structure.module_types if name != "lora"]
-    if others or source.structure.lora is None:
+    structure = source.structure
+    others = [structure.tuner.method if name == "tuner" else name for name in structure.module_types if name != "lora"]
+    if others or structure.lora is None:
+        pointer = "peft, trl or autopeft" if fits_one_peft_adapter(structure) else "autopeft"
         raise ExportError(
             f"{stack} trains LoRA-family modules only and {source.describe()} uses "
-            f"{', '.join(others) or 'no LoRA modules'}; export it with --format autopeft"
+            f"{', '.join(others) or 'no LoRA modules'}; export it with --format {pointer}"
         )
-    return source.structure.lora
+    return structure.lora
 
 
 def integer_alpha(alpha: float, stack: str, key: str) -> int:

@@ -1,8 +1,9 @@
 """``--format peft``: an ``adapter_config.json`` written by peft's own config class.
 
-A single peft adapter holds one tuner: a LoRA-family structure becomes a ``LoraConfig`` and a
-pure IA3 structure an ``IA3Config``. Anything else (bottleneck adapters, prefixes, LoRA mixed
-with IA3) is refused with the reason and a pointer to ``--format autopeft``. The config is
+A single peft adapter holds one tuner: a LoRA-family structure becomes a ``LoraConfig``, a pure
+IA3 structure an ``IA3Config``, and another peft method (LoHa, VeRA, OFT, ...) its own config
+class. Anything else (bottleneck adapters, prefixes, trained biases, two tuner types together) is
+refused with the reason and a pointer to ``--format autopeft``. The config is
 validated on the real base model before anything is written.
 """
 
@@ -10,12 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from peft import IA3Config, LoraConfig, TaskType
+from peft import PeftConfig, TaskType
 
 from autopeft.errors import ExportError
 from autopeft.export.source import ExportSource
 from autopeft.export.validation import validate_on_base_model
-from autopeft.injection.peft_modules import ia3_config, lora_config
+from autopeft.injection.peft_modules import ia3_config, lora_config, tuner_config
 from autopeft.space.layout import ModelLayout
 from autopeft.space.structure import Structure
 from autopeft.tasks import TaskKind
@@ -26,6 +27,11 @@ _WHY_NOT_PEFT = {
     "parallel_adapter": "parallel bottleneck adapters (peft has no bottleneck adapters)",
     "prefix": "per-layer prefixes (peft's prefix tuning puts one length on every layer)",
 }
+PEFT_TUNER_TYPES = ("lora", "ia3", "tuner")
+
+
+def _label(structure: Structure, module_type: str) -> str:
+    return {"lora": "LoRA", "ia3": "IA3"}.get(module_type) or structure.tuner.method
 
 
 def peft_task_type(kind: TaskKind) -> TaskType:
@@ -35,19 +41,22 @@ def peft_task_type(kind: TaskKind) -> TaskType:
 
 def _why_not_peft(structure: Structure) -> list[str]:
     blocked = [why for name, why in _WHY_NOT_PEFT.items() if name in structure.module_types]
-    if structure.lora is not None and structure.ia3:
-        blocked.append("LoRA mixed with IA3 (one peft adapter holds one tuner type)")
+    tuners = [_label(structure, name) for name in structure.module_types if name in PEFT_TUNER_TYPES]
+    if len(tuners) > 1:
+        blocked.append(f"{' mixed with '.join(tuners)} (one peft adapter holds one tuner type)")
+    if structure.tuner is not None and structure.tuner.method == "bias":
+        blocked.append("trained biases alone (peft has no bias-only tuner)")
     if structure.is_empty:
         blocked.append("no module at all")
     return blocked
 
 
 def fits_one_peft_adapter(structure: Structure) -> bool:
-    """Whether one peft config (LoRA family, or IA3) holds the whole structure."""
+    """Whether one peft config (LoRA family, IA3, or another peft tuner) holds the whole structure."""
     return not _why_not_peft(structure)
 
 
-def peft_config_for(structure: Structure, layout: ModelLayout, kind: TaskKind, hub_id: str) -> LoraConfig | IA3Config:
+def peft_config_for(structure: Structure, layout: ModelLayout, kind: TaskKind, hub_id: str) -> PeftConfig:
     """The one peft config that rebuilds ``structure``; ExportError saying why when there is none."""
     blocked = _why_not_peft(structure)
     if blocked:
@@ -55,10 +64,12 @@ def peft_config_for(structure: Structure, layout: ModelLayout, kind: TaskKind, h
     extra = {"task_type": peft_task_type(kind), "base_model_name_or_path": hub_id}
     if structure.lora is not None:
         return lora_config(structure.lora, layout, **extra)
+    if structure.tuner is not None:
+        return tuner_config(structure.tuner, layout, **extra)
     return ia3_config(structure.ia3, layout, **extra)
 
 
-def peft_config_of(source: ExportSource) -> LoraConfig | IA3Config:
+def peft_config_of(source: ExportSource) -> PeftConfig:
     """The peft config of an export source's trial (not yet validated)."""
     try:
         return peft_config_for(source.structure, source.layout, source.task_kind, source.hub_id)

@@ -21,10 +21,15 @@ from autopeft.space.structure import Structure
 
 
 def adapted_module_names(structure: Structure, layout: ModelLayout) -> set[str]:
-    """Fully-qualified names of the matrices that carry LoRA or IA3 modules in ``structure``."""
+    """Fully-qualified names of the modules that peft wraps for ``structure`` (LoRA, IA3, tuners)."""
     places = set(structure.ia3)
     if structure.lora is not None:
         places |= set(structure.lora.ranks)
+    tuner = structure.tuner
+    if tuner is not None and tuner.method == "ln_tuning":
+        return {name for layer, _ in tuner.places for name in layout.layers[layer].norms}
+    if tuner is not None:
+        places |= set(tuner.places)
     return {layout.matrix(layer, role).name for layer, role in places}
 
 

@@ -1,7 +1,8 @@
 """Apply a :class:`Structure` to a live model, mixing module types peft cannot combine.
 
-peft injects LoRA-family and IA3 modules in place (one call each, on disjoint matrices); native
-bottleneck adapters and prefixes attach through hooks and the attention registry. Removal undoes
+peft injects LoRA-family, IA3 and other tuners in place (one call each, on disjoint matrices);
+native bottleneck adapters and prefixes attach through hooks and the attention registry, and
+trained biases (the ``bias`` method) are the model's own tensors, saved first. Removal undoes
 all of it in reverse order, leaving the base model's modules and tensors exactly as they were, so
 a worker can run trial after trial on one loaded model.
 """
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 
 from autopeft.injection.bottleneck import Bottleneck, attach_parallel, attach_serial
-from autopeft.injection.peft_modules import ia3_config, inject, lora_config, remove_peft_layers
+from autopeft.injection.peft_modules import ia3_config, inject, lora_config, remove_peft_layers, tuner_config
 from autopeft.injection.prefix import PrefixInjection
 from autopeft.space.layout import ModelLayout
 from autopeft.space.structure import Structure
@@ -49,9 +50,9 @@ class AppliedStructure:
         self._hooks = []
         self._prefix: PrefixInjection | None = None
         self.native = nn.ModuleDict()
-        # The head trains in full; keep its tensors so that removal restores them too.
-        self._head_before = [p.detach().clone() for p in head_parameters(model, layout)]
-        self._head = head_parameters(model, layout)
+        # The head (and, for the bias method, chosen biases) train in place; keep copies to restore.
+        self._own: list[nn.Parameter] = []
+        self._own_before: list[torch.Tensor] = []
         try:
             self.parameters = self._attach(structure, layout)
         except BaseException:
@@ -68,6 +69,11 @@ class AppliedStructure:
             new += inject(model, lora_config(structure.lora, layout))
         if structure.ia3:
             new += inject(model, ia3_config(structure.ia3, layout))
+        if structure.tuner is not None and structure.tuner.method == "bias":
+            places = sorted(structure.tuner.places)
+            new += self._train_own(model.get_submodule(layout.matrix(*place).name).bias for place in places)
+        elif structure.tuner is not None:
+            new += inject(model, tuner_config(structure.tuner, layout))
         new += self._attach_adapters(structure, layout)
         if structure.prefix:
             self._prefix = PrefixInjection(
@@ -78,7 +84,14 @@ class AppliedStructure:
             )
             self.native["prefix"] = nn.ModuleDict(self._prefix.prefixes)
             new += self._prefix.parameters()
-        return new + self._head
+        return new + self._train_own(head_parameters(model, layout))
+
+    def _train_own(self, parameters) -> list[nn.Parameter]:
+        """The model's own ``parameters``, trained in place and restored by :meth:`remove`."""
+        parameters = list(parameters)
+        self._own += parameters
+        self._own_before += [p.detach().clone() for p in parameters]
+        return parameters
 
     def _attach_adapters(self, structure: Structure, layout: ModelLayout) -> list[nn.Parameter]:
         device = next(self.model.parameters()).device
@@ -113,7 +126,7 @@ class AppliedStructure:
             self._prefix.remove()
         remove_peft_layers(self.model)
         with torch.no_grad():
-            for parameter, saved in zip(self._head, self._head_before):
+            for parameter, saved in zip(self._own, self._own_before):
                 parameter.copy_(saved)
         self.model.requires_grad_(False)
 

@@ -1,4 +1,4 @@
-"""LoRA-family and IA3 modules through peft: config building, in-place injection, removal.
+"""LoRA-family, IA3 and other peft tuners: config building, in-place injection, removal.
 
 The same :func:`lora_config` feeds the worker's injection and the ``peft`` export, so an exported
 ``adapter_config.json`` rebuilds exactly the modules a trial trained.
@@ -15,12 +15,13 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from peft import IA3Config, LoraConfig, inject_adapter_in_model
+from peft import IA3Config, LoraConfig, PeftConfig
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from autopeft.space.layout import ModelLayout
-from autopeft.space.structure import LoraModules, Place
+from autopeft.space.structure import LoraModules, Place, TunerModules
+from autopeft.space.tuners import build_tuner, peft_config
 
 ADAPTER_NAME = "autopeft"
 
@@ -64,22 +65,28 @@ def ia3_config(places: frozenset[Place], layout: ModelLayout, **extra) -> IA3Con
     )
 
 
+def tuner_config(tuner: TunerModules, layout: ModelLayout, **extra) -> PeftConfig:
+    """The peft config of a non-LoRA tuner (``tuner.method`` other than ``bias``)."""
+    if tuner.method == "ln_tuning":
+        names = [name for layer, _ in tuner.places for name in layout.layers[layer].norms]
+        return peft_config(tuner.method, tuner.size, names, **extra)
+    names = [layout.matrix(layer, role).name for layer, role in tuner.places]
+    return peft_config(tuner.method, tuner.size, names, conv1d=_uses_conv1d(tuner.places, layout), **extra)
+
+
 def _uses_conv1d(places, layout: ModelLayout) -> bool:
     return any(layout.matrix(layer, role).conv1d for layer, role in places)
 
 
-def inject(model: nn.Module, config: LoraConfig | IA3Config) -> list[nn.Parameter]:
+def inject(model: nn.Module, config: PeftConfig) -> list[nn.Parameter]:
     """Inject ``config``'s modules into ``model`` in place; return the new parameters.
 
     peft marks everything but its own parameters as frozen while injecting; the caller decides
     what trains, from the returned list.
     """
     before = {id(p) for p in model.parameters()}
-    inject_adapter_in_model(config, model, adapter_name=ADAPTER_NAME)
-    # peft leaves its config on the model; a second injection (IA3 after LoRA) would read it as
-    # an existing adapter of the same tuner. autopeft keeps the structure itself.
-    del model.peft_config
-    return [p for p in model.parameters() if id(p) not in before]
+    build_tuner(model, config, ADAPTER_NAME)
+    return [p for p in model.parameters() if id(p) not in before and p.requires_grad]
 
 
 def remove_peft_layers(model: nn.Module) -> None:

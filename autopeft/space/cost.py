@@ -1,15 +1,18 @@
-"""Exact trainable-parameter counts in closed form.
+"""Exact trainable-parameter counts.
 
 The count is computed from a :class:`Structure` and a :class:`ModelLayout` alone — no model is
-built — and equals what the built model reports (tests check this over hundreds of random
+built; other peft tuners are counted per matrix shape once (:func:`autopeft.space.tuners.matrix_params`)
+— and equals what the built model reports (tests check this over hundreds of random
 structures per architecture). It is therefore an exact objective and a hard constraint for the
 optimizers, never something a surrogate model has to learn.
 """
 
 from __future__ import annotations
 
+from autopeft.errors import SpaceError
 from autopeft.space.layout import MatrixShape, ModelLayout
-from autopeft.space.structure import LoraModules, Structure
+from autopeft.space.structure import LoraModules, Structure, TunerModules
+from autopeft.space.tuners import matrix_params
 
 
 def lora_params(shape: MatrixShape, rank: int, variant: str) -> int:
@@ -35,6 +38,14 @@ def count_lora(lora: LoraModules, layout: ModelLayout) -> int:
     )
 
 
+def count_tuner(tuner: TunerModules, layout: ModelLayout) -> int | None:
+    """Trainable parameters of a tuner; None when the method cannot act on one of its places."""
+    if tuner.method == "ln_tuning":
+        return sum(sum(layout.layers[layer].norms.values()) for layer, _ in tuner.places) or None
+    counts = [matrix_params(tuner.method, tuner.size, layout.matrix(layer, role)) for layer, role in tuner.places]
+    return None if None in counts else sum(counts)
+
+
 def count_trainable(structure: Structure, layout: ModelLayout) -> int:
     """Trainable parameters of ``structure`` on ``layout``'s model, task head included."""
     hidden = layout.hidden_size
@@ -45,4 +56,9 @@ def count_trainable(structure: Structure, layout: ModelLayout) -> int:
     total += sum(bottleneck_params(hidden, size) for size in structure.serial_adapter.values())
     total += sum(bottleneck_params(hidden, size) for size in structure.parallel_adapter.values())
     total += sum(2 * length * layout.layers[layer].kv_width for layer, length in structure.prefix.items())
+    if structure.tuner is not None:
+        tuner = count_tuner(structure.tuner, layout)
+        if tuner is None:
+            raise SpaceError(f"{structure.tuner.method} at size {structure.tuner.size} cannot act on these matrices")
+        total += tuner
     return total

@@ -7,7 +7,7 @@ device, so no weights are loaded — and is all the exact cost model and the inj
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 from transformers.pytorch_utils import Conv1D
@@ -30,12 +30,14 @@ class MatrixShape:
             ``bert.encoder.layer.0.attention.self.query``.
         in_features, out_features: the matrix maps ``(..., in_features) -> (..., out_features)``.
         conv1d: True for GPT-2's ``Conv1D`` (weight stored transposed, peft's fan_in_fan_out).
+        bias: whether the layer has a bias vector (``out_features`` long).
     """
 
     name: str
     in_features: int
     out_features: int
     conv1d: bool = False
+    bias: bool = False
 
     @property
     def numel(self) -> int:
@@ -54,6 +56,8 @@ class LayerLayout:
         attention: the self-attention module (parent of the key projection), where prefixes go.
         kv_width: width of one position's keys (= values) over all key/value heads; a prefix
             of length L adds 2 * L * kv_width parameters.
+        norms: fully-qualified names of the layer's normalisation modules -> their parameter
+            count (what LN tuning trains).
     """
 
     index: int
@@ -63,6 +67,7 @@ class LayerLayout:
     ffn_output: str | None
     attention: str | None
     kv_width: int
+    norms: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -191,7 +196,18 @@ def _read_layer(
         ffn_output=_first_present(path, arch.ffn_output, modules),
         attention=_attention_module(matrices),
         kv_width=_kv_width(matrices, hidden),
+        norms=_norms(path, modules),
     )
+
+
+def _norms(path: str, modules: Mapping[str, nn.Module]) -> dict[str, int]:
+    """Normalisation modules inside the layer (LayerNorm, RMSNorm and model-specific norms)."""
+    return {
+        name: sum(p.numel() for p in module.parameters())
+        for name, module in modules.items()
+        if name.startswith(path + ".") and "norm" in type(module).__name__.lower()
+        and any(True for _ in module.parameters())
+    }  # fmt: skip
 
 
 def _attention_module(matrices: Mapping[str, MatrixShape]) -> str | None:
@@ -214,10 +230,10 @@ def _first_present(path: str, candidates: tuple[str, ...], modules: Mapping[str,
 def matrix_shape(name: str, module: nn.Module) -> MatrixShape:
     """The shape of the linear layer ``module`` (named ``name``); SpaceError for anything else."""
     if isinstance(module, nn.Linear):
-        return MatrixShape(name, module.in_features, module.out_features)
+        return MatrixShape(name, module.in_features, module.out_features, bias=module.bias is not None)
     if isinstance(module, Conv1D):
         in_features, out_features = module.weight.shape
-        return MatrixShape(name, in_features, out_features, conv1d=True)
+        return MatrixShape(name, in_features, out_features, conv1d=True, bias=module.bias is not None)
     raise SpaceError(f"{name} is a {type(module).__name__}, not a linear layer a PEFT module can attach to")
 
 

@@ -191,17 +191,44 @@ class BudgetSpec(_Strict):
         return self
 
 
+class GlobalSizes(Sizes):
+    per: Literal["global"] = "global"
+
+
+class MethodChoice(_Strict):
+    """One peft method a ``methods`` space may pick, with its searched sizes (none for IA3, LN
+    tuning and bias)."""
+
+    size: GlobalSizes | None = None
+
+
+class MethodsSpec(_Strict):
+    """A choice of peft method (LoRA, DoRA, LoHa, OFT, ...) on weight matrices chosen by role.
+
+    ``choices`` maps a method name to its sizes; every method acts on the same roles and layers.
+    """
+
+    roles: list[str] = Field(min_length=1)
+    search_roles: bool = False
+    choices: dict[str, MethodChoice] = Field(min_length=1)
+    alpha_ratio: float = Field(default=2.0, gt=0)
+
+
 class ModulesSpec(_Strict):
     lora: LoraSpec | None = None
     ia3: IA3Spec | None = None
     serial_adapter: AdapterSpec | None = None
     parallel_adapter: ParallelAdapterSpec | None = None
     prefix: PrefixSpec | None = None
+    methods: MethodsSpec | None = None
 
     @model_validator(mode="after")
     def _at_least_one(self) -> ModulesSpec:
-        if not any(getattr(self, name) is not None for name in type(self).model_fields):
+        declared = [name for name in type(self).model_fields if getattr(self, name) is not None]
+        if not declared:
             raise ValueError(f"declare at least one module type ({', '.join(type(self).model_fields)})")
+        if self.methods is not None and len(declared) > 1:
+            raise ValueError("methods already chooses the module type; declare no other module type beside it")
         return self
 
 

@@ -12,6 +12,7 @@ Dimension names say what they control::
     lora.variant            lora | dora | rslora
     ia3[.L3][.q]            IA3 switched on, at the granularity of ia3.per
     serial_adapter.size[.L3], parallel_adapter.size[.L3], prefix.length[.L3]
+    method, method.<name>.size, method.role.q   the peft method and its size (autopeft.space.methods)
 
 Where LoRA and IA3 both claim a placement, LoRA takes it: peft cannot stack the two on one matrix.
 """
@@ -26,10 +27,11 @@ from torch import nn
 from autopeft.space.allocation import allocate
 from autopeft.space.sensitivity import Sensitivity
 from autopeft.errors import BudgetError, SpaceError
-from autopeft.space.cost import count_trainable
+from autopeft.space.cost import count_trainable, count_tuner
 from autopeft.space.dimensions import Categorical, Choice, Dimension, DimensionVectors, Flag, Real, Value
 from autopeft.space.architectures import FUSED_INTO, Architecture, declared_architecture
 from autopeft.space.layout import ModelLayout, read_layout
+from autopeft.space.methods import MethodChoices, bind_methods, canonical, decode_method
 from autopeft.space.schema import Granularity, Sizes, SpaceSpec
 from autopeft.space.structure import LoraModules, Place, Structure
 
@@ -69,6 +71,10 @@ class SearchSpace(DimensionVectors):
         self.ia3_roles = ()
         if modules is not None and modules.ia3 is not None:
             self.ia3_roles = self._resolve_roles(modules.ia3.roles, "modules.ia3.roles")
+        self.methods: MethodChoices | None = None
+        if modules is not None and modules.methods is not None:
+            roles = self._resolve_roles(modules.methods.roles, "modules.methods.roles")
+            self.methods = bind_methods(modules.methods, spec.source, layout, self.layers, roles)
         self._constants: dict[str, Value] = {}
         self.dimensions: tuple[Dimension, ...] = tuple(
             self._budget_dimensions() if budget is not None else self._module_dimensions()
@@ -145,6 +151,9 @@ class SearchSpace(DimensionVectors):
         modules = self.spec.modules
         if self.spec.layers.mask:
             yield from (Flag(f"layers.{unit}") for unit in dict.fromkeys(self.units.values()))
+        if self.methods is not None:
+            self._constants.update(self.methods.constants())
+            yield from self.methods.dimensions(modules.methods.search_roles)
         if modules.lora is not None:
             lora = modules.lora
             if lora.search_roles:
@@ -191,6 +200,8 @@ class SearchSpace(DimensionVectors):
         if self.spec.budget is not None:
             return self._decode_budget(values)
         layers = [i for i in self.layers if values.get(f"layers.{self.units[i]}", True)]
+        if self.methods is not None:
+            return decode_method(values, self.methods, self.layout, layers, self.spec.modules.methods.alpha_ratio)
         lora = self._decode_lora(values, layers)
         return Structure(
             lora=lora,
@@ -264,6 +275,10 @@ class SearchSpace(DimensionVectors):
                     break
         return sizes
 
+    def encode(self, point: Mapping[str, Value]) -> list[float]:
+        """Point -> vector of shape (d,), with the sizes of methods not chosen at a fixed value."""
+        return super().encode(canonical(point, self.methods) if self.methods is not None else point)
+
     # ----------------------------------------------------------------- costs and validity
     def trainable_params(self, point: Mapping[str, Value]) -> int:
         """Exact trainable parameters of the decoded structure, task head included."""
@@ -274,7 +289,8 @@ class SearchSpace(DimensionVectors):
 
     def is_feasible(self, point: Mapping[str, Value]) -> bool:
         """A point is feasible when it adds at least one module and respects the trainable cap."""
-        if self.decode(point).is_empty:
+        structure = self.decode(point)
+        if structure.is_empty or (structure.tuner is not None and count_tuner(structure.tuner, self.layout) is None):
             return False
         cap = self.spec.max_trainable_fraction
         return cap is None or self.trainable_fraction(point) <= cap

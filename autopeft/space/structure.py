@@ -60,6 +60,24 @@ class LoraModules:
 
 
 @dataclass(frozen=True)
+class TunerModules:
+    """One peft tuner other than LoRA and IA3 (LoHa, LoKr, VeRA, OFT, ...), or trained biases.
+
+    Attributes:
+        method: a key of :data:`autopeft.space.tuners.TUNER_METHODS`, or ``bias``.
+        size: the method's one size (rank, block size, frequencies; 0 for methods without one).
+        places: the matrices it acts on; ``ln_tuning`` uses ``(layer, "norms")``.
+    """
+
+    method: str
+    size: int
+    places: frozenset[Place]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "places", frozenset(self.places))
+
+
+@dataclass(frozen=True)
 class Structure:
     """A complete PEFT structure for one model.
 
@@ -70,6 +88,7 @@ class Structure:
         parallel_adapter: layer -> bottleneck size of a parallel adapter beside the FFN.
         parallel_scale: output scale of the parallel adapters.
         prefix: layer -> number of learned key/value prefix vectors.
+        tuner: another peft tuner, or trained biases, on matrices no other module claims.
     """
 
     lora: LoraModules | None = None
@@ -78,10 +97,13 @@ class Structure:
     parallel_adapter: Mapping[int, int] = field(default_factory=dict)
     parallel_scale: float = 4.0
     prefix: Mapping[int, int] = field(default_factory=dict)
+    tuner: TunerModules | None = None
 
     def __post_init__(self) -> None:
         if self.lora is not None and not self.lora.ranks:
             object.__setattr__(self, "lora", None)
+        if self.tuner is not None and not self.tuner.places:
+            object.__setattr__(self, "tuner", None)
         object.__setattr__(self, "ia3", frozenset(self.ia3))
         for name in ("serial_adapter", "parallel_adapter", "prefix"):
             object.__setattr__(self, name, _frozen({k: v for k, v in getattr(self, name).items() if v > 0}))
@@ -89,7 +111,7 @@ class Structure:
     @property
     def is_empty(self) -> bool:
         """True when the structure adds no module at all (only the task head would train)."""
-        return not (self.lora or self.ia3 or self.serial_adapter or self.parallel_adapter or self.prefix)
+        return not (self.lora or self.ia3 or self.serial_adapter or self.parallel_adapter or self.prefix or self.tuner)
 
     @property
     def module_types(self) -> tuple[str, ...]:
@@ -99,6 +121,7 @@ class Structure:
             "serial_adapter": bool(self.serial_adapter),
             "parallel_adapter": bool(self.parallel_adapter),
             "prefix": bool(self.prefix),
+            "tuner": self.tuner is not None,
         }
         return tuple(name for name, on in present.items() if on)
 
@@ -123,12 +146,19 @@ class Structure:
             }
         if self.prefix:
             data["prefix"] = {str(k): v for k, v in self.prefix.items()}
+        if self.tuner is not None:
+            data["tuner"] = {
+                "method": self.tuner.method,
+                "size": self.tuner.size,
+                "places": sorted(place_key(p) for p in self.tuner.places),
+            }
         return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Structure:
         lora = data.get("lora")
         parallel = data.get("parallel_adapter", {})
+        tuner = data.get("tuner")
         return cls(
             lora=None
             if lora is None
@@ -143,4 +173,11 @@ class Structure:
             parallel_adapter={int(k): int(v) for k, v in parallel.get("sizes", {}).items()},
             parallel_scale=float(parallel.get("scale", 4.0)),
             prefix={int(k): int(v) for k, v in data.get("prefix", {}).items()},
+            tuner=None
+            if tuner is None
+            else TunerModules(
+                method=tuner["method"],
+                size=int(tuner["size"]),
+                places=frozenset(parse_place_key(k) for k in tuner["places"]),
+            ),
         )

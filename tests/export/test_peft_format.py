@@ -1,4 +1,4 @@
-"""``--format peft``: LoRA and pure IA3 adapters validated on the real MiniLM; refusals say why."""
+"""``--format peft``: LoRA, pure IA3 and other peft tuners validated on the real MiniLM; refusals say why."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from peft import IA3Config, LoraConfig, PeftConfig, get_peft_model
 from autopeft.errors import ExportError
 from autopeft.export import export_trial
 from autopeft.models import TaskHead, load_base_model
-from autopeft.space.structure import LoraModules, Structure
+from autopeft.space.structure import LoraModules, Structure, TunerModules
 from autopeft.tasks import TaskKind
 from tests.export.conftest import grid, lora
 
@@ -46,14 +46,30 @@ def test_pure_ia3_exports_as_an_ia3_config(mrpc_job, minilm_ref, tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("method", "size"),
+    [("loha", 4), ("lokr", 4), ("vera", 64), ("oft", 32), ("hra", 4), ("c3a", 64), ("shira", 8), ("ln_tuning", 0)],
+)
+def test_other_peft_tuners_export_through_their_own_config_class(mrpc_job, minilm_ref, tmp_path, method, size):
+    from autopeft.space.tuners import NORMS, TUNER_METHODS
+
+    places = grid((4, 5), (NORMS,)) if method == "ln_tuning" else grid((4, 5), ("q", "v", "up"))
+    trial = mrpc_job.trial(Structure(tuner=TunerModules(method, size, frozenset(places))))
+    export_trial(*mrpc_job.records(trial), "peft", tmp_path / "out")
+    config, count = loaded_count(tmp_path / "out", minilm_ref)
+    assert type(config).__name__ == TUNER_METHODS[method].config_class
+    assert count == trial.trainable_params
+
+
+@pytest.mark.parametrize(
     "structure, reason",
     [
         (Structure(serial_adapter={0: 8}), "serial bottleneck adapters (peft has no bottleneck adapters)"),
         (Structure(parallel_adapter={1: 8}), "parallel bottleneck adapters"),
         (Structure(prefix={2: 4}), "per-layer prefixes"),
         (Structure(lora=LoraModules({(0, "q"): 4}), ia3=frozenset({(1, "v")})), "LoRA mixed with IA3"),
+        (Structure(tuner=TunerModules("bias", 0, frozenset({(1, "v")}))), "peft has no bias-only tuner"),
     ],
-    ids=["serial", "parallel", "prefix", "lora+ia3"],
+    ids=["serial", "parallel", "prefix", "lora+ia3", "bias"],
 )
 def test_structures_peft_cannot_hold_are_refused_with_the_reason(mrpc_job, tmp_path, structure, reason):
     trial = mrpc_job.trial(structure)

@@ -27,7 +27,7 @@ from autopeft.export import export_trial
 from autopeft.export.axolotl_format import lora_config_as_axolotl_builds_it
 from autopeft.export.llamafactory_format import lora_config_as_llamafactory_builds_it
 from autopeft.models import TaskHead, load_base_model, resolve_model
-from autopeft.space.structure import LoraModules, Structure
+from autopeft.space.structure import LoraModules, Structure, TunerModules
 from autopeft.tasks import TaskKind
 from tests.export.conftest import grid, lora
 
@@ -167,6 +167,10 @@ def test_stacks_refuse_what_they_cannot_train(smollm_job, mrpc_job, tmp_path, fm
     with pytest.raises(ExportError, match=f"{stack} trains LoRA-family modules only .* uses serial_adapter; "
                                           "export it with --format autopeft"):
         export_trial(*smollm_job.records(mixed), fmt, tmp_path / "a")
+    loha = smollm_job.trial(Structure(tuner=TunerModules("loha", 4, frozenset({(0, "q")}))))
+    with pytest.raises(ExportError, match=f"{stack} trains LoRA-family modules only .* uses loha; "
+                                          "export it with --format peft, trl or autopeft"):
+        export_trial(*smollm_job.records(loha), fmt, tmp_path / "d")
     classifier = mrpc_job.trial(lora(grid(range(6), "qv")))
     with pytest.raises(ExportError, match=f"{stack} fine-tunes causal language models and job .* is classification"):
         export_trial(*mrpc_job.records(classifier), fmt, tmp_path / "b")

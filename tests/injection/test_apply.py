@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from autopeft.injection import apply_structure
+from autopeft.injection.apply import head_parameters
 from autopeft.space.cost import count_trainable
 from autopeft.space.layout import read_layout
 from tests.injection.random_structures import random_structure, union_structure
@@ -103,7 +104,8 @@ def test_each_module_type_alone_receives_gradients_and_changes_outputs(model, mo
     applied = apply_structure(model, structure, layout)
     try:
         model.train()
-        own = [p for p in applied.parameters if all(p is not h for h in applied._head)]
+        head = head_parameters(model, layout)
+        own = [p for p in applied.parameters if all(p is not h for h in head)]
         optimizer = torch.optim.SGD(own, lr=0.5)
         for _ in range(2):
             (model(**inputs).logits.float() - 10).pow(2).mean().backward()

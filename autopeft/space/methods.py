@@ -1,0 +1,143 @@
+"""The ``methods`` module type: one searched choice among peft's methods, each with its own size.
+
+Dimensions (on top of the space's layer mask)::
+
+    method                  lora | dora | rslora | ia3 | loha | lokr | vera | oft | ... | bias
+    method.<name>.size      the size of that method (rank, block size, frequencies); only
+                            present for methods with more than one valid size
+    method.role.<role>      whether the chosen method acts on role ``role`` (search_roles)
+
+A method's size dimension is *inactive* unless that method is chosen. :func:`canonical` resets
+inactive dimensions to their first value, so two points that decode to the same structure encode
+to the same vector and the surrogate never sees variation in a knob that did nothing.
+
+Binding drops what cannot act on the model, with the reason (:attr:`MethodChoices.excluded`): a
+size that peft refuses on one of the chosen matrices (an OFT block that does not divide the input
+width, a tuner without Conv1D support), a ``bias`` method on matrices without biases, LN tuning
+on layers without norms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from autopeft.errors import SpaceError
+from autopeft.space.dimensions import Categorical, Choice, Dimension, Flag, Point, Value
+from autopeft.space.layout import ModelLayout
+from autopeft.space.schema import MethodsSpec
+from autopeft.space.structure import LORA_VARIANTS, LoraModules, Place, Structure, TunerModules
+from autopeft.space.tuners import NORMS, TUNER_METHODS, matrix_params, method_names
+
+SIZELESS = ("ia3", "ln_tuning", "bias")
+KNOWN_METHODS = (*LORA_VARIANTS, "ia3", *method_names())
+
+
+@dataclass(frozen=True)
+class MethodChoices:
+    """The methods a ``methods`` space offers on one model.
+
+    Attributes:
+        sizes: method -> its valid sizes, in the file's order (``(0,)`` for sizeless methods).
+        excluded: method -> why it cannot act on this model's chosen matrices.
+        roles: the roles the methods act on.
+    """
+
+    sizes: Mapping[str, tuple[int, ...]]
+    excluded: Mapping[str, str]
+    roles: tuple[str, ...]
+
+    def dimensions(self, search_roles: bool) -> list[Dimension]:
+        dims: list[Dimension] = [Categorical("method", tuple(self.sizes))] if len(self.sizes) > 1 else []
+        dims += [Choice(f"method.{m}.size", sizes) for m, sizes in self.sizes.items() if len(sizes) > 1]
+        if search_roles:
+            dims += [Flag(f"method.role.{role}") for role in self.roles]
+        return dims
+
+    def constants(self) -> dict[str, Value]:
+        """Values of settings that are not searched (one method, or one size)."""
+        fixed: dict[str, Value] = {f"method.{m}.size": sizes[0] for m, sizes in self.sizes.items()}
+        if len(self.sizes) == 1:
+            fixed["method"] = next(iter(self.sizes))
+        return fixed
+
+
+def bind_methods(spec: MethodsSpec, source: str, layout: ModelLayout, layers: Sequence[int],
+                 roles: tuple[str, ...]) -> MethodChoices:
+    """The methods of ``spec`` that can act on ``roles`` of ``layers``; SpaceError if none can."""
+    unknown = [name for name in spec.choices if name not in KNOWN_METHODS]
+    if unknown:
+        raise SpaceError(
+            f"{source}: modules.methods.choices: unknown method '{unknown[0]}' (known: {', '.join(KNOWN_METHODS)})"
+        )
+    matrices = [layout.matrix(layer, role) for layer in layers for role in roles if layout.matrix(layer, role)]
+    sizes: dict[str, tuple[int, ...]] = {}
+    excluded: dict[str, str] = {}
+    for name, choice in spec.choices.items():
+        if choice.size is None and name not in SIZELESS:
+            raise SpaceError(f"{source}: modules.methods.choices.{name}: give its sizes (size: {{choices: [...]}})")
+        # Not capped at the hidden size: a method's size is not a width (FourierFT's frequencies);
+        # peft itself says which sizes fit the matrices.
+        wanted = [0] if choice.size is None else [layout.hidden_size if c == "hidden" else c for c in choice.size.choices]
+        valid = tuple(size for size in wanted if _acts_on(name, size, matrices, layout, layers))
+        if valid:
+            sizes[name] = valid
+        else:
+            excluded[name] = _why_not(name, wanted, layout)
+    if not sizes:
+        reasons = "; ".join(f"{m}: {why}" for m, why in excluded.items())
+        raise SpaceError(f"{source}: modules.methods: no method can act on model type '{layout.model_type}' ({reasons})")
+    return MethodChoices(sizes, excluded, roles)
+
+
+def _acts_on(name: str, size: int, matrices, layout: ModelLayout, layers: Sequence[int]) -> bool:
+    if name in LORA_VARIANTS or name == "ia3":
+        return size > 0 or name == "ia3"
+    if name == "ln_tuning":
+        return all(layout.layers[layer].norms for layer in layers)
+    return all(matrix_params(name, size, shape) is not None for shape in matrices)
+
+
+def _why_not(name: str, sizes: Sequence[int], layout: ModelLayout) -> str:
+    if name == "bias":
+        return "the chosen matrices have no bias"
+    if name == "ln_tuning":
+        return "some chosen layers have no normalisation module"
+    conv1d = any(m.conv1d for layer in layout.layers for m in layer.matrices.values())
+    if name in TUNER_METHODS and conv1d:
+        return f"peft's {name} does not act on this model's Conv1D matrices at sizes {list(sizes)}"
+    return f"peft's {name} cannot act on the chosen matrices at sizes {list(sizes)}"
+
+
+def canonical(point: Mapping[str, Value], choices: MethodChoices) -> Point:
+    """``point`` with the size dimensions of methods it did not choose set to their first value."""
+    chosen = point.get("method", next(iter(choices.sizes)))
+    return {
+        name: (choices.sizes[name.split(".")[1]][0] if _inactive_size(name, chosen) else value)
+        for name, value in point.items()
+    }
+
+
+def _inactive_size(name: str, chosen: Value) -> bool:
+    parts = name.split(".")
+    return len(parts) == 3 and parts[0] == "method" and parts[2] == "size" and parts[1] != chosen
+
+
+def decode_method(values: Mapping[str, Value], choices: MethodChoices, layout: ModelLayout,
+                  layers: Sequence[int], alpha_ratio: float) -> Structure:
+    """The structure of the chosen method, at its size, on the chosen roles of ``layers``."""
+    method = str(values["method"])
+    size = int(values[f"method.{method}.size"])
+    if method == "ln_tuning":
+        return Structure(tuner=TunerModules(method, 0, frozenset((layer, NORMS) for layer in layers)))
+    places: set[Place] = {
+        (layer, role)
+        for layer in layers
+        for role in choices.roles
+        if layout.matrix(layer, role) is not None and values.get(f"method.role.{role}", True)
+    }
+    if method in LORA_VARIANTS:
+        return Structure(lora=LoraModules({p: size for p in places}, variant=method, alpha_ratio=alpha_ratio))
+    if method == "ia3":
+        return Structure(ia3=frozenset(places))
+    return Structure(tuner=TunerModules(method, size, frozenset(places)))

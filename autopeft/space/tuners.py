@@ -1,0 +1,142 @@
+"""The peft tuners a ``method`` space can choose, declared once for the space, the injector and export.
+
+Each :class:`TunerMethod` names the peft config class, the config field its one searched size
+sets (a rank, a block size, a number of frequencies) and the fixed settings autopeft uses. The
+exact trainable count of a tuner on one weight matrix depends only on the method, the size and the
+matrix shape, so it is measured once by building that one matrix with peft on the meta device
+(no memory, milliseconds) and cached; a structure's count is the sum over its matrices. Methods
+whose trainable state is shared between matrices (VB-LoRA's vector bank, TinyLoRA) are not offered:
+their count would not be a sum, and peft refuses to inject them outside a ``PeftModel``.
+
+A size a method cannot take on a matrix (an OFT block that does not divide the input width, a
+Conv1D matrix a tuner does not support) makes peft raise while building; :func:`matrix_params`
+returns None for it, and points that need it are infeasible instead of crashing a trial.
+
+Two methods are not peft tuners on weight matrices:
+
+- ``ln_tuning`` trains copies of the layer norms of the chosen layers (peft's ``LNTuningConfig``);
+  its places use the role :data:`NORMS`.
+- ``bias`` trains the existing biases of the chosen matrices (BitFit restricted to them); peft has
+  no such tuner, so it is injected natively and exports only to ``--format autopeft``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from autopeft.space.layout import MatrixShape
+
+NORMS = "norms"
+"""The role of ln_tuning places: every normalisation module of the layer."""
+
+
+@dataclass(frozen=True)
+class TunerMethod:
+    """One peft tuner on weight matrices.
+
+    Attributes:
+        config_class: the peft config class name (``LoHaConfig``).
+        size_field: the config field the searched size sets, or None for a method without one.
+        settings: fixed config fields; ``alpha_ratio`` entries scale with the size
+            (``{"alpha": 2.0}`` means alpha = 2 * size, the constant scaling used for LoRA).
+        conv1d: whether it accepts GPT-2's Conv1D (peft's ``fan_in_fan_out``).
+    """
+
+    config_class: str
+    size_field: str | None
+    settings: dict[str, Any] = field(default_factory=dict)
+    alpha_ratio: dict[str, float] = field(default_factory=dict)
+    conv1d: bool = False
+
+
+TUNER_METHODS: dict[str, TunerMethod] = {
+    "loha": TunerMethod("LoHaConfig", "r", alpha_ratio={"alpha": 2.0}),
+    "lokr": TunerMethod("LoKrConfig", "r", alpha_ratio={"alpha": 2.0}),
+    "vera": TunerMethod("VeraConfig", "r", {"save_projection": True}),
+    "randlora": TunerMethod("RandLoraConfig", "r", {"save_projection": True}),
+    "oft": TunerMethod("OFTConfig", "oft_block_size", {"r": 0}),
+    "boft": TunerMethod("BOFTConfig", "boft_block_size", {"boft_n_butterfly_factor": 1}),
+    "hra": TunerMethod("HRAConfig", "r"),
+    "fourierft": TunerMethod("FourierFTConfig", "n_frequency"),
+    "waveft": TunerMethod("WaveFTConfig", "n_frequency"),
+    "c3a": TunerMethod("C3AConfig", "block_size"),
+    "miss": TunerMethod("MissConfig", "r"),
+    "shira": TunerMethod("ShiraConfig", "r", {"random_seed": 0}),  # a fixed mask: a reload rebuilds it
+    "delora": TunerMethod("DeloraConfig", "r"),
+    "hira": TunerMethod("HiraConfig", "r"),
+    "gralora": TunerMethod("GraloraConfig", "r"),
+    "ln_tuning": TunerMethod("LNTuningConfig", None),
+}
+"""peft tuners offered by ``method`` spaces, by the name a space uses."""
+
+NATIVE_METHODS = ("bias",)
+
+
+def method_names() -> tuple[str, ...]:
+    return (*TUNER_METHODS, *NATIVE_METHODS)
+
+
+def peft_config(method: str, size: int, target_modules: Iterable[str], *, conv1d: bool = False, **extra):
+    """The peft config of ``method`` at ``size`` on the named modules; ``extra`` goes to the config."""
+    import peft
+
+    spec = TUNER_METHODS[method]
+    fields: dict[str, Any] = {**spec.settings, **{name: ratio * size for name, ratio in spec.alpha_ratio.items()}}
+    if spec.size_field is not None:
+        fields[spec.size_field] = size
+    if conv1d:
+        fields["fan_in_fan_out"] = True
+    return getattr(peft, spec.config_class)(target_modules=sorted(target_modules), **fields, **extra)
+
+
+def matrix_params(method: str, size: int, shape: MatrixShape) -> int | None:
+    """Trainable parameters ``method`` at ``size`` adds on one matrix of ``shape``; None if it cannot."""
+    if method == "bias":
+        return shape.out_features if shape.bias else None
+    if method == "shira":  # its random mask needs real tensors (torch.nonzero): r * (in + out) entries train
+        entries = size * (shape.in_features + shape.out_features)
+        return entries if 0 < entries <= shape.numel and not shape.conv1d else None  # nn.Linear only
+    return _built_count(method, size, MatrixShape("matrix", shape.in_features, shape.out_features, shape.conv1d, shape.bias))
+
+
+@functools.lru_cache(maxsize=4096)
+def _built_count(method: str, size: int, shape: MatrixShape) -> int | None:
+    """Counted on one matrix built on the meta device; cached per shape (the name is always ``matrix``)."""
+    import torch
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from torch import nn
+    from transformers.pytorch_utils import Conv1D
+
+    with torch.device("meta"):
+        holder = nn.Module()
+        holder.matrix = (
+            Conv1D(shape.out_features, shape.in_features)
+            if shape.conv1d
+            else nn.Linear(shape.in_features, shape.out_features, bias=shape.bias)
+        )
+    before = {id(p) for p in holder.parameters()}
+    try:
+        build_tuner(holder, peft_config(method, size, ["matrix"], conv1d=shape.conv1d), "count")
+    except (ValueError, TypeError, RuntimeError, NotImplementedError, AssertionError):
+        return None
+    if not isinstance(holder.matrix, BaseTunerLayer):
+        return None
+    return sum(p.numel() for p in holder.parameters() if id(p) not in before)
+
+
+def build_tuner(model, config, adapter_name: str) -> None:
+    """Wrap the matrices ``config`` targets in ``model`` with its tuner's layers, in place.
+
+    Calls peft's tuner class directly rather than ``inject_adapter_in_model``, which refuses
+    tuners that keep shared state on the tuner object (VeRA's and RandLoRA's frozen random
+    projections): the wrapped layers hold references to that state, so they work without it.
+    """
+    from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
+
+    PEFT_TYPE_TO_TUNER_MAPPING[config.peft_type](model, config, adapter_name=adapter_name)
+    # peft leaves its config on the model; autopeft keeps the structure itself, and a second
+    # tuner on the same model (IA3 after LoRA) would read it as an existing adapter.
+    del model.peft_config

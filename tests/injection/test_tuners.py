@@ -1,0 +1,108 @@
+"""Every method of the ``methods`` space on every tiny family: exact counts, training, clean removal."""
+
+import random
+
+import pytest
+import torch
+
+from autopeft.injection import apply_structure
+from autopeft.injection.apply import head_parameters
+from autopeft.space.cost import count_trainable
+from autopeft.space.schema import load_space_spec
+from autopeft.space.search_space import bind_space
+from tests.space.tiny_models import TINY_MODELS, example_inputs
+
+RANDOM_POINTS = 210
+
+
+@pytest.fixture(scope="module", params=sorted(TINY_MODELS))
+def bound(request):
+    torch.manual_seed(0)
+    model = TINY_MODELS[request.param]()
+    return model, bind_space(load_space_spec("methods"), model)
+
+
+def built_trainable(model, applied) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad) + sum(
+        p.numel() for p in applied.native.parameters()
+    )
+
+
+def state(model):
+    return {name: tensor.clone() for name, tensor in model.state_dict().items()}
+
+
+def assert_same_state(model, before):
+    after = model.state_dict()
+    assert list(after) == list(before)
+    assert all(torch.equal(before[name], after[name]) for name in before)
+
+
+def every_method_point(space):
+    """One point per offered method: its largest valid size, every layer and role on."""
+    for method, sizes in space.methods.sizes.items():
+        point = {}
+        for dimension in space.dimensions:
+            if dimension.name == "method":
+                point["method"] = method
+            elif dimension.name.endswith(".size"):
+                point[dimension.name] = sizes[-1] if dimension.name == f"method.{method}.size" else dimension.values[0]
+            else:
+                point[dimension.name] = True
+        yield method, point
+
+
+def test_every_method_trains_changes_outputs_and_is_removed_bit_for_bit(bound):
+    model, space = bound
+    inputs = example_inputs(model)
+    head = head_parameters(model, space.layout)
+    for method, point in every_method_point(space):
+        structure = space.decode(point)
+        before = state(model)
+        with torch.no_grad():
+            reference = model.eval()(**inputs).logits
+        applied = apply_structure(model, structure, space.layout)
+        try:
+            assert built_trainable(model, applied) == count_trainable(structure, space.layout), method
+            own = [p for p in applied.parameters if all(p is not h for h in head)]
+            optimizer = torch.optim.Adam(own, lr=0.05)
+            model.train()
+            for _ in range(2):
+                (model(**inputs).logits.float() - 10).pow(2).mean().backward()
+                assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in own), method
+                optimizer.step()
+                optimizer.zero_grad()
+            with torch.no_grad():
+                assert not torch.allclose(model.eval()(**inputs).logits, reference), method
+        finally:
+            applied.remove()
+        assert_same_state(model, before)
+        assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_exact_count_equals_built_count_over_random_points(bound):
+    model, space = bound
+    rng = random.Random(0)
+    checked = 0
+    for _ in range(RANDOM_POINTS // len(TINY_MODELS) * 3):
+        point = space.from_unit([rng.random() for _ in space.dimensions])
+        if not space.is_feasible(point):
+            continue
+        structure = space.decode(point)
+        applied = apply_structure(model, structure, space.layout)
+        try:
+            assert built_trainable(model, applied) == space.trainable_params(point), structure.to_json()
+        finally:
+            applied.remove()
+        checked += 1
+    assert checked >= RANDOM_POINTS // len(TINY_MODELS)
+
+
+def test_sizes_of_methods_not_chosen_do_not_change_the_encoding(bound):
+    _, space = bound
+    sized = [d for d in space.dimensions if d.name.endswith(".size")]
+    point = dict(next(p for _, p in every_method_point(space)))
+    other = next(d for d in sized if d.name != f"method.{point['method']}.size")
+    changed = {**point, other.name: other.values[-1]}
+    assert space.encode(changed) == space.encode(point)
+    assert space.structure_key(changed) == space.structure_key(point)
