@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from bench.optimizers.grouped_spaces import GROUPED_SPACES
-from bench.optimizers.proxy_setup import FIDELITY, TASKS, grouped_space, proxy_trainer, train
+from bench.optimizers.proxy_setup import TABLE_FIDELITY, TASKS, grouped_space, proxy_trainer, train
 
 RESULTS = Path(__file__).parent / "results"
 TRAINING_SEED = 0
@@ -97,7 +97,8 @@ def main() -> None:
         points.sort(key=space.trainable_params, reverse=True)
     mine = [p for number, p in enumerate(points) if number % count == index]
     todo = [p for p in mine if space.config_id(p) not in done][: args.limit]
-    print(f"{len(done)} recorded, {len(todo)} to go; fidelity {FIDELITY}", flush=True)
+    fidelity = TABLE_FIDELITY[args.space]
+    print(f"{len(done)} recorded, {len(todo)} to go; fidelity {fidelity}", flush=True)
     trainer = proxy_trainer(args.task)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     new_file = not args.out.exists()
@@ -107,7 +108,7 @@ def main() -> None:
             writer.writeheader()
         for number, point in enumerate(todo):
             started = time.perf_counter()
-            outcome = train(trainer, space, point, number, TRAINING_SEED)
+            outcome = train(trainer, space, point, number, TRAINING_SEED, fidelity)
             writer.writerow({
                 "config": space.config_id(point), **point,
                 "trainable_params": outcome.trainable_params or space.trainable_params(point),
