@@ -378,11 +378,44 @@ def serve(
 
 
 @app.command()
-def spaces() -> None:
-    """List the shipped search spaces."""
+def spaces(
+    model: Annotated[
+        Optional[str],
+        typer.Option(help="Also show the layout found in this model and what each space offers on it."),
+    ] = None,
+) -> None:
+    """List the shipped search spaces; with --model, how each binds to that model."""
     from autopeft.space import shipped_spaces
 
-    for name, path in shipped_spaces().items():
-        console.print(f"{name:12s} {path}")
+    if model is None:
+        for name, path in shipped_spaces().items():
+            console.print(f"{name:12s} {path}")
+        return
+    _describe_spaces_on(model)
+
+
+def _describe_spaces_on(model_name: str) -> None:
+    from autopeft.models import TaskHead, build_skeleton, resolve_model
+    from autopeft.space import shipped_spaces
+    from autopeft.space.discovery import discover_architecture
+    from autopeft.space.layout import read_layout
+    from autopeft.space.schema import load_space_spec
+    from autopeft.space.search_space import bind_space
+    from autopeft.tasks import TaskKind
+
+    # The layout does not depend on the head; a 2-label classifier head builds for every family.
+    skeleton = build_skeleton(resolve_model(model_name), TaskHead(TaskKind.CLASSIFICATION, 2))
+    layout = read_layout(skeleton)
+    found = discover_architecture(skeleton) if layout.family == "discovered" else None
+    console.print(views.layout_table(layout, found.unnamed if found else (), found.skipped if found else ()))
+    for name in shipped_spaces():
+        try:
+            space = bind_space(load_space_spec(name), skeleton)
+        except AutopeftError as exc:
+            console.print(f"{name:10s} not usable: {exc}")
+            continue
+        console.print(f"{name:10s} {len(space.dimensions)} dimensions")
+        for method, why in (space.methods.excluded.items() if space.methods else ()):
+            console.print(f"{'':10s} without {method}: {why}")
 
 

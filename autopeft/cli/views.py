@@ -16,6 +16,7 @@ from autopeft.trials import TrialState
 
 if TYPE_CHECKING:  # the search stack (Ray, torch) loads only for the verbs that search
     from autopeft.scheduler import PreparedJob
+    from autopeft.space.layout import ModelLayout
     from autopeft.scheduler.scheduler import Progress as SchedulerProgress
 
 
@@ -38,6 +39,10 @@ def structure_summary(structure: dict[str, Any]) -> str:
     if "parallel_adapter" in structure:
         sizes = sorted(set(structure["parallel_adapter"]["sizes"].values()))
         parts.append(f"parallel_adapter {{{','.join(map(str, sizes))}}} x{len(structure['parallel_adapter']['sizes'])}")
+    if "tuner" in structure:
+        tuner = structure["tuner"]
+        size = f" {tuner['size']}" if tuner["size"] else ""
+        parts.append(f"{tuner['method']}{size} x{len(tuner['places'])}")
     return "; ".join(parts) or "(none)"
 
 
@@ -164,10 +169,34 @@ def search_header(prepared: PreparedJob, store_url: str) -> str:
     return (
         f"searching {spec.trials} trials of space '{prepared.space_spec.name}' "
         f"({len(prepared.space.dimensions)} dimensions) for {spec.model} "
-        f"({layout.total_params:,} parameters, {layout.num_layers} layers) on {prepared.task.name} "
+        f"({layout.total_params:,} parameters, {layout.num_layers} layers, {layout_origin(layout)}) "
+        f"on {prepared.task.name} "
         f"(train {len(prepared.task.train):,} / search {len(prepared.task.search):,} / dev {len(prepared.task.dev):,}"
         f" examples; trials score on search) with {spec.workers} worker(s); store {store_url}"
     )
+
+
+def layout_origin(layout: ModelLayout) -> str:
+    if layout.family == "discovered":
+        return "layout discovered from the model"
+    return f"{layout.family} layout from the registry"
+
+
+def layout_table(layout: ModelLayout, unnamed: Sequence[str], skipped: Sequence[str]) -> Table:
+    """The roles of a model's first layer: module, shape; what discovery could not name or skipped."""
+    first = layout.layers[0]
+    table = Table(title=f"{layout.model_type}: {layout.num_layers} layers, {layout_origin(layout)}")
+    for column in ("role", "module (layer 0)", "in -> out"):
+        table.add_column(column)
+    for role, shape in first.matrices.items():
+        table.add_row(role, shape.name, f"{shape.in_features} -> {shape.out_features}")
+    table.add_row("norms", ", ".join(name.removeprefix(first.path + ".") for name in first.norms) or "-", "")
+    table.add_row("ffn", f"{first.ffn_input} -> {first.ffn_output}", "")
+    if unnamed:
+        table.caption = f"kept by leaf name (no role rule names them): {', '.join(unnamed)}"
+    if skipped:
+        table.caption = (table.caption or "") + f"  not searchable (inside repeated sub-blocks): {', '.join(skipped)}"
+    return table
 
 
 class SearchProgress:

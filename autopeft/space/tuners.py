@@ -23,6 +23,7 @@ Two methods are not peft tuners on weight matrices:
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,7 +137,11 @@ def build_tuner(model, config, adapter_name: str) -> None:
     """
     from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
 
-    PEFT_TYPE_TO_TUNER_MAPPING[config.peft_type](model, config, adapter_name=adapter_name)
+    with warnings.catch_warnings():
+        # BOFT announces its missing CUDA kernel and LN tuning its "unsupported" norms on every
+        # build; both work on CPU, and the notes would repeat for every trial.
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"peft\.tuners\.")
+        PEFT_TYPE_TO_TUNER_MAPPING[config.peft_type](model, config, adapter_name=adapter_name)
     # peft leaves its config on the model; autopeft keeps the structure itself, and a second
     # tuner on the same model (IA3 after LoRA) would read it as an existing adapter.
     del model.peft_config
