@@ -12,6 +12,7 @@ import pytest
 from autopeft.objectives import Objective
 from autopeft.optimizers import Observation, Optimizer
 from autopeft.space import parse_space
+from autopeft.space.schema import load_space_spec
 from autopeft.space.search_space import bind_space
 from tests.space.tiny_models import tiny_bert
 
@@ -116,6 +117,17 @@ class OptimizerContract:
             return first + optimizer.ask(3)
 
         assert run(3) == run(3)
+
+    def test_the_conditional_methods_space_gets_feasible_new_points(self):
+        """One method categorical, a size per method that only counts when chosen, role switches."""
+        space = bind_space(load_space_spec("methods"), tiny_bert())
+        optimizer = self.make(space)
+        first = optimizer.ask(6)
+        self.observe(optimizer, first)
+        later = optimizer.ask(3)
+        assert len(later) == 3 and all(space.is_feasible(p) for p in later)
+        keys = [space.structure_key(p) for p in first + later]
+        assert len(set(keys)) == len(keys)
 
     def test_exhausted_space_returns_fewer_points(self):
         space = bind_space(parse_space(TINY_SPACE), tiny_bert())
