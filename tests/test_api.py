@@ -87,20 +87,31 @@ def test_saved_adapter_reproduces_the_trained_outputs(exported, minilm_ref, batc
     loaded.remove()
 
 
-@pytest.mark.parametrize(
-    ("method", "size"), [("vera", 64), ("shira", 8), ("boft", 8), ("fourierft", 256), ("ln_tuning", 0), ("bias", 0)]
-)
-def test_peft_tuners_with_hidden_state_reload_exactly(method, size, shared_data, minilm_ref, batch, tmp_path):
-    """Frozen random projections (VeRA), random masks and locations (SHiRA, FourierFT), butterfly
-    factors (BOFT), norm copies and biases come back the same from an autopeft export."""
+def _tuner(method, size):
     from autopeft.space.structure import TunerModules
     from autopeft.space.tuners import NORMS
-    from autopeft.store import Store
 
     places = {(layer, NORMS) for layer in (4, 5)} if method == "ln_tuning" else {(4, "q"), (5, "v"), (5, "down")}
-    structure = Structure(tuner=TunerModules(method, size, frozenset(places)))
+    return Structure(tuner=TunerModules(method, size, frozenset(places)))
+
+
+HIDDEN_STATE = {
+    **{method: _tuner(method, size) for method, size in
+       [("vera", 64), ("shira", 8), ("boft", 8), ("fourierft", 256), ("ln_tuning", 0), ("bias", 0)]},
+    "pissa": Structure(lora=LoraModules({(4, "q"): 4, (5, "down"): 8}, init="pissa")),
+    "kasa+olora": Structure(lora=LoraModules({(4, "q"): 4, (5, "down"): 8}, variant="kasa", init="olora")),
+}
+
+
+@pytest.mark.parametrize("name", list(HIDDEN_STATE))
+def test_structures_with_hidden_state_reload_exactly(name, shared_data, minilm_ref, batch, tmp_path):
+    """Frozen random projections (VeRA), random masks and locations (SHiRA, FourierFT), butterfly
+    factors (BOFT), norm copies, biases, and base weights rewritten by PiSSA, OLoRA and KaSA come
+    back the same from an autopeft export on a fresh copy of the base model."""
+    from autopeft.store import Store
+
     job = JobBuilder(Store(f"sqlite:///{tmp_path / 'store.db'}"), "minilm", str(shared_data / "glue" / "MRPC"))
-    trial = job.trial(structure)
+    trial = job.trial(HIDDEN_STATE[name])
     export_trial(*job.records(trial), "autopeft", tmp_path / "export")
     model = user_model(minilm_ref)
     applied = autopeft.apply(model, tmp_path / "export")

@@ -50,7 +50,8 @@ class AppliedStructure:
         self._hooks = []
         self._prefix: PrefixInjection | None = None
         self.native = nn.ModuleDict()
-        # The head (and, for the bias method, chosen biases) train in place; keep copies to restore.
+        # The head (and, for the bias method, chosen biases) train in place, and PiSSA, OLoRA and
+        # KaSA rewrite base weights: keep copies to restore.
         self._own: list[nn.Parameter] = []
         self._own_before: list[torch.Tensor] = []
         try:
@@ -66,12 +67,14 @@ class AppliedStructure:
         model = self.model
         new = []
         if structure.lora is not None:
+            if structure.lora.changes_base_weights:
+                self._keep(model.get_submodule(layout.matrix(*place).name).weight for place in structure.lora.ranks)
             new += inject(model, lora_config(structure.lora, layout))
         if structure.ia3:
             new += inject(model, ia3_config(structure.ia3, layout))
         if structure.tuner is not None and structure.tuner.method == "bias":
             places = sorted(structure.tuner.places)
-            new += self._train_own(model.get_submodule(layout.matrix(*place).name).bias for place in places)
+            new += self._keep(model.get_submodule(layout.matrix(*place).name).bias for place in places)
         elif structure.tuner is not None:
             new += inject(model, tuner_config(structure.tuner, layout))
         new += self._attach_adapters(structure, layout)
@@ -84,10 +87,10 @@ class AppliedStructure:
             )
             self.native["prefix"] = nn.ModuleDict(self._prefix.prefixes)
             new += self._prefix.parameters()
-        return new + self._train_own(head_parameters(model, layout))
+        return new + self._keep(head_parameters(model, layout))
 
-    def _train_own(self, parameters) -> list[nn.Parameter]:
-        """The model's own ``parameters``, trained in place and restored by :meth:`remove`."""
+    def _keep(self, parameters) -> list[nn.Parameter]:
+        """The model's own ``parameters`` (to train, or that peft rewrites), restored by :meth:`remove`."""
         parameters = list(parameters)
         self._own += parameters
         self._own_before += [p.detach().clone() for p in parameters]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from peft import IA3Config, LoraConfig, PeftConfig
+from peft import IA3Config, KasaConfig, LoraConfig, PeftConfig
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
@@ -24,6 +24,9 @@ from autopeft.space.structure import LoraModules, Place, TunerModules
 from autopeft.space.tuners import build_tuner, peft_config
 
 ADAPTER_NAME = "autopeft"
+# Exact PiSSA (a full SVD) rather than its randomised fast form: an export must rebuild the same
+# A, B and residual on the user's copy of the base model.
+PEFT_INIT = {"default": True, "gaussian": "gaussian", "orthogonal": "orthogonal", "pissa": "pissa", "olora": "olora"}
 
 
 def anchored_key(module_name: str) -> str:
@@ -45,6 +48,8 @@ def lora_config(lora: LoraModules, layout: ModelLayout, **extra) -> LoraConfig:
         lora_dropout=lora.dropout,
         use_dora=lora.variant == "dora",
         use_rslora=lora.variant == "rslora",
+        kasa_config=KasaConfig() if lora.variant == "kasa" else None,
+        init_lora_weights=PEFT_INIT[lora.init],
         fan_in_fan_out=_uses_conv1d(lora.ranks, layout),
         bias="none",
         **extra,

@@ -16,9 +16,10 @@ from autopeft.space.tuners import matrix_params
 
 
 def lora_params(shape: MatrixShape, rank: int, variant: str) -> int:
-    """A (rank x in) + B (out x rank); DoRA adds one magnitude per output feature."""
-    magnitude = shape.out_features if variant == "dora" else 0
-    return rank * (shape.in_features + shape.out_features) + magnitude
+    """A (rank x in) + B (out x rank); DoRA adds one magnitude per output feature, KaSA one
+    singular value per rank."""
+    extra = {"dora": shape.out_features, "kasa": rank}.get(variant, 0)
+    return rank * (shape.in_features + shape.out_features) + extra
 
 
 def ia3_params(shape: MatrixShape, role: str, layout: ModelLayout) -> int:

@@ -74,6 +74,8 @@ def _guess(space: SearchSpace, lora_roles: set[str], ia3: bool) -> Point | None:
             value = 0 if not lora_roles or (role_specific and last not in lora_roles) else DEFAULT_RANK
         elif dimension.name == "lora.variant":
             value = "lora"
+        elif dimension.name == "lora.init":
+            value = "default"
         elif kind == "ia3":
             value = ia3 and (last not in space.ia3_roles or last in IA3_ROLES)
         elif kind in ("serial_adapter", "parallel_adapter", "prefix"):
@@ -93,7 +95,7 @@ def _decodes_to(space: SearchSpace, point: Mapping[str, Value], lora: set[Place]
         return False
     expected_lora = {place: DEFAULT_RANK for place in lora}
     actual_lora = dict(structure.lora.ranks) if structure.lora else {}
-    plain = structure.lora is None or structure.lora.variant == "lora"
+    plain = structure.lora is None or (structure.lora.variant == "lora" and structure.lora.init == "default")
     only_these = set(structure.module_types) <= {"lora", "ia3"}
     return (
         plain and only_these and actual_lora == expected_lora and set(structure.ia3) == ia3

@@ -26,7 +26,7 @@ from autopeft.errors import SpaceError
 from autopeft.space.dimensions import Categorical, Choice, Dimension, Flag, Point, Value
 from autopeft.space.layout import ModelLayout
 from autopeft.space.schema import MethodsSpec
-from autopeft.space.structure import LORA_VARIANTS, LoraModules, Place, Structure, TunerModules
+from autopeft.space.structure import LORA_VARIANTS, NOT_ON_CONV1D, LoraModules, Place, Structure, TunerModules
 from autopeft.space.tuners import NORMS, TUNER_METHODS, matrix_params, method_names
 
 SIZELESS = ("ia3", "ln_tuning", "bias")
@@ -91,6 +91,8 @@ def bind_methods(spec: MethodsSpec, source: str, layout: ModelLayout, layers: Se
 
 
 def _acts_on(name: str, size: int, matrices, layout: ModelLayout, layers: Sequence[int]) -> bool:
+    if name in NOT_ON_CONV1D and any(shape.conv1d for shape in matrices):
+        return False
     if name in LORA_VARIANTS or name == "ia3":
         return size > 0 or name == "ia3"
     if name == "ln_tuning":
@@ -104,7 +106,7 @@ def _why_not(name: str, sizes: Sequence[int], layout: ModelLayout) -> str:
     if name == "ln_tuning":
         return "some chosen layers have no normalisation module"
     conv1d = any(m.conv1d for layer in layout.layers for m in layer.matrices.values())
-    if name in TUNER_METHODS and conv1d:
+    if (name in TUNER_METHODS or name in NOT_ON_CONV1D) and conv1d:
         return f"peft's {name} does not act on this model's Conv1D matrices at sizes {list(sizes)}"
     return f"peft's {name} cannot act on the chosen matrices at sizes {list(sizes)}"
 

@@ -25,7 +25,7 @@ from pydantic import (
 
 from autopeft.bundled import search_spaces_dir
 from autopeft.errors import SpaceError
-from autopeft.space.structure import LoraVariant
+from autopeft.space.structure import LoraInit, LoraVariant
 
 Granularity = Literal["global", "layer", "role", "placement"]
 """How many independent values a searched setting has: one for the whole model, one per layer,
@@ -80,6 +80,7 @@ class LoraSpec(_Strict):
     search_roles: bool = False
     rank: Sizes
     variants: list[LoraVariant] = Field(default=["lora"], min_length=1)
+    inits: list[LoraInit] = Field(default=["default"], min_length=1)
     alpha_ratio: float = Field(default=2.0, gt=0)
     dropout: float = Field(default=0.0, ge=0, lt=1)
 

@@ -9,7 +9,8 @@ Dimension names say what they control::
     lora.rank.L3            rank for every role of layer 3     (per: layer)
     lora.rank.q             rank for role q in every layer      (per: role)
     lora.rank.L3.q          rank of one placement               (per: placement)
-    lora.variant            lora | dora | rslora
+    lora.variant            lora | dora | rslora | kasa
+    lora.init               default | gaussian | orthogonal | pissa | olora
     ia3[.L3][.q]            IA3 switched on, at the granularity of ia3.per
     serial_adapter.size[.L3], parallel_adapter.size[.L3], prefix.length[.L3]
     method, method.<name>.size, method.role.q   the peft method and its size (autopeft.space.methods)
@@ -33,7 +34,7 @@ from autopeft.space.architectures import FUSED_INTO, Architecture, declared_arch
 from autopeft.space.layout import ModelLayout, read_layout
 from autopeft.space.methods import MethodChoices, bind_methods, canonical, decode_method
 from autopeft.space.schema import Granularity, Sizes, SpaceSpec
-from autopeft.space.structure import LoraModules, Place, Structure
+from autopeft.space.structure import NOT_ON_CONV1D, LoraModules, Place, Structure
 
 
 def _granular_name(prefix: str, per: Granularity, unit: str, role: str | None = None) -> str:
@@ -159,10 +160,8 @@ class SearchSpace(DimensionVectors):
             if lora.search_roles:
                 yield from (Flag(f"lora.role.{role}") for role in self.lora_roles)
             yield from self._sized("lora.rank", lora.rank, self.lora_roles)
-            if len(lora.variants) > 1:
-                yield Categorical("lora.variant", tuple(lora.variants))
-            else:
-                self._constants["lora.variant"] = lora.variants[0]
+            yield from self._categorical("lora.variant", self._on_model(lora.variants, "modules.lora.variants"))
+            yield from self._categorical("lora.init", self._on_model(lora.inits, "modules.lora.inits"))
         if modules.ia3 is not None and modules.ia3.searched:
             yield from (Flag(name) for name in self._granular_names("ia3", modules.ia3.per, self.ia3_roles))
         for prefix, sizes in (
@@ -172,6 +171,22 @@ class SearchSpace(DimensionVectors):
         ):
             if sizes:
                 yield from self._sized(prefix, sizes, ())
+
+    def _categorical(self, name: str, values: Sequence[str]) -> list[Categorical]:
+        """A searched choice, or a constant when only one value is offered."""
+        if len(values) > 1:
+            return [Categorical(name, tuple(values))]
+        self._constants[name] = values[0]
+        return []
+
+    def _on_model(self, options: Sequence[str], key: str) -> list[str]:
+        """``options`` without those peft cannot apply to this model's Conv1D matrices."""
+        conv1d = any(self.layout.matrix(layer, role).conv1d for layer in self.layers for role in self.lora_roles
+                     if self.layout.matrix(layer, role) is not None)
+        kept = [o for o in options if not (conv1d and o in NOT_ON_CONV1D)]
+        if not kept:
+            raise SpaceError(f"{self.spec.source}: {key}: {', '.join(options)} cannot act on this model's Conv1D matrices")
+        return kept
 
     def _granular_names(self, prefix: str, per: Granularity, roles: Sequence[str]) -> list[str]:
         names: dict[str, None] = {}
@@ -249,6 +264,7 @@ class SearchSpace(DimensionVectors):
             variant=str(values["lora.variant"]),
             alpha_ratio=lora.alpha_ratio,
             dropout=lora.dropout,
+            init=str(values["lora.init"]),
         )
 
     def _decode_ia3(

@@ -13,8 +13,15 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-LoraVariant = Literal["lora", "dora", "rslora"]
-LORA_VARIANTS: tuple[LoraVariant, ...] = ("lora", "dora", "rslora")
+LoraVariant = Literal["lora", "dora", "rslora", "kasa"]
+LORA_VARIANTS: tuple[LoraVariant, ...] = ("lora", "dora", "rslora", "kasa")
+LoraInit = Literal["default", "gaussian", "orthogonal", "pissa", "olora"]
+LORA_INITS: tuple[LoraInit, ...] = ("default", "gaussian", "orthogonal", "pissa", "olora")
+BASE_CHANGING_INITS = ("pissa", "olora")
+"""Inits that move the principal part of each base weight into A and B (base = residual)."""
+NOT_ON_CONV1D = ("kasa", "olora")
+"""LoRA options peft 0.21 cannot apply to Conv1D (fan_in_fan_out) matrices: KaSA refuses them and
+OLoRA builds factors of the wrong shape."""
 
 Place = tuple[int, str]
 """``(layer index, role)``, e.g. ``(0, "q")``."""
@@ -41,7 +48,12 @@ class LoraModules:
     Attributes:
         ranks: place -> rank (> 0).
         variant: ``lora``; ``dora`` (adds a learned magnitude vector per output feature);
-            ``rslora`` (scaling alpha / sqrt(r) instead of alpha / r).
+            ``rslora`` (scaling alpha / sqrt(r) instead of alpha / r); ``kasa`` (drops the r
+            smallest singular components of the base weight and learns r singular values
+            between A and B).
+        init: how A and B start: ``default`` (peft's: Kaiming A, zero B), ``gaussian``,
+            ``orthogonal``, ``pissa`` (A, B from the top-r singular vectors of the base weight,
+            which keeps the residual) or ``olora`` (from its QR decomposition).
         alpha_ratio: ``lora_alpha = alpha_ratio * rank`` for every module, so that plain LoRA's
             scaling alpha / r is the same at every rank.
         dropout: dropout on the LoRA input.
@@ -51,9 +63,15 @@ class LoraModules:
     variant: LoraVariant = "lora"
     alpha_ratio: float = 2.0
     dropout: float = 0.0
+    init: LoraInit = "default"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ranks", _frozen(self.ranks))
+
+    @property
+    def changes_base_weights(self) -> bool:
+        """PiSSA, OLoRA and KaSA rewrite the weights they act on when injected."""
+        return self.init in BASE_CHANGING_INITS or self.variant == "kasa"
 
     def alpha(self, rank: int) -> float:
         return self.alpha_ratio * rank
@@ -133,6 +151,7 @@ class Structure:
                 "variant": self.lora.variant,
                 "alpha_ratio": self.lora.alpha_ratio,
                 "dropout": self.lora.dropout,
+                "init": self.lora.init,
                 "ranks": {place_key(p): r for p, r in self.lora.ranks.items()},
             }
         if self.ia3:
@@ -167,6 +186,7 @@ class Structure:
                 variant=lora["variant"],
                 alpha_ratio=float(lora["alpha_ratio"]),
                 dropout=float(lora["dropout"]),
+                init=lora.get("init", "default"),
             ),
             ia3=frozenset(parse_place_key(k) for k in data.get("ia3", ())),
             serial_adapter={int(k): int(v) for k, v in data.get("serial_adapter", {}).items()},

@@ -45,6 +45,14 @@ def test_pure_ia3_exports_as_an_ia3_config(mrpc_job, minilm_ref, tmp_path):
     assert sorted(config.feedforward_modules) == [f"bert.encoder.layer.{i}.output.dense" for i in range(6)]
 
 
+def test_pissa_and_kasa_export_as_the_lora_config_that_rebuilds_them(mrpc_job, minilm_ref, tmp_path):
+    trial = mrpc_job.trial(lora(grid((4, 5), ("q", "v")), variant="kasa", init="pissa"))
+    export_trial(*mrpc_job.records(trial), "peft", tmp_path / "out")
+    config, count = loaded_count(tmp_path / "out", minilm_ref)
+    assert config.init_lora_weights == "pissa" and config.kasa_config is not None
+    assert count == trial.trainable_params
+
+
 @pytest.mark.parametrize(
     ("method", "size"),
     [("loha", 4), ("lokr", 4), ("vera", 64), ("oft", 32), ("hra", 4), ("c3a", 64), ("shira", 8), ("ln_tuning", 0)],

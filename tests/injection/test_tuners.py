@@ -106,3 +106,26 @@ def test_sizes_of_methods_not_chosen_do_not_change_the_encoding(bound):
     changed = {**point, other.name: other.values[-1]}
     assert space.encode(changed) == space.encode(point)
     assert space.structure_key(changed) == space.structure_key(point)
+
+
+@pytest.mark.parametrize("family", ["bert", "llama", "gpt2"])
+def test_lora_inits_and_kasa_count_exactly_and_restore_the_base_weights_they_rewrite(family):
+    from autopeft.space.layout import read_layout
+    from autopeft.space.structure import LORA_INITS, NOT_ON_CONV1D, LoraModules, Structure
+
+    model = TINY_MODELS[family]()
+    layout = read_layout(model)
+    roles = list(layout.layers[0].matrices)[:2]
+    conv1d = layout.matrix(0, roles[0]).conv1d
+    for init in LORA_INITS:
+        for variant in ("lora", "kasa"):
+            if conv1d and (init in NOT_ON_CONV1D or variant in NOT_ON_CONV1D):
+                continue
+            structure = Structure(lora=LoraModules({(0, r): 4 for r in roles}, variant=variant, init=init))
+            before = state(model)
+            applied = apply_structure(model, structure, layout)
+            try:
+                assert built_trainable(model, applied) == count_trainable(structure, layout), (init, variant)
+            finally:
+                applied.remove()
+            assert_same_state(model, before)

@@ -151,3 +151,27 @@ def test_space_file_needs_modules_or_budget_but_not_both():
 
     with pytest.raises(SpaceError, match="declare either modules"):
         parse_space("name: x\n", source="s.yaml")
+
+
+def test_lora_inits_are_a_searched_choice_and_conv1d_models_lose_what_peft_cannot_do_there():
+    from autopeft.space.structure import LoraModules
+
+    text = """
+name: inits
+modules:
+  lora:
+    roles: [query, value]
+    rank: {choices: [4, 8]}
+    variants: [lora, kasa]
+    inits: [default, pissa, olora]
+"""
+    bert = bind_space(parse_space(text), tiny_bert())
+    dims = {d.name: d for d in bert.dimensions}
+    assert dims["lora.init"].values == ("default", "pissa", "olora")
+    assert dims["lora.variant"].values == ("lora", "kasa")
+    point = {name: d.values[-1] if hasattr(d, "values") else True for name, d in dims.items()}
+    lora = bert.decode(point).lora
+    assert isinstance(lora, LoraModules) and (lora.init, lora.variant) == ("olora", "kasa")
+    gpt2 = bind_space(parse_space(text.replace("[query, value]", "[c_attn]")), tiny_gpt2())
+    assert "lora.variant" not in {d.name for d in gpt2.dimensions}  # only plain LoRA is left
+    assert {d.name: d for d in gpt2.dimensions}["lora.init"].values == ("default", "pissa")
