@@ -1,15 +1,21 @@
-"""Every module type, alone and as the AutoPEFT union, trained on real weights.
+"""Every module type, alone and as the AutoPEFT union, or every peft method, trained on real weights.
 
 For each structure: dev loss with freshly initialised modules (step 0), then dev loss (and the
-task metric) after a short proxy fine-tune, with trainable parameters and time. Runs MiniLM on
-SST-2 and SmolLM2-135M-Instruct on the Alpaca demo set; writes a markdown table.
+task metric) after a short proxy fine-tune, with trainable parameters, time, and step time and
+peak memory as ratios to LoRA r8 on q,v in the same run. Runs MiniLM on SST-2 and
+SmolLM2-135M-Instruct on the Alpaca demo set; writes a markdown table.
 
     python -m bench.module_types --out docs/module_types.md [--models minilm smollm2]
+    python -m bench.module_types --set methods --out docs/methods.md [--steps N]
+
+``--set methods`` runs every method of ``search_spaces/methods.yaml`` (at one mid-range size,
+on q and v of every layer; LN tuning on every layer's norms) and the LoRA inits and KaSA.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 from dataclasses import replace
@@ -20,7 +26,8 @@ import torch
 
 from autopeft.models import resolve_model
 from autopeft.space.layout import ModelLayout
-from autopeft.space.structure import LoraModules, Structure
+from autopeft.space.structure import LoraModules, Structure, TunerModules
+from autopeft.space.tuners import NORMS
 from autopeft.tasks import load_task
 from autopeft.tasks.holdout import with_search_split
 from autopeft.trials import Fidelity, TrialRequest
@@ -65,13 +72,41 @@ def structures(layout: ModelLayout) -> dict[str, Structure]:
     }
 
 
-def run(model_name: str, threads: int) -> list[str]:
+# One mid-range size per method, for a side-by-side run (the space searches several).
+METHOD_SIZES = {
+    "loha": 8, "lokr": 8, "vera": 256, "randlora": 32, "oft": 32, "boft": 8, "hra": 8, "fourierft": 1024,
+    "waveft": 1024, "c3a": 64, "miss": 32, "shira": 32, "delora": 8, "hira": 8, "gralora": 8,
+    "ln_tuning": 0, "bias": 0,
+}  # fmt: skip
+REFERENCE = "lora r8 q,v"
+
+
+def method_structures(layout: ModelLayout) -> dict[str, Structure]:
+    """LoRA r8 q,v, its inits and KaSA, and every other method of the methods space on q,v."""
+    qv = {(i, r) for i in range(layout.num_layers) for r in ("q", "v") if layout.matrix(i, r)}
+    found = {
+        REFERENCE: Structure(lora=LoraModules(dict.fromkeys(qv, 8))),
+        **{f"lora r8 q,v ({init})": Structure(lora=LoraModules(dict.fromkeys(qv, 8), init=init))
+           for init in ("gaussian", "orthogonal", "pissa", "olora")},
+        "kasa r8 q,v": Structure(lora=LoraModules(dict.fromkeys(qv, 8), variant="kasa")),
+    }  # fmt: skip
+    for method, size in METHOD_SIZES.items():
+        places = {(i, NORMS) for i in range(layout.num_layers)} if method == "ln_tuning" else qv
+        label = f"{method} {size} q,v" if size else f"{method} q,v" if method != "ln_tuning" else "ln_tuning"
+        found[label] = Structure(tuner=TunerModules(method, size, frozenset(places)))
+    return found
+
+
+STRUCTURE_SETS = {"module_types": structures, "methods": method_structures}
+
+
+def run(model_name: str, threads: int, structure_set: str, steps: int | None) -> list[str]:
     setup = SETUPS[model_name]
     task = with_search_split(load_task(str(setup["task"])))
     trainer = ProxyTrainer(WorkerSpec(resolve_model(model_name), task, threads=threads))
-    rows = []
-    for number, (name, structure) in enumerate(structures(trainer.layout).items()):
-        fidelity = setup["fidelity"]
+    rows, reference = [], None
+    for number, (name, structure) in enumerate(STRUCTURE_SETS[structure_set](trainer.layout).items()):
+        fidelity = setup_fidelity(model_name, steps)
         fidelity = replace(fidelity, learning_rate=fidelity.learning_rate * LEARNING_RATE_SCALE.get(name, 1.0))
         request = TrialRequest(number, number, structure.to_json(), seed=0, fidelity=fidelity)
         before = trainer.score_untrained(request)
@@ -82,32 +117,50 @@ def run(model_name: str, threads: int) -> list[str]:
             continue
         after = outcome.metrics
         metric = "accuracy" if "accuracy" in after else "perplexity"
+        reference = reference or outcome  # the first structure of every set is LoRA r8 q,v
         rows.append(
             f"| {model_name} | {name} | {outcome.trainable_params:,} | {before['loss']:.4f} | {after['loss']:.4f} "
-            f"| {before[metric]:.4f} → {after[metric]:.4f} ({metric}) | {time.perf_counter() - started:.0f} s |"
+            f"| {before[metric]:.4f} → {after[metric]:.4f} ({metric}) | {time.perf_counter() - started:.0f} s "
+            f"| {outcome.step_time_s / reference.step_time_s:.2f} "
+            f"| {outcome.peak_memory_bytes / reference.peak_memory_bytes:.2f} |"
         )
         print(rows[-1], flush=True)
     return rows
 
 
+def setup_fidelity(model_name: str, steps: int | None) -> Fidelity:
+    fidelity = SETUPS[model_name]["fidelity"]
+    return fidelity if steps is None else replace(fidelity, steps=steps)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(SETUPS), choices=list(SETUPS))
+    parser.add_argument("--set", dest="structure_set", choices=list(STRUCTURE_SETS), default="module_types")
+    parser.add_argument("--steps", type=int, default=None, help="override every model's proxy steps")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows = [row for model_name in args.models for row in run(model_name, args.threads)]
-    fidelities = "; ".join(f"{m}: {SETUPS[m]['fidelity']}" for m in args.models)
+    rows = [row for model in args.models for row in run(model, args.threads, args.structure_set, args.steps)]
+    fidelities = "; ".join(f"{m}: {setup_fidelity(m, args.steps)}" for m in args.models)
+    title = {"module_types": "Every module type", "methods": "Every peft method"}[args.structure_set]
+    command = (
+        f"python -m bench.module_types --set {args.structure_set} --threads {args.threads} --out {args.out} "
+        f"--models {' '.join(args.models)}" + (f" --steps {args.steps}" if args.steps else "")
+    )
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     args.out.write_text(
-        "# Every module type on real weights\n\n"
-        f"Command: `python -m bench.module_types --threads {args.threads} --out {args.out} --models {' '.join(args.models)}`  \n"
+        f"# {title} on real weights\n\n"
+        f"Command: `{command}`  \n"
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, no GPU; "
-        f"date {date.today()}.  \nFidelity: {fidelities}.\n\n"
+        f"load average at the end {load}; date {date.today()}.  \nFidelity: {fidelities}.\n\n"
         "Dev loss at step 0 (fresh modules) and after the proxy fine-tune; seed 0, one run each. "
-        f"Learning-rate multipliers: {LEARNING_RATE_SCALE}.\n\n"
-        "| model | structure | trainable | dev loss step 0 | dev loss after | metric | time |\n"
-        "|---|---|---:|---:|---:|---|---:|\n" + "\n".join(rows) + "\n"
+        f"Learning-rate multipliers: {LEARNING_RATE_SCALE}. Step time and peak memory are ratios to "
+        f"{REFERENCE} on the same model in the same run; on CPU the memory is the process's peak RSS during "
+        "the trial, which keeps what earlier trials allocated, so a ratio below 1 cannot show.\n\n"
+        "| model | structure | trainable | dev loss step 0 | dev loss after | metric | time | step time | peak memory |\n"
+        "|---|---|---:|---:|---:|---|---:|---:|---:|\n" + "\n".join(rows) + "\n"
     )
 
 
