@@ -97,7 +97,8 @@ def _tuner(method, size):
 
 HIDDEN_STATE = {
     **{method: _tuner(method, size) for method, size in
-       [("vera", 64), ("shira", 8), ("boft", 8), ("fourierft", 256), ("ln_tuning", 0), ("bias", 0)]},
+       [("vera", 64), ("shira", 8), ("sparse_magnitude", 8), ("sparse_principal", 8), ("boft", 8),
+        ("fourierft", 256), ("ln_tuning", 0), ("bias", 0)]},
     "pissa": Structure(lora=LoraModules({(4, "q"): 4, (5, "down"): 8}, init="pissa")),
     "kasa+olora": Structure(lora=LoraModules({(4, "q"): 4, (5, "down"): 8}, variant="kasa", init="olora")),
 }

@@ -19,6 +19,7 @@ from autopeft.export.validation import validate_on_base_model
 from autopeft.injection.peft_modules import ia3_config, lora_config, tuner_config
 from autopeft.space.layout import ModelLayout
 from autopeft.space.structure import Structure
+from autopeft.space.tuners import TUNER_METHODS
 from autopeft.tasks import TaskKind
 
 # Module types that no peft adapter config can hold, and why.
@@ -46,6 +47,12 @@ def _why_not_peft(structure: Structure) -> list[str]:
         blocked.append(f"{' mixed with '.join(tuners)} (one peft adapter holds one tuner type)")
     if structure.tuner is not None and structure.tuner.method == "bias":
         blocked.append("trained biases alone (peft has no bias-only tuner)")
+    mask = structure.tuner is not None and TUNER_METHODS.get(structure.tuner.method)
+    if mask and mask.mask:
+        blocked.append(
+            f"SHiRA entries chosen by {mask.mask} (an adapter_config.json cannot name the mask rule, so peft "
+            "would train different entries)"
+        )
     if structure.is_empty:
         blocked.append("no module at all")
     return blocked

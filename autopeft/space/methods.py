@@ -93,6 +93,8 @@ def bind_methods(spec: MethodsSpec, source: str, layout: ModelLayout, layers: Se
 def _acts_on(name: str, size: int, matrices, layout: ModelLayout, layers: Sequence[int]) -> bool:
     if name in NOT_ON_CONV1D and any(shape.conv1d for shape in matrices):
         return False
+    if name == "kasa":  # it truncates r singular components of each base weight and must keep one
+        return 0 < size and all(size < min(m.in_features, m.out_features) for m in matrices)
     if name in LORA_VARIANTS or name == "ia3":
         return size > 0 or name == "ia3"
     if name == "ln_tuning":

@@ -43,14 +43,14 @@ class TunerMethod:
         size_field: the config field the searched size sets, or None for a method without one.
         settings: fixed config fields; ``alpha_ratio`` entries scale with the size
             (``{"alpha": 2.0}`` means alpha = 2 * size, the constant scaling used for LoRA).
-        conv1d: whether it accepts GPT-2's Conv1D (peft's ``fan_in_fan_out``).
+        mask: for SHiRA, the rule that picks the trained entries (:mod:`autopeft.space.sparse_masks`).
     """
 
     config_class: str
     size_field: str | None
     settings: dict[str, Any] = field(default_factory=dict)
     alpha_ratio: dict[str, float] = field(default_factory=dict)
-    conv1d: bool = False
+    mask: str | None = None
 
 
 TUNER_METHODS: dict[str, TunerMethod] = {
@@ -66,6 +66,8 @@ TUNER_METHODS: dict[str, TunerMethod] = {
     "c3a": TunerMethod("C3AConfig", "block_size"),
     "miss": TunerMethod("MissConfig", "r"),
     "shira": TunerMethod("ShiraConfig", "r", {"random_seed": 0}),  # a fixed mask: a reload rebuilds it
+    "sparse_magnitude": TunerMethod("ShiraConfig", "r", {"mask_type": "magnitude"}, mask="magnitude"),
+    "sparse_principal": TunerMethod("ShiraConfig", "r", {"mask_type": "principal"}, mask="principal"),
     "delora": TunerMethod("DeloraConfig", "r"),
     "hira": TunerMethod("HiraConfig", "r"),
     "gralora": TunerMethod("GraloraConfig", "r"),
@@ -90,17 +92,25 @@ def peft_config(method: str, size: int, target_modules: Iterable[str], *, conv1d
         fields[spec.size_field] = size
     if conv1d:
         fields["fan_in_fan_out"] = True
-    return getattr(peft, spec.config_class)(target_modules=sorted(target_modules), **fields, **extra)
+    config = getattr(peft, spec.config_class)(target_modules=sorted(target_modules), **fields, **extra)
+    if spec.mask is not None:
+        from autopeft.space.sparse_masks import MASK_FUNCTIONS
+
+        config.mask_fn = MASK_FUNCTIONS[spec.mask]
+    return config
 
 
 def matrix_params(method: str, size: int, shape: MatrixShape) -> int | None:
     """Trainable parameters ``method`` at ``size`` adds on one matrix of ``shape``; None if it cannot."""
     if method == "bias":
         return shape.out_features if shape.bias else None
-    if method == "shira":  # its random mask needs real tensors (torch.nonzero): r * (in + out) entries train
+    spec = TUNER_METHODS.get(method)
+    if spec is not None and spec.config_class == "ShiraConfig":
+        # SHiRA's masks need real tensors (torch.nonzero, top-k): r * (in + out) entries train
         entries = size * (shape.in_features + shape.out_features)
         return entries if 0 < entries <= shape.numel and not shape.conv1d else None  # nn.Linear only
-    return _built_count(method, size, MatrixShape("matrix", shape.in_features, shape.out_features, shape.conv1d, shape.bias))
+    unnamed = MatrixShape("matrix", shape.in_features, shape.out_features, shape.conv1d, shape.bias)
+    return _built_count(method, size, unnamed)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -76,8 +76,9 @@ def test_other_peft_tuners_export_through_their_own_config_class(mrpc_job, minil
         (Structure(prefix={2: 4}), "per-layer prefixes"),
         (Structure(lora=LoraModules({(0, "q"): 4}), ia3=frozenset({(1, "v")})), "LoRA mixed with IA3"),
         (Structure(tuner=TunerModules("bias", 0, frozenset({(1, "v")}))), "peft has no bias-only tuner"),
+        (Structure(tuner=TunerModules("sparse_principal", 8, frozenset({(1, "v")}))), "chosen by principal"),
     ],
-    ids=["serial", "parallel", "prefix", "lora+ia3", "bias"],
+    ids=["serial", "parallel", "prefix", "lora+ia3", "bias", "sparse"],
 )
 def test_structures_peft_cannot_hold_are_refused_with_the_reason(mrpc_job, tmp_path, structure, reason):
     trial = mrpc_job.trial(structure)

@@ -129,3 +129,16 @@ def test_lora_inits_and_kasa_count_exactly_and_restore_the_base_weights_they_rew
             finally:
                 applied.remove()
             assert_same_state(model, before)
+
+
+def test_sparse_masks_pick_the_largest_entries_by_their_rule():
+    from autopeft.space.sparse_masks import magnitude_mask, principal_mask
+
+    layer = torch.nn.Linear(12, 10)
+    mask = magnitude_mask(layer, r=2)
+    k = 2 * (12 + 10)
+    assert mask.shape == layer.weight.shape and int(mask.sum()) == k
+    chosen = layer.weight.detach().abs()[mask.bool()]
+    assert chosen.min() >= layer.weight.detach().abs()[~mask.bool()].max()
+    principal = principal_mask(layer, r=2)
+    assert int(principal.sum()) == k and torch.equal(principal, principal_mask(layer, r=2))

@@ -1,0 +1,50 @@
+"""Which entries of a weight matrix a sparse update trains: SHiRA masks chosen by a rule.
+
+peft's SHiRA tuner trains ``k = r * (in + out)`` chosen entries of a frozen weight (index and value
+storage, so memory and optimizer state grow with k, not with the matrix) and ships one rule, a
+random mask (HFT-style). It accepts any other rule as a mask function ``mask(base_layer, r) ->
+0/1 tensor shaped like the weight``; these are written here because peft has no others:
+
+- ``magnitude``: the k entries of largest |w|;
+- ``principal``: LIFT's rule, the k largest entries of the rank-8 approximation of W (its
+  principal components), from an exact SVD, so a reload picks the same entries.
+
+Both are deterministic functions of the base weight, so an export rebuilds the trial's mask on
+the user's copy of the model.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+PRINCIPAL_RANK = 8
+
+
+def _top_k_mask(scores: torch.Tensor, k: int, like: torch.Tensor) -> torch.Tensor:
+    flat = torch.zeros(scores.numel(), dtype=like.dtype, device=like.device)
+    flat[torch.topk(scores.flatten(), k).indices] = 1
+    return flat.view_as(scores)
+
+
+def _entries(base_layer: nn.Module, r: int) -> int:
+    out_features, in_features = base_layer.weight.shape
+    return r * (in_features + out_features)
+
+
+def magnitude_mask(base_layer: nn.Module, r: int, **_) -> torch.Tensor:
+    """1 on the ``r * (in + out)`` entries of largest magnitude, 0 elsewhere (shape of the weight)."""
+    weight = base_layer.weight.detach()
+    return _top_k_mask(weight.abs().float(), _entries(base_layer, r), weight)
+
+
+def principal_mask(base_layer: nn.Module, r: int, **_) -> torch.Tensor:
+    """1 on the largest entries of the rank-8 approximation of the weight (LIFT)."""
+    weight = base_layer.weight.detach()
+    u, s, vh = torch.linalg.svd(weight.float(), full_matrices=False)
+    rank = min(PRINCIPAL_RANK, s.numel())
+    approximation = (u[:, :rank] * s[:rank]) @ vh[:rank]
+    return _top_k_mask(approximation.abs(), _entries(base_layer, r), weight)
+
+
+MASK_FUNCTIONS = {"magnitude": magnitude_mask, "principal": principal_mask}
