@@ -116,6 +116,24 @@ class AppliedStructure:
             self.native["parallel_adapter"] = parallel
         return list(serial.parameters()) + list(parallel.parameters())
 
+    def parameters_by_layer(self, layout: ModelLayout) -> dict[int | None, list[nn.Parameter]]:
+        """The trainable parameters grouped by layer index; None holds the task head's."""
+        head = {id(p) for p in head_parameters(self.model, layout)}
+        trainable = {id(p): p for p in self.parameters}
+        groups: dict[int | None, list[nn.Parameter]] = {}
+        named = [(name, p) for name, p in self.model.named_parameters() if id(p) in trainable]
+        named += [(name, p) for name, p in self.native.named_parameters()]  # "serial_adapter.3.down.weight"
+        paths = [(layer.index, layer.path + ".") for layer in layout.layers]
+        for name, parameter in named:
+            if id(parameter) in head:
+                layer = None
+            elif name.split(".")[0] in self.native:
+                layer = int(name.split(".")[1])
+            else:
+                layer = next(index for index, path in paths if name.startswith(path))
+            groups.setdefault(layer, []).append(parameter)
+        return groups
+
     @property
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.parameters)

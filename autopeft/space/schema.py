@@ -233,6 +233,22 @@ class ModulesSpec(_Strict):
         return self
 
 
+class ScheduleSpec(_Strict):
+    """Layer schedules searched on top of the structure (LISA / IST): ``none`` trains every layer
+    at every step."""
+
+    kinds: list[Literal["none", "lisa", "ist"]] = Field(default=["none", "lisa"], min_length=1)
+    active: list[int] = Field(default=[2], min_length=1)
+    period: list[int] = Field(default=[10], min_length=1)
+
+    @field_validator("active", "period")
+    @classmethod
+    def _positive(cls, values: list[int]) -> list[int]:
+        if any(v < 1 for v in values) or len(set(values)) != len(values):
+            raise ValueError("expected distinct integers >= 1")
+        return sorted(values)
+
+
 class SpaceSpec(_Strict):
     """A whole search space file."""
 
@@ -242,6 +258,7 @@ class SpaceSpec(_Strict):
     layers: LayersSpec = LayersSpec()
     modules: ModulesSpec | None = None
     budget: BudgetSpec | None = None
+    schedule: ScheduleSpec | None = None
     max_trainable_fraction: float | None = Field(default=None, gt=0, le=1)
     source: str = Field(default="<inline>", exclude=True)
 

@@ -20,6 +20,7 @@ Where LoRA and IA3 both claim a placement, LoRA takes it: peft cannot stack the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -34,7 +35,7 @@ from autopeft.space.architectures import FUSED_INTO, Architecture, declared_arch
 from autopeft.space.layout import ModelLayout, read_layout
 from autopeft.space.methods import MethodChoices, bind_methods, canonical, decode_method
 from autopeft.space.schema import Granularity, Sizes, SpaceSpec
-from autopeft.space.structure import NOT_ON_CONV1D, LoraModules, Place, Structure
+from autopeft.space.structure import NOT_ON_CONV1D, LayerSchedule, LoraModules, Place, Structure
 
 
 def _granular_name(prefix: str, per: Granularity, unit: str, role: str | None = None) -> str:
@@ -77,16 +78,17 @@ class SearchSpace(DimensionVectors):
             roles = self._resolve_roles(modules.methods.roles, "modules.methods.roles")
             self.methods = bind_methods(modules.methods, spec.source, layout, self.layers, roles)
         self._constants: dict[str, Value] = {}
-        self.dimensions: tuple[Dimension, ...] = tuple(
-            self._budget_dimensions() if budget is not None else self._module_dimensions()
+        self.dimensions: tuple[Dimension, ...] = (
+            *(self._budget_dimensions() if budget is not None else self._module_dimensions()),
+            *self._schedule_dimensions(),
         )
 
     @property
     def needed_sensitivities(self) -> tuple[str, ...]:
         """Sensitivity methods (``spt``, ``ist``) that decoding this space needs scores for."""
-        if self.spec.budget is None:
-            return ()
-        return tuple(rule for rule in self.spec.budget.rules if rule in ("spt", "ist"))
+        rules = self.spec.budget.rules if self.spec.budget is not None else []
+        schedules = self.spec.schedule.kinds if self.spec.schedule is not None else []
+        return tuple(m for m in ("spt", "ist") if m in rules or m in schedules)
 
     def with_sensitivities(self, sensitivities: Mapping[str, Sensitivity]) -> SearchSpace:
         """The same space, decoding with these measured scores."""
@@ -212,6 +214,11 @@ class SearchSpace(DimensionVectors):
     def decode(self, point: Mapping[str, Value]) -> Structure:
         """The structure a point describes (possibly empty; see :meth:`is_feasible`)."""
         values = {**self._constants, **point}
+        structure = self._decode_modules(values)
+        schedule = self._decode_schedule(values, structure)
+        return structure if schedule is None else dataclasses.replace(structure, schedule=schedule)
+
+    def _decode_modules(self, values: Mapping[str, Value]) -> Structure:
         if self.spec.budget is not None:
             return self._decode_budget(values)
         layers = [i for i in self.layers if values.get(f"layers.{self.units[i]}", True)]
@@ -226,6 +233,30 @@ class SearchSpace(DimensionVectors):
             parallel_scale=self.spec.modules.parallel_adapter.scale if self.spec.modules.parallel_adapter else 4.0,
             prefix=self._decode_sizes(values, "prefix.length", layers),
         )
+
+    def _decode_schedule(self, values: Mapping[str, Value], structure: Structure) -> LayerSchedule | None:
+        """LISA / IST over the layers that carry modules; None when unscheduled or nothing to pick."""
+        kind = str(values.get("schedule.kind", "none"))
+        layers = structure.layers
+        if kind == "none" or len(layers) < 2:
+            return None
+        if kind == "ist" and "ist" not in self.sensitivities:
+            raise SpaceError(f"{self.spec.source}: schedule 'ist' needs IST scores; measure them first")
+        weights = self.sensitivities["ist"].layer_importance if kind == "ist" else ()
+        active = min(int(values["schedule.active"]), len(layers) - 1)
+        return LayerSchedule(kind, active, int(values["schedule.period"]), tuple(weights))
+
+    def _schedule_dimensions(self) -> Iterable[Dimension]:
+        schedule = self.spec.schedule
+        if schedule is None:
+            return []
+        dims = self._categorical("schedule.kind", schedule.kinds)
+        for name, values in (("schedule.active", schedule.active), ("schedule.period", schedule.period)):
+            if len(values) > 1:
+                dims.append(Choice(name, tuple(values)))
+            else:
+                self._constants[name] = values[0]
+        return dims
 
     def _decode_budget(self, values: Mapping[str, Value]) -> Structure:
         """Allocate LoRA ranks for the point's budget, rule and sharpness (empty if impossible)."""

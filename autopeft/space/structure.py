@@ -95,6 +95,37 @@ class TunerModules:
         object.__setattr__(self, "places", frozenset(self.places))
 
 
+ScheduleKind = Literal["lisa", "ist"]
+SCHEDULE_KINDS: tuple[ScheduleKind, ...] = ("lisa", "ist")
+
+
+@dataclass(frozen=True)
+class LayerSchedule:
+    """Which layers' modules train when: every ``period`` steps, ``active`` layers are sampled.
+
+    Attributes:
+        kind: ``lisa`` (layers sampled uniformly, as LISA does) or ``ist`` (sampled in proportion
+            to ``weights``, the layers' measured importance, as IST does).
+        active: layers whose modules train at a time (LISA's gamma); the task head always trains.
+        period: steps between two samplings (LISA's K); each sampling starts a fresh optimizer
+            over the sampled layers' parameters, so optimizer state stays with the active layers.
+        weights: per layer in layout order, the sampling weights (IST); empty for uniform.
+    """
+
+    kind: ScheduleKind
+    active: int
+    period: int
+    weights: tuple[float, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "active": self.active, "period": self.period, "weights": list(self.weights)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LayerSchedule:
+        weights = tuple(float(w) for w in data.get("weights", ()))
+        return cls(data["kind"], int(data["active"]), int(data["period"]), weights)
+
+
 @dataclass(frozen=True)
 class Structure:
     """A complete PEFT structure for one model.
@@ -107,6 +138,9 @@ class Structure:
         parallel_scale: output scale of the parallel adapters.
         prefix: layer -> number of learned key/value prefix vectors.
         tuner: another peft tuner, or trained biases, on matrices no other module claims.
+        schedule: which layers' modules train at which steps (LISA / IST), or None for all
+            at every step. It changes how the proxy trains, not which modules exist: counts and
+            exports are the structure's.
     """
 
     lora: LoraModules | None = None
@@ -116,6 +150,7 @@ class Structure:
     parallel_scale: float = 4.0
     prefix: Mapping[int, int] = field(default_factory=dict)
     tuner: TunerModules | None = None
+    schedule: LayerSchedule | None = None
 
     def __post_init__(self) -> None:
         if self.lora is not None and not self.lora.ranks:
@@ -130,6 +165,15 @@ class Structure:
     def is_empty(self) -> bool:
         """True when the structure adds no module at all (only the task head would train)."""
         return not (self.lora or self.ia3 or self.serial_adapter or self.parallel_adapter or self.prefix or self.tuner)
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """Layers (indices into the layout's layers) that carry at least one module."""
+        layers = {layer for layer, _ in self.ia3}
+        layers |= {layer for layer, _ in self.lora.ranks} if self.lora else set()
+        layers |= {layer for layer, _ in self.tuner.places} if self.tuner else set()
+        layers |= set(self.serial_adapter) | set(self.parallel_adapter) | set(self.prefix)
+        return tuple(sorted(layers))
 
     @property
     def module_types(self) -> tuple[str, ...]:
@@ -171,6 +215,8 @@ class Structure:
                 "size": self.tuner.size,
                 "places": sorted(place_key(p) for p in self.tuner.places),
             }
+        if self.schedule is not None:
+            data["schedule"] = self.schedule.to_json()
         return data
 
     @classmethod
@@ -200,4 +246,6 @@ class Structure:
                 size=int(tuner["size"]),
                 places=frozenset(parse_place_key(k) for k in tuner["places"]),
             ),
+            schedule=LayerSchedule.from_json(data["schedule"]) if "schedule" in data else None,
         )
+

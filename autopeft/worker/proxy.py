@@ -24,16 +24,17 @@ from dataclasses import dataclass, field
 
 import psutil
 import torch
-from transformers import get_linear_schedule_with_warmup
 
 from autopeft.injection import apply_structure, reset_head
+from autopeft.injection.apply import AppliedStructure
 from autopeft.models import ModelRef, load_base_model, load_tokenizer
 from autopeft.space.architectures import Architecture
 from autopeft.space.layout import read_layout
-from autopeft.space.structure import Structure
+from autopeft.space.structure import LayerSchedule, Structure
 from autopeft.tasks import Task, TaskKind, TokenizedSplit, evaluate_predictions, tokenize_split
 from autopeft.tasks.metrics import constant_prediction_loss
 from autopeft.trials import Fidelity, TrialOutcome, TrialRequest, TrialState
+from autopeft.worker.schedules import LayerSampler, train_only
 
 EVAL_BATCH_SIZE = 64
 RESCUE_FACTORS = (0.3, 3.0)
@@ -46,11 +47,13 @@ STALL_MARGIN = 0.01
 
 @dataclass
 class _Run:
-    """One training run: per-step losses, mean step time (s), and why it stalled (None if not)."""
+    """One training run: per-step losses, mean step time (s), why it stalled (None if not), and
+    the layers each period of a layer schedule trained."""
 
     losses: list[float] = field(default_factory=list)
     step_time_s: float = 0.0
     stalled: str | None = None
+    sampled_layers: list[list[int]] = field(default_factory=list)
 
 
 class TrialFailure(Exception):
@@ -182,10 +185,11 @@ class ProxyTrainer:
             with _timed(timings, "inject"):
                 torch.manual_seed(request.seed)
                 reset_head(self.model, self.layout, request.seed)
-                applied = apply_structure(self.model, Structure.from_json(request.structure), self.layout)
+                structure = Structure.from_json(request.structure)
+                applied = apply_structure(self.model, structure, self.layout)
             try:
                 with _timed(timings, "train"):
-                    run = self._train(applied.parameters, train, fidelity, request.seed, learning_rate,
+                    run = self._train(applied, structure.schedule, train, fidelity, request.seed, learning_rate,
                                       None if last_try else constant_loss)
                 if run.stalled is None:  # the last try is never judged stalled: it is scored as it is
                     with _timed(timings, "evaluate"):
@@ -202,17 +206,21 @@ class ProxyTrainer:
         return metrics, applied.num_trainable, run.step_time_s
 
     def _train(
-        self, parameters, train: TokenizedSplit, fidelity: Fidelity, seed: int, learning_rate: float,
-        constant_loss: float | None,
+        self, applied: AppliedStructure, schedule: LayerSchedule | None, train: TokenizedSplit, fidelity: Fidelity,
+        seed: int, learning_rate: float, constant_loss: float | None,
     ) -> _Run:
         """AdamW with linear warm-up (10%) and decay; see :class:`_Run`.
+
+        With a layer ``schedule`` (LISA / IST), each period trains the sampled layers' parameters
+        and the head with a fresh optimizer (:mod:`autopeft.worker.schedules`).
 
         With ``constant_loss`` set, the run stops early as stalled when its loss is non-finite,
         or when the mean loss of the last 10% of steps is still within ``STALL_MARGIN`` of
         ``constant_loss`` halfway through or at the end. Without it a non-finite loss fails.
         """
-        optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.0)
-        schedule = get_linear_schedule_with_warmup(optimizer, max(1, fidelity.steps // 10), fidelity.steps)
+        sampler = LayerSampler(schedule, applied.parameters_by_layer(self.layout), seed) if schedule else None
+        optimizer = torch.optim.AdamW(applied.parameters, lr=learning_rate, weight_decay=0.0)
+        warmup = max(1, fidelity.steps // 10)
         checks = {max(1, fidelity.steps // 2), fidelity.steps}
         window = max(1, fidelity.steps // 10)
         self.model.train()
@@ -220,6 +228,13 @@ class ProxyTrainer:
         started = time.perf_counter()
         try:
             for step, indices in enumerate(training_batches(len(train), fidelity.batch_size, fidelity.steps, seed)):
+                if sampler is not None and sampler.starts_period(step):
+                    layers, active = sampler.sample()
+                    train_only(applied.parameters, active)
+                    optimizer = torch.optim.AdamW(active, lr=learning_rate, weight_decay=0.0)
+                    run.sampled_layers.append(layers)
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate * _warmup_decay(step, warmup, fidelity.steps)
                 batch = {k: v.to(self.device) for k, v in train.batch(indices).items()}
                 with self._autocast():
                     loss = self.model(**batch).loss
@@ -230,7 +245,6 @@ class ProxyTrainer:
                     break
                 loss.backward()
                 optimizer.step()
-                schedule.step()
                 optimizer.zero_grad(set_to_none=True)
                 run.losses.append(loss.item())
                 if constant_loss is not None and step + 1 in checks:
@@ -244,6 +258,7 @@ class ProxyTrainer:
         finally:
             self.model.eval()
             self.model.zero_grad(set_to_none=True)
+            train_only(applied.parameters, applied.parameters)
         run.step_time_s = (time.perf_counter() - started) / max(1, len(run.losses))
         return run
 
@@ -313,6 +328,13 @@ def _token_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]
     shifted_labels = labels[:, 1:].reshape(-1)
     loss = torch.nn.functional.cross_entropy(shifted_logits, shifted_labels, ignore_index=-100, reduction="sum")
     return loss.item(), int((shifted_labels != -100).sum())
+
+
+def _warmup_decay(step: int, warmup: int, steps: int) -> float:
+    """transformers' linear schedule: 0 -> 1 over ``warmup`` steps, then linearly to 0 at ``steps``."""
+    if step < warmup:
+        return step / warmup
+    return max(0.0, (steps - step) / max(1, steps - warmup))
 
 
 def training_batches(size: int, batch_size: int, steps: int, seed: int) -> Iterator[list[int]]:

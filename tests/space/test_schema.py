@@ -34,7 +34,7 @@ def test_every_shipped_space_validates():
         ),
         (
             "name: x\nmodules: {lora: {roles: [q], rank: {choices: [4]}, variants: [vera]}}\n",
-            "bad.yaml: modules.lora.variants.0: Input should be 'lora', 'dora' or 'rslora'",
+            "bad.yaml: modules.lora.variants.0: Input should be 'lora', 'dora', 'rslora' or 'kasa'",
         ),
         ("name: x\nmodules: {loraa: {}}\n", "bad.yaml: modules.loraa: Extra inputs are not permitted"),
     ],

@@ -175,3 +175,29 @@ modules:
     gpt2 = bind_space(parse_space(text.replace("[query, value]", "[c_attn]")), tiny_gpt2())
     assert "lora.variant" not in {d.name for d in gpt2.dimensions}  # only plain LoRA is left
     assert {d.name: d for d in gpt2.dimensions}["lora.init"].values == ("default", "pissa")
+
+
+def test_a_schedule_is_searched_on_top_of_the_structure_and_ist_needs_its_scores():
+    import pytest as _pytest
+
+    from autopeft.errors import SpaceError
+    from autopeft.space.sensitivity import Sensitivity
+
+    text = """
+name: scheduled
+modules:
+  lora: {roles: [query, value], rank: {choices: [4]}}
+schedule: {kinds: [none, lisa, ist], active: [1, 2], period: [5, 20]}
+"""
+    space = bind_space(parse_space(text), tiny_bert())
+    assert {"schedule.kind", "schedule.active", "schedule.period"} <= set(space.names)
+    assert space.needed_sensitivities == ("ist",)
+    point = {"schedule.kind": "lisa", "schedule.active": 2, "schedule.period": 20}
+    schedule = space.decode(point).schedule
+    assert (schedule.kind, schedule.active, schedule.period, schedule.weights) == ("lisa", 2, 20, ())
+    assert space.decode({**point, "schedule.kind": "none"}).schedule is None
+    assert space.trainable_params(point) == space.trainable_params({**point, "schedule.kind": "none"})
+    with _pytest.raises(SpaceError, match="needs IST scores"):
+        space.decode({**point, "schedule.kind": "ist"})
+    scored = space.with_sensitivities({"ist": Sensitivity("ist", layer_importance=(0.1, 0.5, 0.2))})
+    assert scored.decode({**point, "schedule.kind": "ist"}).schedule.weights == (0.1, 0.5, 0.2)

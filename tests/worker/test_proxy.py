@@ -37,6 +37,17 @@ def _body(model) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("classifier.")}
 
 
+def test_a_lisa_schedule_trains_and_leaves_every_parameter_trainable_again(trainer):
+    from autopeft.space.structure import LayerSchedule
+
+    scheduled = replace(LORA_QV, schedule=LayerSchedule("lisa", active=2, period=20))
+    outcome = trainer.run(TrialRequest(8, 7, scheduled.to_json(), seed=0, fidelity=replace(FIDELITY, steps=60)))
+    assert outcome.state == TrialState.COMPLETED, outcome.error
+    assert outcome.trainable_params == 74_498  # the structure's total, whatever trains at a time
+    assert outcome.metrics["train_loss_last"] < outcome.metrics["train_loss_first"]
+    assert not any(p.requires_grad for p in trainer.model.parameters())
+
+
 def test_trials_leave_the_base_model_unchanged(trainer):
     """Only the task head changes between trials: each trial re-initialises it from its seed."""
     before = _body(trainer.model)
