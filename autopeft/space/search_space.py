@@ -250,6 +250,11 @@ class SearchSpace(DimensionVectors):
         schedule = self.spec.schedule
         if schedule is None:
             return []
+        if max(schedule.active) >= len(self.layers):
+            raise SpaceError(
+                f"{self.spec.source}: schedule.active: {max(schedule.active)} layers at a time leaves none out of "
+                f"the {len(self.layers)} layers that may carry modules; use at most {len(self.layers) - 1}"
+            )
         dims = self._categorical("schedule.kind", schedule.kinds)
         for name, values in (("schedule.active", schedule.active), ("schedule.period", schedule.period)):
             if len(values) > 1:

@@ -201,3 +201,5 @@ schedule: {kinds: [none, lisa, ist], active: [1, 2], period: [5, 20]}
         space.decode({**point, "schedule.kind": "ist"})
     scored = space.with_sensitivities({"ist": Sensitivity("ist", layer_importance=(0.1, 0.5, 0.2))})
     assert scored.decode({**point, "schedule.kind": "ist"}).schedule.weights == (0.1, 0.5, 0.2)
+    with _pytest.raises(SpaceError, match=r"schedule.active: 3 layers at a time leaves none out of the 3 layers"):
+        bind_space(parse_space(text.replace("active: [1, 2]", "active: [1, 3]")), tiny_bert())
