@@ -36,6 +36,10 @@ CASES = {
                             "error: cannot reach the store at postgresql+psycopg://127.0.0.1:5499/x"),
     "unknown optimizer": (["--model", "minilm", "--task", "demo", "--optimizer", "grid"], "error: unknown optimizer 'grid'"),
     "missing columns": (["--model", "minilm", "--task", "{csv}", "--text-columns", "body"], "error: {csv}"),
+    "schedule wider than the model": (["--model", "minilm", "--task", "demo", "--space", "{schedule_space}"],
+                                      "error: {schedule_space}: schedule.active: 6 layers at a time leaves none out"),
+    "unknown method": (["--model", "minilm", "--task", "demo", "--space", "{method_space}"],
+                       "error: {method_space}: modules.methods.choices: unknown method 'qlora'"),
 }
 
 
@@ -46,7 +50,12 @@ def test_bad_search_input_fails_cleanly(case, tmp_path, malformed_space):
     csv = tmp_path / "reviews.csv"
     csv.write_text("text,label\n" + "".join(f"example {i},{i % 2}\n" for i in range(30)))
     args, expected = CASES[case]
-    fill = {"space": malformed_space, "role_space": role_space, "csv": csv}
+    schedule_space = tmp_path / "schedule.yaml"
+    schedule_space.write_text("name: s\nmodules:\n  lora: {roles: [q], rank: {choices: [4]}}\nschedule: {active: [6]}\n")
+    method_space = tmp_path / "methods.yaml"
+    method_space.write_text("name: m\nmodules:\n  methods: {roles: [q], choices: {qlora: {size: {choices: [4]}}}}\n")
+    fill = {"space": malformed_space, "role_space": role_space, "csv": csv, "schedule_space": schedule_space,
+            "method_space": method_space}
     args = [a.format(**fill) for a in args]
     storage = tmp_path / "store.db"
     if "--storage" not in args:
