@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def structure_digest(structure: dict[str, Any]) -> str:
+    """128 bits of SHA-256 of the structure's canonical JSON (keys sorted): equal structures, equal
+    digests, as :func:`autopeft.objectives.structure_key` compares them. Migration 0006 computes
+    the same for trials stored before it; never change one without the other.
+
+    The structure goes through JSON first, as the store keeps it (integer keys become strings)."""
+    canonical = json.dumps(json.loads(json.dumps(structure)), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
 class Base(DeclarativeBase):
@@ -45,10 +59,27 @@ class Trial(Base):
     ``split`` is what it was scored on (``search``; ``dev`` for validation runs and for trials
     stored before searches had a search split). ``role`` says why it ran (:class:`TrialRole`),
     ``origin_id`` is the trial it replicates or validates, ``label`` names a practitioner default.
+
+    Three columns repeat what other rows hold, so that a front or a status reads one index instead
+    of every trial (:mod:`autopeft.store.fronts`): ``structure_digest`` names the structure
+    (:func:`structure_digest`), ``metric_value`` is the trial's value of its job's first objective,
+    the task metric (null until measured), and ``twinned`` says that another search trial of the
+    job at the same rung has the same structure (set when the second one is added; validation runs
+    take no part), so every trial that :func:`autopeft.objectives.pooled` pools with another is
+    twinned.
     """
 
     __tablename__ = "trials"
-    __table_args__ = (UniqueConstraint("job_id", "number", name="uq_trials_job_number"),)
+    __table_args__ = (
+        UniqueConstraint("job_id", "number", name="uq_trials_job_number"),
+        # a rung's structures run once, by cost and metric; its twinned trials
+        Index("ix_trials_job_rung_cost", "job_id", "state", "rung", "twinned", "trainable_params", "metric_value",
+              "role", "structure_digest", "number"),
+        # the trials of one structure at a rung
+        Index("ix_trials_job_digest", "job_id", "rung", "structure_digest"),
+        # a job's trial counts by state, its practitioner defaults and validation runs
+        Index("ix_trials_job_role", "job_id", "role", "state"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
@@ -81,6 +112,9 @@ class Trial(Base):
         ForeignKey("trials.id", ondelete="SET NULL", name="fk_trials_origin_id")
     )
     label: Mapped[str | None] = mapped_column(String(64))
+    structure_digest: Mapped[str | None] = mapped_column(String(32))
+    metric_value: Mapped[float | None] = mapped_column(Float)
+    twinned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     job: Mapped[Job] = relationship(back_populates="trials")
     values: Mapped[list[TrialValue]] = relationship(cascade="all, delete-orphan", lazy="selectin")
@@ -102,6 +136,7 @@ class HypervolumeRecord(Base):
     """The hypervolume of a job's observed front after ``trials_done`` finished trials."""
 
     __tablename__ = "hypervolumes"
+    __table_args__ = (Index("ix_hypervolumes_job_order", "job_id", "id"),)  # a job's latest, without a sort
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)

@@ -6,20 +6,25 @@ as live ORM objects, so callers cannot hold sessions open or write by accident.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import Text, and_, case, cast, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from autopeft.errors import LeaseLost, StoreError
 from autopeft.store.database import DEFAULT_URL, create_store_engine, display_url
-from autopeft.store.models import Event, HypervolumeRecord, Job, Trial, TrialValue, utcnow
+from autopeft.store.fronts import RungScan, scan_rung
+from autopeft.store.models import Event, HypervolumeRecord, Job, Trial, TrialValue, structure_digest, utcnow
 from autopeft.trials import TrialOutcome, TrialRole, TrialState
+
+if TYPE_CHECKING:
+    from autopeft.objectives import Objective
 
 
 class JobState(StrEnum):
@@ -40,6 +45,18 @@ FINISHED_JOB_STATES = (JobState.COMPLETED, JobState.FAILED, JobState.INTERRUPTED
 """States in which no driver runs the job."""
 FINAL_JOB_STATES = (JobState.COMPLETED, JobState.CANCELLED)
 """States that ``resume`` refuses: the job ran to its end or its user stopped it."""
+
+
+COST_COLUMNS = ("trainable_params", "peak_memory_bytes", "step_time_s", "wall_time_s")
+"""Objectives that are columns of a trial rather than measured values (:meth:`TrialRecord.value`)."""
+
+
+def objective_value(trial: TrialRecord | Measurement, name: str) -> float | None:
+    """A metric, or one of the trial's measured costs, by objective name."""
+    if name in COST_COLUMNS:
+        cost = getattr(trial, name)
+        return None if cost is None else float(cost)
+    return trial.values.get(name)
 
 
 @dataclass(frozen=True)
@@ -86,15 +103,38 @@ class TrialRecord:
 
     def value(self, name: str) -> float | None:
         """A metric, or one of the trial's measured costs, by objective name."""
-        costs = {
-            "trainable_params": self.trainable_params,
-            "peak_memory_bytes": self.peak_memory_bytes,
-            "step_time_s": self.step_time_s,
-            "wall_time_s": self.wall_time_s,
-        }
-        if name in costs:
-            return None if costs[name] is None else float(costs[name])
-        return self.values.get(name)
+        return objective_value(self, name)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What a front and a proxy warning read of a trial, and nothing more: a light stand-in for
+    :class:`TrialRecord` that :func:`autopeft.objectives.pooled` pools the same way.
+
+    ``values`` holds only the values asked for, and ``structure`` only the structure's digest
+    (``{"digest": ...}``), which tells replicates apart exactly as the structure does.
+    """
+
+    id: int
+    number: int
+    state: str
+    role: str
+    rung: int
+    structure: dict[str, Any]
+    values: dict[str, float]
+    trainable_params: int
+    step_time_s: float | None
+    wall_time_s: float | None
+    peak_memory_bytes: int | None
+    replicates: tuple[int, ...] = ()
+    spread: dict[str, float] | None = None
+
+    @property
+    def n(self) -> int:
+        return max(1, len(self.replicates))
+
+    def value(self, name: str) -> float | None:
+        return objective_value(self, name)
 
 
 @dataclass(frozen=True)
@@ -159,6 +199,30 @@ def _trial_record(row: Trial) -> TrialRecord:
     )
 
 
+_IN_CHUNK = 400
+"""Ids or digests per IN list (SQLite binds at most 32766 parameters in a statement)."""
+
+
+def _searched(job_id: int) -> tuple:
+    """Conditions of a job's completed search trials (validation runs are not part of a search)."""
+    return Trial.job_id == job_id, Trial.state == TrialState.COMPLETED, Trial.role != TrialRole.VALIDATION
+
+
+def _in_groups(groups: Iterable[tuple[int, str | None]]) -> Iterable[Any]:
+    """Conditions that together choose the trials of these (rung, structure digest) groups: one
+    rung and a chunk of digests each, which an index answers (row values in IN are slow in SQLite)."""
+    by_rung: dict[int, list[str | None]] = {}
+    for rung, digest in sorted(set(groups), key=lambda g: (g[0], g[1] or "")):
+        by_rung.setdefault(rung, []).append(digest)
+    for rung, digests in by_rung.items():
+        for start in range(0, len(digests), _IN_CHUNK):
+            yield and_(Trial.rung == rung, Trial.structure_digest.in_(digests[start:start + _IN_CHUNK]))
+
+
+_SEARCH_COUNTS = select(Trial.job_id, Trial.state, func.count()).where(Trial.role != TrialRole.VALIDATION)
+"""Search trials (validation runs are not part of a search's budget) by job and state."""
+
+
 class Store:
     """A trial store at ``url`` (SQLite file by default, PostgreSQL by URL), migrated on open."""
 
@@ -167,6 +231,7 @@ class Store:
         self.url = display_url(str(self.engine.url))
         self.absolute_url = self.engine.url.render_as_string(hide_password=False)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._metric_names: dict[int, str | None] = {}  # a job's objectives never change
 
     def close(self) -> None:
         self.engine.dispose()
@@ -191,18 +256,20 @@ class Store:
             return self._job_record(session, job)
 
     def jobs(self) -> list[JobRecord]:
+        """Every job, oldest first; their trial counts come from one query over an index."""
         with self._sessions() as session:
-            return [self._job_record(session, job) for job in session.scalars(select(Job).order_by(Job.id))]
+            counts: dict[int, dict[str, int]] = {}
+            for job_id, state, count in session.execute(_SEARCH_COUNTS.group_by(Trial.job_id, Trial.state)):
+                counts.setdefault(job_id, {})[state] = count
+            return [self._job_record(session, job, counts.get(job.id, {}))
+                    for job in session.scalars(select(Job).order_by(Job.id))]
 
     @staticmethod
-    def _job_record(session: Session, job: Job) -> JobRecord:
-        counts = dict(
-            session.execute(
-                select(Trial.state, func.count())
-                .where(Trial.job_id == job.id, Trial.role != TrialRole.VALIDATION)
-                .group_by(Trial.state)
-            ).all()
-        )
+    def _job_record(session: Session, job: Job, counts: dict[str, int] | None = None) -> JobRecord:
+        if counts is None:
+            counts = {state: count for _, state, count in session.execute(
+                _SEARCH_COUNTS.where(Trial.job_id == job.id).group_by(Trial.job_id, Trial.state)
+            )}  # fmt: skip
         return JobRecord(
             id=job.id,
             state=job.state,
@@ -250,10 +317,23 @@ class Store:
         origin_id: int | None = None,
         label: str | None = None,
     ) -> TrialRecord:
-        """Record a pending trial with the next number of its job (see :class:`Trial` for the fields)."""
+        """Record a pending trial with the next number of its job (see :class:`Trial` for the fields).
+
+        A search trial whose structure the job already has at this rung is twinned with those
+        trials (:class:`Trial`); on PostgreSQL the job's row is locked meanwhile, so that two
+        writers adding the same structure at once see each other.
+        """
+        digest = structure_digest(structure)
         for _ in range(5):  # another writer may take the same number; the unique key tells us
             try:
                 with self._session() as session:
+                    session.execute(select(Job.id).where(Job.id == job_id).with_for_update(key_share=True))
+                    twins = [] if role == TrialRole.VALIDATION else session.scalars(select(Trial.id).where(
+                        Trial.job_id == job_id, Trial.rung == rung, Trial.structure_digest == digest,
+                        Trial.role != TrialRole.VALIDATION,
+                    )).all()  # fmt: skip
+                    if twins:
+                        session.execute(update(Trial).where(Trial.id.in_(twins)).values(twinned=True))
                     number = session.scalar(
                         select(func.coalesce(func.max(Trial.number) + 1, 0)).where(Trial.job_id == job_id)
                     )
@@ -272,6 +352,8 @@ class Store:
                         role=role,
                         origin_id=origin_id,
                         label=label,
+                        structure_digest=digest,
+                        twinned=bool(twins),
                     )
                     session.add(trial)
                     session.flush()
@@ -380,16 +462,25 @@ class Store:
             session.add(HypervolumeRecord(job_id=job_id, rung=rung, trials_done=trials_done, value=value,
                                           reference=reference))
 
-    def hypervolumes(self, job_id: int) -> list[tuple[int, int, float, dict]]:
-        """(rung, trials done, hypervolume, reference point) in the order they were recorded."""
-        query = (
-            select(HypervolumeRecord.rung, HypervolumeRecord.trials_done, HypervolumeRecord.value,
-                   HypervolumeRecord.reference)
-            .where(HypervolumeRecord.job_id == job_id)
-            .order_by(HypervolumeRecord.id)
-        )
+    def hypervolumes(self, job_id: int, *, last: bool = False) -> list[tuple[int, int, float, dict]]:
+        """(rung, trials done, hypervolume, reference point) in the order they were recorded; with
+        ``last``, only the latest (a job records one per completed trial)."""
+        record = HypervolumeRecord
         with self._sessions() as session:
-            return [tuple(row) for row in session.execute(query)]
+            if last:
+                query = select(record.rung, record.trials_done, record.value, record.reference)
+                row = session.execute(query.where(record.job_id == job_id).order_by(record.id.desc()).limit(1)).first()
+                return [tuple(row)] if row else []
+            # a job keeps one reference point, so its JSON is decoded once, not once per row
+            query = select(record.rung, record.trials_done, record.value, cast(record.reference, Text))
+            decoded: dict[str, Any] = {}
+            rows = []
+            for rung, done, value, text in session.execute(query.where(record.job_id == job_id).order_by(record.id)):
+                if text not in decoded:
+                    decoded[text] = json.loads(text)
+                reference = decoded[text]
+                rows.append((rung, done, value, dict(reference) if isinstance(reference, dict) else reference))
+            return rows
 
     def record_event(self, job_id: int, kind: str, message: str) -> None:
         with self._session() as session:
@@ -420,6 +511,8 @@ class Store:
             trial.values.clear()
             session.flush()  # a retried attempt's old values go before its new ones arrive
             trial.values = [TrialValue(name=k, value=float(v)) for k, v in outcome.metrics.items()]
+            metric = self._metric_name(session, trial.job_id)
+            trial.metric_value = float(outcome.metrics[metric]) if metric in outcome.metrics else None
             if outcome.state == TrialState.FAILED:
                 session.add(
                     Event(job_id=trial.job_id, trial_id=trial.id, kind="trial_failed", message=outcome.error or "")
@@ -427,12 +520,158 @@ class Store:
             session.flush()
             return _trial_record(trial)
 
-    def trials(self, job_id: int, states: Iterable[str] | None = None) -> list[TrialRecord]:
+    def _metric_name(self, session: Session, job_id: int) -> str | None:
+        """The job's first objective when it is a measured metric (what ``Trial.metric_value`` holds)."""
+        if job_id not in self._metric_names:
+            objectives = (session.get(Job, job_id).spec or {}).get("objectives") or []
+            name = objectives[0]["name"] if objectives else None
+            self._metric_names[job_id] = None if name in COST_COLUMNS else name
+        return self._metric_names[job_id]
+
+    def trials(
+        self, job_id: int, states: Iterable[str] | None = None, *, limit: int | None = None, offset: int = 0
+    ) -> list[TrialRecord]:
+        """The job's trials by number; ``limit`` and ``offset`` take one page of them."""
         query = select(Trial).where(Trial.job_id == job_id).order_by(Trial.number)
         if states is not None:
             query = query.where(Trial.state.in_(list(states)))
+        if limit is not None or offset:
+            query = query.limit(limit).offset(offset)
         with self._sessions() as session:
             return [_trial_record(row) for row in session.scalars(query)]
+
+    def count_trials(self, job_id: int) -> int:
+        """How many trials the job has, of every role and state."""
+        with self._sessions() as session:
+            return session.scalar(select(func.count()).select_from(Trial).where(Trial.job_id == job_id))
+
+    # ------------------------------------------------------------- reads at scale (fronts, status)
+    def top_rung(self, job_id: int) -> int:
+        """The highest rung with a completed trial, 0 when none: the rung a front shows by default."""
+        with self._sessions() as session:
+            top = session.scalar(
+                select(func.max(Trial.rung)).where(Trial.job_id == job_id, Trial.state == TrialState.COMPLETED)
+            )
+        return top or 0
+
+    def failures(self, job_id: int) -> list[tuple[int, int, str | None]]:
+        """(number, attempt, error) of every failed trial of the job, validation runs included."""
+        query = select(Trial.number, Trial.attempt, Trial.error).where(
+            Trial.job_id == job_id, Trial.state == TrialState.FAILED
+        )
+        with self._sessions() as session:
+            return [tuple(row) for row in session.execute(query.order_by(Trial.number))]
+
+    def has_trials(self, job_id: int, role: str, state: str = TrialState.COMPLETED) -> bool:
+        """Whether the job has a trial of this role in this state (one index lookup)."""
+        query = select(Trial.id).where(Trial.job_id == job_id, Trial.role == role, Trial.state == state).limit(1)
+        with self._sessions() as session:
+            return session.scalar(query) is not None
+
+    def trials_of_role(self, job_id: int, role: str, state: str = TrialState.COMPLETED) -> list[TrialRecord]:
+        query = select(Trial).where(Trial.job_id == job_id, Trial.role == role, Trial.state == state)
+        with self._sessions() as session:
+            return [_trial_record(row) for row in session.scalars(query.order_by(Trial.number))]
+
+    def groups_of(self, job_id: int, ids: Iterable[int]) -> list[TrialRecord]:
+        """The completed search trials that pool with the trials ``ids`` (same structure and rung;
+        :func:`autopeft.objectives.pooled`), by number."""
+        ids = sorted(set(ids))
+        with self._sessions() as session:
+            groups = set()
+            for start in range(0, len(ids), _IN_CHUNK):
+                chosen = select(Trial.rung, Trial.structure_digest).where(Trial.id.in_(ids[start:start + _IN_CHUNK]))
+                groups.update(tuple(row) for row in session.execute(chosen))
+        return self._completed_search_trials(job_id, groups)
+
+    def _completed_search_trials(self, job_id: int, groups: Iterable[tuple[int, str]]) -> list[TrialRecord]:
+        """The completed search trials in these (rung, structure digest) groups, by number."""
+        found: list[TrialRecord] = []
+        with self._sessions() as session:
+            for chosen in _in_groups(groups):
+                found += [_trial_record(row) for row in session.scalars(select(Trial).where(*_searched(job_id), chosen))]
+        return sorted(found, key=lambda t: t.number)
+
+    def scan(self, job_id: int, objectives: Sequence[Objective], rung: int | None) -> RungScan | None:
+        """One pass over the rung's index (:mod:`autopeft.store.fronts`); None for a job it cannot
+        answer (not exactly two objectives, a task metric and a cost)."""
+        if len(objectives) != 2:
+            return None
+        metric, cost = objectives
+        with self._sessions() as session:
+            if cost.name not in COST_COLUMNS or metric.name != self._metric_name(session, job_id):
+                return None
+            return scan_rung(session, job_id, metric, cost, rung)
+
+    def front_candidates(
+        self, job_id: int, objectives: Sequence[Objective], rung: int | None, scan: RungScan | None = None
+    ) -> list[TrialRecord]:
+        """Completed trials among which the job's front at ``rung`` (of every rung when None) lies,
+        by number: ``pareto_front`` of them is ``pareto_front`` of every trial of the rung.
+
+        Those are the trials without a twin that no other one dominates, and every run of the
+        twinned structures that none of those dominates (:mod:`autopeft.store.fronts`). A job that
+        cannot be scanned gets every completed trial of the rung. ``scan`` reuses a scan of the rung.
+        """
+        if scan is None or scan.rung != rung:
+            scan = self.scan(job_id, objectives, rung)
+        if scan is None:
+            return [t for t in self.trials(job_id, states=[TrialState.COMPLETED]) if rung is None or t.rung == rung]
+        kept = scan.kept_twins(*objectives)
+        found = self._completed_search_trials(job_id, [(t.rung, t.structure["digest"]) for t in kept])
+        chosen = [trial_id for trial_id, _, _ in scan.candidates]
+        with self._sessions() as session:  # the scan chose these: they are completed search trials
+            for start in range(0, len(chosen), _IN_CHUNK):
+                query = select(Trial).where(Trial.id.in_(chosen[start:start + _IN_CHUNK]))
+                found += [_trial_record(row) for row in session.scalars(query)]
+        return sorted(found, key=lambda t: t.number)
+
+    def singles_predict_one_class(self, job_id: int, objectives: Sequence[Objective], scan: RungScan) -> bool:
+        """Whether every observation without a twin at the scanned rung predicts a single class
+        (``predicted_classes`` 1.0). Stops at the first that does not, usually the first row."""
+        cost = objectives[1]
+        one_class = select(TrialValue.id).where(
+            TrialValue.trial_id == Trial.id, TrialValue.name == "predicted_classes", TrialValue.value == 1.0
+        )
+        query = select(Trial.id).where(
+            *_searched(job_id), Trial.twinned.is_(False), Trial.metric_value.is_not(None),
+            getattr(Trial, cost.name).is_not(None), ~one_class.exists(),
+            *([] if scan.rung is None else [Trial.rung == scan.rung]),
+        )  # fmt: skip
+        with self._sessions() as session:
+            return session.scalar(query.limit(1)) is None
+
+    def measurements(
+        self, job_id: int, groups: Iterable[tuple[int, str]], extra: Iterable[str] = ()
+    ) -> list[Measurement]:
+        """Light records of the completed search trials in these (rung, structure digest) groups,
+        by number. ``values`` holds the task metric (``Trial.metric_value``) and the ``extra`` values."""
+        extra = list(extra)
+        columns = (Trial.id, Trial.number, Trial.role, Trial.rung, Trial.structure_digest, Trial.metric_value,
+                   Trial.trainable_params, Trial.step_time_s, Trial.wall_time_s, Trial.peak_memory_bytes)
+        rows: list[tuple] = []
+        values: dict[int, dict[str, float]] = {}
+        with self._sessions() as session:
+            metric = self._metric_name(session, job_id)
+            for chosen in _in_groups(groups):
+                rows += session.execute(select(*columns).where(*_searched(job_id), chosen)).all()
+                if extra:
+                    measured = (
+                        select(TrialValue.trial_id, TrialValue.name, TrialValue.value)
+                        .join(Trial, Trial.id == TrialValue.trial_id)
+                        .where(*_searched(job_id), chosen, TrialValue.name.in_(extra))
+                    )
+                    for trial_id, name, value in session.execute(measured):
+                        values.setdefault(trial_id, {})[name] = value
+        records = []
+        for trial_id, number, role, rung, digest, score, params, step, wall, peak in sorted(rows, key=lambda r: r[1]):
+            measured = {} if score is None else {metric: score}
+            measured.update(values.get(trial_id, {}))
+            records.append(Measurement(
+                id=trial_id, number=number, state=TrialState.COMPLETED, role=role, rung=rung, structure={"digest": digest},
+                values=measured, trainable_params=params, step_time_s=step, wall_time_s=wall, peak_memory_bytes=peak,
+            ))  # fmt: skip
+        return records
 
     def trial(self, job_id: int, number: int) -> TrialRecord:
         with self._sessions() as session:

@@ -1,0 +1,160 @@
+"""What a Pareto front and a proxy warning need of a large job, from one pass over one index.
+
+A job's front is botorch's non-dominated sort (:mod:`autopeft.objectives`) of its observations:
+completed search trials, one per structure and rung, replicates pooled into their mean. Loading
+every trial of a 100k-trial job to sort them takes a minute. :func:`scan_rung` instead asks the
+database for the few trials that can be on the front, and
+:meth:`autopeft.store.Store.front_candidates` returns those, so that the unchanged code computes
+the same front from them.
+
+The trials of a rung split in two by ``Trial.twinned`` (another search trial of the rung has the
+same structure):
+
+- **Trials without a twin** are observations of their own. SQL keeps only their staircase on
+  the two objectives: a trial is kept if its metric is the best of its cost and strictly better
+  than the best metric at every better cost. Each trial dropped is dominated by another such
+  trial, itself an observation, so it is not on the front.
+- **Twinned trials** are few (replicates, mostly) and come back whole, as light
+  :class:`~autopeft.store.store.Measurement` records, to be pooled in Python exactly as every
+  trial would be (:func:`autopeft.objectives.observed`). A pooled observation is kept when no
+  kept trial of the first kind dominates it.
+
+A dominated observation is dominated by some front member (dominance is transitive), and every
+front member is kept, so the non-dominated sort of the kept observations is the job's front.
+
+The rules apply to a job with two objectives, its task metric (``Trial.metric_value``) and a
+cost column; for any other job, or a store with trials that lack a digest, :func:`scan_rung`
+returns None and callers load every trial.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy import Float, Integer, String, cast, func, literal, null, or_, select, tuple_, union_all
+from sqlalchemy.orm import Session
+
+from autopeft.store.models import Trial
+from autopeft.trials import TrialRole, TrialState
+
+if TYPE_CHECKING:
+    from autopeft.store.store import Measurement
+
+
+class _Objective(Protocol):
+    name: str
+    goal: str
+
+
+@dataclass(frozen=True)
+class RungScan:
+    """One pass over the completed search trials of a rung (of every rung when ``rung`` is None)."""
+
+    rung: int | None
+    singles: int
+    """Observations among the trials without a twin (every objective measured)."""
+    high: float | None
+    low: float | None
+    """Their highest and lowest metric."""
+    candidates: tuple[tuple[int, float, float], ...]
+    """(id, cost, metric) of those that no other one dominates."""
+    twinned: tuple[Measurement, ...]
+    """The rung's twinned trials, by number, with the metric as their only value."""
+
+    def kept_twins(self, metric: _Objective, cost: _Objective) -> list[Measurement]:
+        """The twinned trials of the structures whose pooled observation no candidate may dominate.
+
+        A pooled metric lies between its runs' lowest and highest, a pooled cost between theirs,
+        so a structure is dropped when a candidate dominates the best corner of that box (or when
+        a run lacks the metric or every run the cost: its pooled record is not an observation).
+        """
+        singles = [(_up(metric, value), _up(cost, price)) for _, price, value in self.candidates]
+        groups: dict[tuple[int, str], list[Measurement]] = {}
+        for twin in self.twinned:
+            groups.setdefault((twin.rung, twin.structure["digest"]), []).append(twin)
+        kept = []
+        for runs in groups.values():
+            values = [run.values.get(metric.name) for run in runs]
+            costs = [run.value(cost.name) for run in runs if run.value(cost.name) is not None]
+            if None in values or not costs:
+                continue
+            corner = (_up(metric, max(values) if metric.goal == "max" else min(values)),
+                      _up(cost, min(costs) if cost.goal == "min" else max(costs)))  # fmt: skip
+            if not any(_dominates(single, corner) for single in singles):
+                kept += runs
+        return sorted(kept, key=lambda run: run.number)
+
+
+def _up(objective: _Objective, value: float) -> float:
+    """The value in maximisation form."""
+    return value if objective.goal == "max" else -value
+
+
+def _dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return a[0] >= b[0] and a[1] >= b[1] and (a[0] > b[0] or a[1] > b[1])
+
+
+def scan_rung(session: Session, job_id: int, metric: _Objective, cost: _Objective, rung: int | None) -> RungScan | None:
+    """The staircase of the trials without a twin, their count and range, and the twinned trials,
+    in one statement; None when the rung has a trial without a digest or a NaN among the values."""
+    from autopeft.store.store import Measurement
+
+    score, price = Trial.metric_value, getattr(Trial, cost.name)
+    searched = [Trial.job_id == job_id, Trial.state == TrialState.COMPLETED, Trial.role != TrialRole.VALIDATION]
+    if rung is not None:
+        searched.append(Trial.rung == rung)
+    alone = [*searched, Trial.twinned.is_(False), score.is_not(None), price.is_not(None)]
+    best = func.max if metric.goal == "max" else func.min
+    buckets = (
+        select(price.label("price"), func.count().label("n"), best(score).label("best"),
+               func.max(score).label("high"), func.min(score).label("low"))
+        .where(*alone)
+        .group_by(price)
+        .cte("buckets")
+    )  # fmt: skip
+    order = buckets.c.price.asc() if cost.goal == "min" else buckets.c.price.desc()
+    ranked = select(
+        buckets.c.price, buckets.c.best, best(buckets.c.best).over(order_by=order, rows=(None, -1)).label("before")
+    ).subquery()
+    better = ranked.c.best > ranked.c.before if metric.goal == "max" else ranked.c.best < ranked.c.before
+    stairs = select(ranked.c.price, ranked.c.best).where(or_(ranked.c.before.is_(None), better))
+
+    def row(kind: str, **columns: Any) -> list[Any]:
+        """One layout for the three parts of the union: a kind, then typed columns or nulls."""
+        layout = {"id": Integer, "number": Integer, "rung": Integer, "role": String, "digest": String,
+                  "params": Float, "price": Float, "a": Float, "b": Float, "n": Integer}  # fmt: skip
+        return [literal(kind, String).label("kind")] + [
+            cast(columns[name] if name in columns else null(), kind_of).label(name) for name, kind_of in layout.items()
+        ]
+
+    statement = union_all(
+        select(*row("totals", a=func.max(buckets.c.high), b=func.min(buckets.c.low), price=func.max(buckets.c.price),
+                    n=func.coalesce(func.sum(buckets.c.n), 0))),
+        select(*row("single", id=Trial.id, a=score, price=price)).where(*alone, tuple_(price, score).in_(stairs)),
+        select(*row("twin", id=Trial.id, number=Trial.number, rung=Trial.rung, role=Trial.role,
+                    digest=Trial.structure_digest, params=Trial.trainable_params, price=price, a=score))
+        .where(*searched, or_(Trial.twinned.is_(True), Trial.structure_digest.is_(None))),
+    )  # fmt: skip
+    twins, candidates, singles, high, low, top_price = [], [], 0, None, None, None
+    for kind, trial_id, number, rung_of, role, digest, params, cost_of, a, b, n in session.execute(statement):
+        if kind == "totals":
+            singles, high, low, top_price = int(n), a, b, cost_of
+        elif kind == "single":
+            candidates.append((trial_id, cost_of, a))
+        else:
+            if digest is None:
+                return None  # written by a version of autopeft from before the digest
+            costs = {"step_time_s": None, "wall_time_s": None, "peak_memory_bytes": None, cost.name: cost_of}
+            if cost.name == "peak_memory_bytes" and cost_of is not None:
+                costs["peak_memory_bytes"] = int(cost_of)
+            twins.append(Measurement(
+                id=trial_id, number=number, state=TrialState.COMPLETED, role=role, rung=rung_of,
+                structure={"digest": digest}, values={} if a is None else {metric.name: a},
+                trainable_params=int(params), **{k: v for k, v in costs.items() if k != "trainable_params"},
+            ))  # fmt: skip
+    numbers = [high, low, top_price, *(x for t in twins for x in (t.values.get(metric.name), t.value(cost.name)))]
+    if any(x is not None and math.isnan(x) for x in numbers):
+        return None  # NaN sorts above every number in PostgreSQL but breaks the rules above
+    return RungScan(rung, singles, high, low, tuple(sorted(candidates)), tuple(sorted(twins, key=lambda t: t.number)))
