@@ -13,11 +13,12 @@ and ``state``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from autopeft.objectives import Objective, non_dominated, observed, pareto_front
-from autopeft.store import JobRecord, TrialRecord, TrialRole
+from autopeft.objectives import Objective, job_objectives, non_dominated, observed, pareto_front
+from autopeft.store import JobRecord, Store, TrialRecord, TrialRole
+from autopeft.store.fronts import RungScan
 from autopeft.trials import TrialState
 
 NOISE_MULTIPLE = 2.0
@@ -89,14 +90,35 @@ def status_json(
     objectives: Sequence[Objective],
     hypervolumes: Sequence[tuple[int, int, float, dict]] = (),
 ) -> dict[str, Any]:
-    front = reported_front(trials, objectives)
+    return _status(
+        job, objectives,
+        front=reported_front(trials, objectives),
+        warning=proxy_warning(trials, objectives),
+        defaults=[t for t in observed(trials, objectives) if t.role == TrialRole.DEFAULT],
+        validation=validation_json(trials, objectives),
+        failures=[(t.number, t.attempt, t.error) for t in trials if t.state == TrialState.FAILED],
+        hypervolumes=hypervolumes,
+    )  # fmt: skip
+
+
+def _status(
+    job: JobRecord,
+    objectives: Sequence[Objective],
+    *,
+    front: Sequence[TrialRecord],
+    warning: str | None,
+    defaults: Sequence[TrialRecord],
+    validation: dict[str, Any] | None,
+    failures: Sequence[tuple[int, int, str | None]],
+    hypervolumes: Sequence[tuple[int, int, float, dict]],
+) -> dict[str, Any]:
     history = [{"rung": r, "trials_done": n, "hypervolume": v} for r, n, v, _ in hypervolumes]
     return {
         **job_json(job),
         "splits": job.spec.get("task_info", {}).get("splits"),
-        "proxy_warning": proxy_warning(trials, objectives),
-        "defaults": [trial_json(t, objectives) for t in observed(trials, objectives) if t.role == TrialRole.DEFAULT],
-        "validation": validation_json(trials, objectives),
+        "proxy_warning": warning,
+        "defaults": [trial_json(t, objectives) for t in defaults],
+        "validation": validation,
         "driver": job.driver,
         "driver_heartbeat": job.heartbeat_at.isoformat() if job.heartbeat_at else None,
         "objectives": [o.to_json() for o in objectives],
@@ -105,9 +127,7 @@ def status_json(
         "hypervolume": history[-1]["hypervolume"] if history else None,
         "hypervolume_reference": hypervolumes[-1][3] if hypervolumes else None,
         "hypervolume_history": history,
-        "failures": [
-            {"trial": t.number, "attempt": t.attempt, "error": t.error} for t in trials if t.state == TrialState.FAILED
-        ],
+        "failures": [{"trial": number, "attempt": attempt, "error": error} for number, attempt, error in failures],
     }
 
 
@@ -126,21 +146,33 @@ def proxy_warning(trials: Sequence[TrialRecord], objectives: Sequence[Objective]
     standard deviations (measured on the confirmation replicates).
     """
     records = [r for r in observed(trials, objectives) if r.rung == 0]
-    if len(records) < 2:
-        return None
     metric = objectives[0].name
-    advice = "the proxy is too small to rank structures; raise --steps and --train-examples"
-    if all(r.values.get("predicted_classes") == 1.0 for r in records):
-        return f"every one of {len(records)} structures predicts a single class on the search split: {advice}"
     scores = [r.value(metric) for r in records]
-    spread = max(scores) - min(scores)
+    return _proxy_line(
+        len(records), metric, lambda: all(r.values.get("predicted_classes") == 1.0 for r in records),
+        max(scores, default=None), min(scores, default=None), lambda: scores[0], lambda: seed_noise(records, metric),
+    )  # fmt: skip
+
+
+def _proxy_line(
+    count: int, metric: str, one_class: Callable[[], bool], high: float | None, low: float | None,
+    first: Callable[[], float], noise: Callable[[], float | None],
+) -> str | None:
+    """:func:`proxy_warning` from what it reads of the observations at rung 0: how many, whether
+    each predicts one class, the highest and lowest score, the first one's, and the pooled seed noise."""
+    if count < 2:
+        return None
+    advice = "the proxy is too small to rank structures; raise --steps and --train-examples"
+    if one_class():
+        return f"every one of {count} structures predicts a single class on the search split: {advice}"
+    spread = high - low
     if spread == 0:
-        return f"all {len(records)} structures score {metric} {scores[0]:.4f} on the search split: {advice}"
-    noise = seed_noise(records, metric)
-    if noise is not None and spread < NOISE_MULTIPLE * noise:
+        return f"all {count} structures score {metric} {first():.4f} on the search split: {advice}"
+    seed_sd = noise()
+    if seed_sd is not None and spread < NOISE_MULTIPLE * seed_sd:
         return (
-            f"{metric} spans {spread:.4f} over {len(records)} structures, less than {NOISE_MULTIPLE:g}x "
-            f"the seed standard deviation {noise:.4f}: {advice}"
+            f"{metric} spans {spread:.4f} over {count} structures, less than {NOISE_MULTIPLE:g}x "
+            f"the seed standard deviation {seed_sd:.4f}: {advice}"
         )
     return None
 
@@ -189,3 +221,84 @@ def validation_json(trials: Sequence[TrialRecord], objectives: Sequence[Objectiv
             for run in validated_front
         ],
     }
+
+
+# ------------------------------------------------------------------ the same views, from a store
+# At 100k trials, loading every trial to build these takes a minute. The functions below ask the
+# store for the few trials each view depends on (autopeft.store.fronts) and build the views with
+# the functions above, so they return what those return on every trial of the job.
+
+
+def stored_front(store: Store, job: JobRecord, rung: int | None = None) -> list[TrialRecord]:
+    """:func:`reported_front` of the job's trials."""
+    objectives = job_objectives(job)
+    rung = store.top_rung(job.id) if rung is None else rung
+    return reported_front(store.front_candidates(job.id, objectives, rung), objectives, rung)
+
+
+def stored_defaults(store: Store, job: JobRecord) -> list[TrialRecord]:
+    """The job's observed practitioner defaults (pooled), as :func:`status_json` lists them."""
+    objectives = job_objectives(job)
+    defaults = store.trials_of_role(job.id, TrialRole.DEFAULT)
+    return [t for t in observed(store.groups_of(job.id, [t.id for t in defaults]), objectives) if t.role == TrialRole.DEFAULT]
+
+
+def stored_status(store: Store, job: JobRecord, *, history: bool = True) -> dict[str, Any]:
+    """:func:`status_json` of the job's trials; without ``history``, ``hypervolume_history`` holds
+    only the latest entry (what the status panel shows)."""
+    objectives = job_objectives(job)
+    hypervolumes = store.hypervolumes(job.id, last=not history)
+    first_rung = store.scan(job.id, objectives, 0)
+    if first_rung is None:  # not a job the store can scan: every trial, as before
+        return status_json(job, store.trials(job.id), objectives, hypervolumes)
+    top = store.top_rung(job.id)
+    front = reported_front(store.front_candidates(job.id, objectives, top, first_rung), objectives, top)
+    return _status(
+        job, objectives,
+        front=front,
+        warning=_stored_proxy_warning(store, job, objectives, first_rung),
+        defaults=stored_defaults(store, job),
+        validation=_stored_validation(store, job, objectives),
+        failures=store.failures(job.id),
+        hypervolumes=hypervolumes,
+    )  # fmt: skip
+
+
+def stored_proxy_warning(store: Store, job: JobRecord) -> str | None:
+    """:func:`proxy_warning` of the job's trials."""
+    objectives = job_objectives(job)
+    first_rung = store.scan(job.id, objectives, 0)
+    if first_rung is None:
+        return proxy_warning(store.trials(job.id), objectives)
+    return _stored_proxy_warning(store, job, objectives, first_rung)
+
+
+def _stored_proxy_warning(store: Store, job: JobRecord, objectives: Sequence[Objective], scan: RungScan) -> str | None:
+    """The scan's count and range of the trials without a twin, and the twinned ones pooled."""
+    metric = objectives[0].name
+    twinned = observed(scan.twinned, objectives)
+    scores = [s for s in (scan.high, scan.low, *(r.value(metric) for r in twinned)) if s is not None]
+
+    def one_class() -> bool:  # the trials without a twin first: one row usually answers
+        if scan.singles and not store.singles_predict_one_class(job.id, objectives, scan):
+            return False
+        groups = {(t.rung, t.structure["digest"]) for t in scan.twinned}
+        runs = store.measurements(job.id, groups, extra=["predicted_classes"])
+        return all(r.values.get("predicted_classes") == 1.0 for r in observed(runs, objectives))
+
+    return _proxy_line(
+        scan.singles + len(twinned), metric, one_class, max(scores, default=None), min(scores, default=None),
+        lambda: max(scores), lambda: seed_noise(twinned, metric),
+    )  # fmt: skip
+
+
+def _stored_validation(store: Store, job: JobRecord, objectives: Sequence[Objective]) -> dict[str, Any] | None:
+    """:func:`validation_json` of the validation runs, the structures they validate and the
+    candidates of the front over every rung: the only trials it reads."""
+    if not store.has_trials(job.id, TrialRole.VALIDATION):
+        return None
+    runs = store.trials_of_role(job.id, TrialRole.VALIDATION)
+    origins = store.groups_of(job.id, [r.origin_id for r in runs if r.origin_id is not None])
+    front = store.front_candidates(job.id, objectives, None)
+    trials = {t.id: t for t in (*runs, *origins, *front)}
+    return validation_json(sorted(trials.values(), key=lambda t: t.number), objectives)

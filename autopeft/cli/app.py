@@ -19,10 +19,10 @@ from autopeft import reports
 from autopeft.cli import views
 from autopeft.errors import AutopeftError
 from autopeft.export import FORMAT_HELP
-from autopeft.objectives import job_objectives, observed
+from autopeft.objectives import job_objectives
 from autopeft.options import help_of
 from autopeft.scheduler.job_spec import JobSpec, TaskOptions, job_options
-from autopeft.store import DEFAULT_URL, Store, TrialRole
+from autopeft.store import DEFAULT_URL, Store
 from autopeft.training.options import TrainingOptions
 from autopeft.trials import Fidelity
 
@@ -153,20 +153,14 @@ def cancel(job: int, storage: Storage = DEFAULT_URL, server: Server = None) -> N
 
 def _print_result(store: Store, job_id: int, storage: str) -> None:
     job = store.job(job_id)
-    objectives = job_objectives(job)
-    trials = store.trials(job_id)
-    front = reports.reported_front(trials, objectives)
-    console.print(views.pareto_table(job, front, _defaults(trials, objectives)))
-    warning = reports.proxy_warning(trials, objectives)
+    front = reports.stored_front(store, job)
+    console.print(views.pareto_table(job, front, reports.stored_defaults(store, job)))
+    warning = reports.stored_proxy_warning(store, job)
     if warning:
         console.print(f"[yellow]warning: {warning}[/yellow]")
     console.print(f"job [bold]{job_id}[/bold] {job.state}: {job.trials_done} trials in {store.url}")
     if front:
         typer.echo(views.next_commands(job_id, front[0].number, storage))
-
-
-def _defaults(trials, objectives):
-    return [t for t in observed(trials, objectives) if t.role == TrialRole.DEFAULT]
 
 
 @app.command()
@@ -190,7 +184,7 @@ def status(job: int, storage: Storage = DEFAULT_URL, as_json: AsJson = False, se
         return
     store = Store(storage)
     record = store.job(job)
-    summary = reports.status_json(record, store.trials(job), job_objectives(record), store.hypervolumes(job))
+    summary = reports.stored_status(store, record, history=as_json)  # the panel shows the latest hypervolume only
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     else:
@@ -214,14 +208,13 @@ def pareto(
         return
     store = Store(storage)
     record = store.job(job)
-    trials = store.trials(job)
-    front = reports.reported_front(trials, job_objectives(record), rung)
-    if plot is not None:
-        _plot_front(plot, store, record, trials, front, as_json)
+    front = reports.stored_front(store, record, rung)
+    if plot is not None:  # the plot draws every trial of the rung
+        _plot_front(plot, store, record, store.trials(job), front, as_json)
     if as_json:
         typer.echo(json.dumps([reports.trial_json(t, job_objectives(record)) for t in front], indent=2))
     else:
-        console.print(views.pareto_table(record, front, _defaults(trials, job_objectives(record))))
+        console.print(views.pareto_table(record, front, reports.stored_defaults(store, record)))
 
 
 def _plot_front(path: Path, store: Store, record, trials, front, as_json: bool) -> None:

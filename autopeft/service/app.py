@@ -113,6 +113,10 @@ def job_request(spec: JobSpec) -> dict[str, Any]:
     return JobRequest.model_validate(fields).model_dump(mode="json")
 
 
+TRIALS_PAGE = 1000
+"""Trials per page of ``GET /jobs/{id}/trials`` when the request does not say (``limit``)."""
+MAX_TRIALS_PAGE = 10000
+
 # module level: FastAPI resolves the (postponed) annotations of ``authorised`` in this namespace
 _BEARER = HTTPBearer(auto_error=False, description="the service token (AUTOPEFT_TOKEN)")
 
@@ -186,19 +190,26 @@ def create_app(
 
     @app.get("/jobs/{job_id}", dependencies=guarded)
     def status(job_id: int) -> dict[str, Any]:
-        job = store.job(job_id)
-        return reports.status_json(job, store.trials(job_id), job_objectives(job), store.hypervolumes(job_id))
+        return reports.stored_status(store, store.job(job_id))
 
     @app.get("/jobs/{job_id}/trials", dependencies=guarded)
-    def trials(job_id: int) -> list[dict[str, Any]]:
+    def trials(
+        job_id: int,
+        response: Response,
+        limit: Annotated[int, Query(ge=1, le=MAX_TRIALS_PAGE, description="trials per page")] = TRIALS_PAGE,
+        offset: Annotated[int, Query(ge=0, description="trials to skip, by number")] = 0,
+    ) -> list[dict[str, Any]]:
+        """One page of the job's trials by number; ``X-Total-Count`` says how many it has."""
         job = store.job(job_id)
-        return [reports.trial_json(t, job_objectives(job)) for t in store.trials(job_id)]
+        objectives = job_objectives(job)
+        response.headers["X-Total-Count"] = str(store.count_trials(job_id))
+        return [reports.trial_json(t, objectives) for t in store.trials(job_id, limit=limit, offset=offset)]
 
     @app.get("/jobs/{job_id}/pareto", dependencies=guarded)
     def pareto(job_id: int, rung: int | None = None) -> list[dict[str, Any]]:
         job = store.job(job_id)
         objectives = job_objectives(job)
-        return [reports.trial_json(t, objectives) for t in reports.reported_front(store.trials(job_id), objectives, rung)]
+        return [reports.trial_json(t, objectives) for t in reports.stored_front(store, job, rung)]
 
     @app.post("/jobs/{job_id}/validate", status_code=202, dependencies=guarded)
     def validate(job_id: int, request: ValidationRequest) -> dict[str, Any]:

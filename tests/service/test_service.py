@@ -271,3 +271,27 @@ def test_a_job_over_http_survives_a_service_restart(tmp_path, minilm_ref):
     model = get_peft_model(load_base_model(minilm_ref, TaskHead(TaskKind.CLASSIFICATION, 2)),
                            PeftConfig.from_pretrained(str(folder)))
     assert model.get_nb_trainable_parameters()[0] == chosen["trainable_params"]
+
+
+def test_trials_come_a_page_at_a_time_and_the_front_as_from_every_trial(tmp_path):
+    from autopeft.objectives import job_objectives
+    from autopeft.reports import reported_front, trial_json
+    from autopeft.service.app import TRIALS_PAGE
+    from autopeft.trials import TrialOutcome, TrialState
+
+    store = Store(str(tmp_path / "store.db"))
+    objectives = [{"name": "accuracy", "goal": "max"}, {"name": "trainable_params", "goal": "min"}]
+    job = store.create_job({"model": "minilm", "task": "demo", "objectives": objectives}, budget_trials=5)
+    for number, (accuracy, params) in enumerate([(0.6, 10), (0.7, 20), (0.65, 30), (0.8, 40), (0.5, 5)]):
+        trial = store.add_trial(job, config={}, structure={"n": number}, trainable_params=params, seed=0, fidelity={})
+        store.record_outcome(TrialOutcome(trial.id, TrialState.COMPLETED, "w", metrics={"accuracy": accuracy}))
+    client = TestClient(create_app(store, TOKEN, JobRunner(store)))
+    page = client.get(f"/jobs/{job}/trials", params={"limit": 2, "offset": 1}, headers=AUTH)
+    assert [t["trial"] for t in page.json()] == [1, 2] and page.headers["X-Total-Count"] == "5"
+    assert [t["trial"] for t in client.get(f"/jobs/{job}/trials", headers=AUTH).json()] == [0, 1, 2, 3, 4]
+    assert TRIALS_PAGE == 1000
+    assert client.get(f"/jobs/{job}/trials", params={"limit": 0}, headers=AUTH).status_code == 422
+    everything = reported_front(store.trials(job), job_objectives(store.job(job)))
+    expected = [trial_json(t, job_objectives(store.job(job))) for t in everything]
+    assert client.get(f"/jobs/{job}/pareto", headers=AUTH).json() == expected
+    assert [t["trial"] for t in expected] == [3, 1, 0, 4]
