@@ -2,10 +2,10 @@
 
 A job's front is botorch's non-dominated sort (:mod:`autopeft.objectives`) of its observations:
 completed search trials, one per structure and rung, replicates pooled into their mean. Loading
-every trial of a 100k-trial job to sort them takes a minute. :func:`scan_rung` instead asks the
-database for the few trials that can be on the front, and
-:meth:`autopeft.store.Store.front_candidates` returns those, so that the unchanged code computes
-the same front from them.
+every trial of a 100k-trial job to sort them takes a minute. :func:`scan_rung` instead reads the
+two objectives of the rung's trials from one index, and
+:meth:`autopeft.store.Store.front_candidates` loads only the trials on the front, so that the
+unchanged code computes the same front from them.
 
 The trials of a rung split in two by ``Trial.twinned`` (another search trial of the rung has the
 same structure):
@@ -13,14 +13,14 @@ same structure):
 - **Trials without a twin** are observations of their own. SQL keeps only their staircase on
   the two objectives: a trial is kept if its metric is the best of its cost and strictly better
   than the best metric at every better cost. Each trial dropped is dominated by another such
-  trial, itself an observation, so it is not on the front.
+  trial, itself an observation, so it is not on the front (a pre-filter, exact).
 - **Twinned trials** are few (replicates, mostly) and come back whole, as light
-  :class:`~autopeft.store.store.Measurement` records, to be pooled in Python exactly as every
-  trial would be (:func:`autopeft.objectives.observed`). A pooled observation is kept when no
-  kept trial of the first kind dominates it.
+  :class:`~autopeft.store.store.Measurement` records, pooled here as
+  :func:`autopeft.objectives.pooled` pools them.
 
-A dominated observation is dominated by some front member (dominance is transitive), and every
-front member is kept, so the non-dominated sort of the kept observations is the job's front.
+botorch's non-dominated sort (:func:`autopeft.objectives.non_dominated`) of the kept trials and
+the pooled structures then gives the front: a dominated observation is dominated by some front
+member (dominance is transitive), and every front member is kept.
 
 The rules apply to a job with two objectives, its task metric (``Trial.metric_value``) and a
 cost column; for any other job, or a store with trials that lack a digest, :func:`scan_rung`
@@ -30,7 +30,8 @@ returns None and callers load every trial.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import statistics
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Float, Integer, String, cast, func, literal, null, or_, select, tuple_, union_all
@@ -40,6 +41,7 @@ from autopeft.store.models import Trial
 from autopeft.trials import TrialRole, TrialState
 
 if TYPE_CHECKING:
+    from autopeft.objectives import Objective
     from autopeft.store.store import Measurement
 
 
@@ -58,42 +60,41 @@ class RungScan:
     high: float | None
     low: float | None
     """Their highest and lowest metric."""
-    candidates: tuple[tuple[int, float, float], ...]
-    """(id, cost, metric) of those that no other one dominates."""
+    candidates: tuple[Measurement, ...]
+    """Those of them that no other one dominates, with their two objectives."""
     twinned: tuple[Measurement, ...]
-    """The rung's twinned trials, by number, with the metric as their only value."""
+    """The rung's twinned trials, by number, with their two objectives."""
 
-    def kept_twins(self, metric: _Objective, cost: _Objective) -> list[Measurement]:
-        """The twinned trials of the structures whose pooled observation no candidate may dominate.
+    def front(self, objectives: tuple[Objective, Objective]) -> list[Measurement]:
+        """The front of the rung, light: candidates and twinned structures' pooled observations
+        (each pooled record is its first run's, whose structure names the group)."""
+        from autopeft.objectives import non_dominated
 
-        A pooled metric lies between its runs' lowest and highest, a pooled cost between theirs,
-        so a structure is dropped when a candidate dominates the best corner of that box (or when
-        a run lacks the metric or every run the cost: its pooled record is not an observation).
-        """
-        singles = [(_up(metric, value), _up(cost, price)) for _, price, value in self.candidates]
         groups: dict[tuple[int, str], list[Measurement]] = {}
         for twin in self.twinned:
             groups.setdefault((twin.rung, twin.structure["digest"]), []).append(twin)
-        kept = []
-        for runs in groups.values():
-            values = [run.values.get(metric.name) for run in runs]
-            costs = [run.value(cost.name) for run in runs if run.value(cost.name) is not None]
-            if None in values or not costs:
-                continue
-            corner = (_up(metric, max(values) if metric.goal == "max" else min(values)),
-                      _up(cost, min(costs) if cost.goal == "min" else max(costs)))  # fmt: skip
-            if not any(_dominates(single, corner) for single in singles):
-                kept += runs
-        return sorted(kept, key=lambda run: run.number)
+        pooled = [_pooled(runs, *objectives) for runs in groups.values()]
+        return non_dominated([*self.candidates, *(p for p in pooled if p is not None)], objectives)
 
 
-def _up(objective: _Objective, value: float) -> float:
-    """The value in maximisation form."""
-    return value if objective.goal == "max" else -value
-
-
-def _dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    return a[0] >= b[0] and a[1] >= b[1] and (a[0] > b[0] or a[1] > b[1])
+def _pooled(runs: list[Measurement], metric: Objective, cost: Objective) -> Measurement | None:
+    """The observation :func:`autopeft.objectives.pooled` makes of one structure's runs, as far as
+    the two objectives go (the mean metric; the first run's parameter count, the mean of the other
+    costs), or None when it is not one (a run lacks the metric, or every run the cost)."""
+    record = runs[0]
+    if len(runs) > 1:
+        values = [run.values.get(metric.name) for run in runs]
+        if None in values:
+            return None
+        pooled: dict[str, Any] = {"values": {metric.name: statistics.fmean(values)}}
+        if cost.name != "trainable_params":
+            measured = [getattr(run, cost.name) for run in runs if getattr(run, cost.name) is not None]
+            mean = statistics.fmean(measured) if measured else None
+            pooled[cost.name] = round(mean) if cost.name == "peak_memory_bytes" and mean is not None else mean
+        record = replace(record, **pooled)
+    if record.value(metric.name) is None or record.value(cost.name) is None:
+        return None
+    return record
 
 
 def scan_rung(session: Session, job_id: int, metric: _Objective, cost: _Objective, rung: int | None) -> RungScan | None:
@@ -129,32 +130,32 @@ def scan_rung(session: Session, job_id: int, metric: _Objective, cost: _Objectiv
             cast(columns[name] if name in columns else null(), kind_of).label(name) for name, kind_of in layout.items()
         ]
 
+    trial = dict(id=Trial.id, number=Trial.number, rung=Trial.rung, role=Trial.role, digest=Trial.structure_digest,
+                 params=Trial.trainable_params, price=price, a=score)  # fmt: skip
     statement = union_all(
         select(*row("totals", a=func.max(buckets.c.high), b=func.min(buckets.c.low), price=func.max(buckets.c.price),
                     n=func.coalesce(func.sum(buckets.c.n), 0))),
-        select(*row("single", id=Trial.id, a=score, price=price)).where(*alone, tuple_(price, score).in_(stairs)),
-        select(*row("twin", id=Trial.id, number=Trial.number, rung=Trial.rung, role=Trial.role,
-                    digest=Trial.structure_digest, params=Trial.trainable_params, price=price, a=score))
-        .where(*searched, or_(Trial.twinned.is_(True), Trial.structure_digest.is_(None))),
+        select(*row("single", **trial)).where(*alone, tuple_(price, score).in_(stairs)),
+        select(*row("twin", **trial)).where(*searched, or_(Trial.twinned.is_(True), Trial.structure_digest.is_(None))),
     )  # fmt: skip
-    twins, candidates, singles, high, low, top_price = [], [], 0, None, None, None
+    candidates, twins, singles, high, low, top_price = [], [], 0, None, None, None
     for kind, trial_id, number, rung_of, role, digest, params, cost_of, a, b, n in session.execute(statement):
         if kind == "totals":
             singles, high, low, top_price = int(n), a, b, cost_of
-        elif kind == "single":
-            candidates.append((trial_id, cost_of, a))
-        else:
-            if digest is None:
-                return None  # written by a version of autopeft from before the digest
-            costs = {"step_time_s": None, "wall_time_s": None, "peak_memory_bytes": None, cost.name: cost_of}
-            if cost.name == "peak_memory_bytes" and cost_of is not None:
-                costs["peak_memory_bytes"] = int(cost_of)
-            twins.append(Measurement(
-                id=trial_id, number=number, state=TrialState.COMPLETED, role=role, rung=rung_of,
-                structure={"digest": digest}, values={} if a is None else {metric.name: a},
-                trainable_params=int(params), **{k: v for k, v in costs.items() if k != "trainable_params"},
-            ))  # fmt: skip
-    numbers = [high, low, top_price, *(x for t in twins for x in (t.values.get(metric.name), t.value(cost.name)))]
-    if any(x is not None and math.isnan(x) for x in numbers):
+            continue
+        if digest is None:
+            return None  # written by a version of autopeft from before the digest
+        costs: dict[str, Any] = {"step_time_s": None, "wall_time_s": None, "peak_memory_bytes": None}
+        if cost.name != "trainable_params":
+            costs[cost.name] = None if cost_of is None else int(cost_of) if cost.name == "peak_memory_bytes" else cost_of
+        record = Measurement(
+            id=trial_id, number=number, state=TrialState.COMPLETED, role=role, rung=rung_of,
+            structure={"digest": digest}, values={} if a is None else {metric.name: a}, trainable_params=int(params),
+            **costs,
+        )  # fmt: skip
+        (candidates if kind == "single" else twins).append(record)
+    measured = [high, low, top_price, *(x for t in twins for x in (t.values.get(metric.name), t.value(cost.name)))]
+    if any(x is not None and math.isnan(x) for x in measured):
         return None  # NaN sorts above every number in PostgreSQL but breaks the rules above
-    return RungScan(rung, singles, high, low, tuple(sorted(candidates)), tuple(sorted(twins, key=lambda t: t.number)))
+    by_number = sorted(candidates, key=lambda t: t.number), sorted(twins, key=lambda t: t.number)
+    return RungScan(rung, singles, high, low, *map(tuple, by_number))

@@ -606,20 +606,23 @@ class Store:
     def front_candidates(
         self, job_id: int, objectives: Sequence[Objective], rung: int | None, scan: RungScan | None = None
     ) -> list[TrialRecord]:
-        """Completed trials among which the job's front at ``rung`` (of every rung when None) lies,
-        by number: ``pareto_front`` of them is ``pareto_front`` of every trial of the rung.
+        """Completed trials that hold the job's front at ``rung`` (of every rung when None), by
+        number: ``pareto_front`` of them is ``pareto_front`` of every trial of the rung.
 
-        Those are the trials without a twin that no other one dominates, and every run of the
-        twinned structures that none of those dominates (:mod:`autopeft.store.fronts`). A job that
-        cannot be scanned gets every completed trial of the rung. ``scan`` reuses a scan of the rung.
+        Those are the runs of the structures on the front, found from the rung's scan
+        (:mod:`autopeft.store.fronts`). A job that cannot be scanned gets every completed trial of
+        the rung. ``scan`` reuses a scan of the rung.
         """
         if scan is None or scan.rung != rung:
             scan = self.scan(job_id, objectives, rung)
         if scan is None:
             return [t for t in self.trials(job_id, states=[TrialState.COMPLETED]) if rung is None or t.rung == rung]
-        kept = scan.kept_twins(*objectives)
-        found = self._completed_search_trials(job_id, [(t.rung, t.structure["digest"]) for t in kept])
-        chosen = [trial_id for trial_id, _, _ in scan.candidates]
+        alone = {candidate.id for candidate in scan.candidates}
+        front = scan.front(tuple(objectives))
+        found = self._completed_search_trials(
+            job_id, [(t.rung, t.structure["digest"]) for t in front if t.id not in alone]
+        )  # fmt: skip
+        chosen = sorted(t.id for t in front if t.id in alone)
         with self._sessions() as session:  # the scan chose these: they are completed search trials
             for start in range(0, len(chosen), _IN_CHUNK):
                 query = select(Trial).where(Trial.id.in_(chosen[start:start + _IN_CHUNK]))

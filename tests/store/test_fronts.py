@@ -198,3 +198,28 @@ def test_trials_without_a_digest_fall_back_to_reading_every_trial(tmp_path):
         ))  # fmt: skip
     assert store.scan(job, job_objectives(store.job(job)), 0) is None
     assert_same_views(store, job)
+
+
+@pytest.mark.parametrize("cost", ["trainable_params", "peak_memory_bytes", "step_time_s", "wall_time_s"])
+def test_twinned_runs_pool_as_the_objectives_pool_them(cost):
+    """The light pooling of autopeft.store.fronts gives the two objectives autopeft.objectives.pooled gives."""
+    from autopeft.objectives import Objective
+    from autopeft.store.fronts import _pooled
+    from autopeft.store.store import Measurement
+
+    rng = random.Random(cost)
+    metric, spent = Objective("accuracy", "max"), Objective(cost, "min")
+    for _ in range(200):
+        runs = [
+            Measurement(id=i, number=i, state=TrialState.COMPLETED, role=TrialRole.EXPLORE, rung=0,
+                        structure={"digest": "d"}, values={} if rng.random() < 0.1 else {"accuracy": rng.random()},
+                        trainable_params=rng.randrange(1, 10**6), step_time_s=rng.choice([None, rng.random()]),
+                        wall_time_s=rng.choice([None, rng.random() * 100]),
+                        peak_memory_bytes=rng.choice([None, rng.randrange(10**9)]))
+            for i in range(rng.randrange(1, 5))
+        ]  # fmt: skip
+        light = _pooled(runs, metric, spent)
+        pooled = observed(runs, [metric, spent])
+        assert (light is None) == (not pooled)
+        if light is not None:
+            assert (light.value("accuracy"), light.value(cost)) == (pooled[0].value("accuracy"), pooled[0].value(cost))
