@@ -18,7 +18,7 @@ from typing import Any
 
 from autopeft.objectives import Objective, job_objectives, non_dominated, observed, pareto_front
 from autopeft.store import JobRecord, Store, TrialRecord, TrialRole
-from autopeft.store.fronts import RungScan
+from autopeft.store.fronts import RungScan, pooled_objectives
 from autopeft.trials import TrialState
 
 NOISE_MULTIPLE = 2.0
@@ -150,16 +150,17 @@ def proxy_warning(trials: Sequence[TrialRecord], objectives: Sequence[Objective]
     scores = [r.value(metric) for r in records]
     return _proxy_line(
         len(records), metric, lambda: all(r.values.get("predicted_classes") == 1.0 for r in records),
-        max(scores, default=None), min(scores, default=None), lambda: scores[0], lambda: seed_noise(records, metric),
+        max(scores, default=None), min(scores, default=None), lambda: scores[0], lambda _: seed_noise(records, metric),
     )  # fmt: skip
 
 
 def _proxy_line(
     count: int, metric: str, one_class: Callable[[], bool], high: float | None, low: float | None,
-    first: Callable[[], float], noise: Callable[[], float | None],
+    first: Callable[[], float], noise: Callable[[float], float | None],
 ) -> str | None:
     """:func:`proxy_warning` from what it reads of the observations at rung 0: how many, whether
-    each predicts one class, the highest and lowest score, the first one's, and the pooled seed noise."""
+    each predicts one class, the highest and lowest score, the first one's, and the pooled seed
+    noise (given the scores' spread)."""
     if count < 2:
         return None
     advice = "the proxy is too small to rank structures; raise --steps and --train-examples"
@@ -168,7 +169,7 @@ def _proxy_line(
     spread = high - low
     if spread == 0:
         return f"all {count} structures score {metric} {first():.4f} on the search split: {advice}"
-    seed_sd = noise()
+    seed_sd = noise(spread)
     if seed_sd is not None and spread < NOISE_MULTIPLE * seed_sd:
         return (
             f"{metric} spans {spread:.4f} over {count} structures, less than {NOISE_MULTIPLE:g}x "
@@ -276,20 +277,40 @@ def stored_proxy_warning(store: Store, job: JobRecord) -> str | None:
 def _stored_proxy_warning(store: Store, job: JobRecord, objectives: Sequence[Objective], scan: RungScan) -> str | None:
     """The scan's count and range of the trials without a twin, and the twinned ones pooled."""
     metric = objectives[0].name
-    twinned = observed(scan.twinned, objectives)
-    scores = [s for s in (scan.high, scan.low, *(r.value(metric) for r in twinned)) if s is not None]
+    groups = [(runs, point) for runs in scan.twin_groups() if (point := pooled_objectives(runs, *objectives))]
+    scores = [s for s in (scan.high, scan.low, *(value for _, (value, _) in groups)) if s is not None]
 
     def one_class() -> bool:  # the trials without a twin first: one row usually answers
         if scan.singles and not store.singles_predict_one_class(job.id, objectives, scan):
             return False
-        groups = {(t.rung, t.structure["digest"]) for t in scan.twinned}
-        runs = store.measurements(job.id, groups, extra=["predicted_classes"])
+        digests = {(t.rung, t.structure["digest"]) for t in scan.twinned}
+        runs = store.measurements(job.id, digests, extra=["predicted_classes"])
         return all(r.values.get("predicted_classes") == 1.0 for r in observed(runs, objectives))
 
+    def noise(spread: float) -> float | None:
+        """seed_noise of the pooled records, computed exactly (with Fractions, as statistics.stdev
+        does) only when a float estimate cannot tell whether the scores span enough."""
+        estimate = _float_seed_noise([[run.values[metric] for run in runs] for runs, _ in groups if len(runs) > 1])
+        if estimate is None or spread >= NOISE_MULTIPLE * estimate * (1 + 1e-6):
+            return estimate
+        return seed_noise(observed(scan.twinned, objectives), metric)
+
     return _proxy_line(
-        scan.singles + len(twinned), metric, one_class, max(scores, default=None), min(scores, default=None),
-        lambda: max(scores), lambda: seed_noise(twinned, metric),
+        scan.singles + len(groups), metric, one_class, max(scores, default=None), min(scores, default=None),
+        lambda: max(scores), noise,
     )  # fmt: skip
+
+
+def _float_seed_noise(runs: Sequence[Sequence[float]]) -> float | None:
+    """:func:`seed_noise` of these replicate groups in plain floats (exact to about 1e-15)."""
+    freedom = sum(len(values) - 1 for values in runs)
+    if not freedom:
+        return None
+    squares = []
+    for values in runs:
+        mean = math.fsum(values) / len(values)
+        squares.append(math.fsum((value - mean) ** 2 for value in values))
+    return math.sqrt(math.fsum(squares) / freedom)
 
 
 def _stored_validation(store: Store, job: JobRecord, objectives: Sequence[Objective]) -> dict[str, Any] | None:

@@ -207,7 +207,7 @@ def pareto(
         _print_json(_client(server).pareto(job, rung))
         return
     store = Store(storage)
-    record = store.job(job)
+    record = store.job(job, counted=False)  # the table shows the job's spec, not its counts
     front = reports.stored_front(store, record, rung)
     if plot is not None:  # the plot draws every trial of the rung
         _plot_front(plot, store, record, store.trials(job), front, as_json)

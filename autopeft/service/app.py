@@ -200,14 +200,14 @@ def create_app(
         offset: Annotated[int, Query(ge=0, description="trials to skip, by number")] = 0,
     ) -> list[dict[str, Any]]:
         """One page of the job's trials by number; ``X-Total-Count`` says how many it has."""
-        job = store.job(job_id)
+        job = store.job(job_id, counted=False)
         objectives = job_objectives(job)
         response.headers["X-Total-Count"] = str(store.count_trials(job_id))
         return [reports.trial_json(t, objectives) for t in store.trials(job_id, limit=limit, offset=offset)]
 
     @app.get("/jobs/{job_id}/pareto", dependencies=guarded)
     def pareto(job_id: int, rung: int | None = None) -> list[dict[str, Any]]:
-        job = store.job(job_id)
+        job = store.job(job_id, counted=False)
         objectives = job_objectives(job)
         return [reports.trial_json(t, objectives) for t in reports.stored_front(store, job, rung)]
 

@@ -65,36 +65,57 @@ class RungScan:
     twinned: tuple[Measurement, ...]
     """The rung's twinned trials, by number, with their two objectives."""
 
+    def twin_groups(self) -> list[list[Measurement]]:
+        """The twinned trials by structure and rung, in the order of their first trial."""
+        groups: dict[tuple[int, str], list[Measurement]] = {}
+        for twin in self.twinned:
+            groups.setdefault((twin.rung, twin.structure["digest"]), []).append(twin)
+        return list(groups.values())
+
     def front(self, objectives: tuple[Objective, Objective]) -> list[Measurement]:
         """The front of the rung, light: candidates and twinned structures' pooled observations
         (each pooled record is its first run's, whose structure names the group)."""
         from autopeft.objectives import non_dominated
 
-        groups: dict[tuple[int, str], list[Measurement]] = {}
-        for twin in self.twinned:
-            groups.setdefault((twin.rung, twin.structure["digest"]), []).append(twin)
-        pooled = [_pooled(runs, *objectives) for runs in groups.values()]
-        return non_dominated([*self.candidates, *(p for p in pooled if p is not None)], objectives)
+        metric, cost = objectives
+        alone = [(_up(metric, c.value(metric.name)), _up(cost, c.value(cost.name))) for c in self.candidates]
+        pooled = []
+        for runs in self.twin_groups():
+            point = pooled_objectives(runs, metric, cost)
+            if point is not None and not any(_dominates(other, (_up(metric, point[0]), _up(cost, point[1])))
+                                             for other in alone):  # a candidate dominates it: not on the front
+                pooled.append(replace(runs[0], values={metric.name: point[0]}, **{cost.name: point[1]}))
+        return non_dominated([*self.candidates, *pooled], objectives)
 
 
-def _pooled(runs: list[Measurement], metric: Objective, cost: Objective) -> Measurement | None:
-    """The observation :func:`autopeft.objectives.pooled` makes of one structure's runs, as far as
-    the two objectives go (the mean metric; the first run's parameter count, the mean of the other
-    costs), or None when it is not one (a run lacks the metric, or every run the cost)."""
-    record = runs[0]
-    if len(runs) > 1:
+def _up(objective: _Objective, value: float) -> float:
+    """The value in maximisation form."""
+    return value if objective.goal == "max" else -value
+
+
+def _dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return a[0] >= b[0] and a[1] >= b[1] and (a[0] > b[0] or a[1] > b[1])
+
+
+def pooled_objectives(runs: list[Measurement], metric: _Objective, cost: _Objective) -> tuple[float, Any] | None:
+    """The two objectives of the observation :func:`autopeft.objectives.pooled` makes of one
+    structure's runs (the mean metric; the first run's parameter count, the mean of another cost),
+    or None when it is not an observation (a run lacks the metric, or every run the cost)."""
+    if len(runs) == 1:
+        value, spent = runs[0].values.get(metric.name), getattr(runs[0], cost.name)
+    else:
         values = [run.values.get(metric.name) for run in runs]
         if None in values:
             return None
-        pooled: dict[str, Any] = {"values": {metric.name: statistics.fmean(values)}}
-        if cost.name != "trainable_params":
+        value = statistics.fmean(values)
+        if cost.name == "trainable_params":
+            spent = runs[0].trainable_params
+        else:
             measured = [getattr(run, cost.name) for run in runs if getattr(run, cost.name) is not None]
-            mean = statistics.fmean(measured) if measured else None
-            pooled[cost.name] = round(mean) if cost.name == "peak_memory_bytes" and mean is not None else mean
-        record = replace(record, **pooled)
-    if record.value(metric.name) is None or record.value(cost.name) is None:
-        return None
-    return record
+            spent = statistics.fmean(measured) if measured else None
+            if cost.name == "peak_memory_bytes" and spent is not None:
+                spent = round(spent)
+    return None if value is None or spent is None else (value, spent)
 
 
 def scan_rung(session: Session, job_id: int, metric: _Objective, cost: _Objective, rung: int | None) -> RungScan | None:
@@ -136,14 +157,17 @@ def scan_rung(session: Session, job_id: int, metric: _Objective, cost: _Objectiv
         select(*row("totals", a=func.max(buckets.c.high), b=func.min(buckets.c.low), price=func.max(buckets.c.price),
                     n=func.coalesce(func.sum(buckets.c.n), 0))),
         select(*row("single", **trial)).where(*alone, tuple_(price, score).in_(stairs)),
-        select(*row("twin", **trial)).where(*searched, or_(Trial.twinned.is_(True), Trial.structure_digest.is_(None))),
+        select(*row("twin", **trial)).where(*searched, Trial.twinned.is_(True)),
+        select(*row("undigested", id=Trial.id)).where(  # by ix_trials_job_digest, without a pass
+            Trial.job_id == job_id, *([] if rung is None else [Trial.rung == rung]), Trial.structure_digest.is_(None)
+        ),
     )  # fmt: skip
     candidates, twins, singles, high, low, top_price = [], [], 0, None, None, None
     for kind, trial_id, number, rung_of, role, digest, params, cost_of, a, b, n in session.execute(statement):
         if kind == "totals":
             singles, high, low, top_price = int(n), a, b, cost_of
             continue
-        if digest is None:
+        if kind == "undigested":
             return None  # written by a version of autopeft from before the digest
         costs: dict[str, Any] = {"step_time_s": None, "wall_time_s": None, "peak_memory_bytes": None}
         if cost.name != "trainable_params":

@@ -74,7 +74,7 @@ class Trial(Base):
         UniqueConstraint("job_id", "number", name="uq_trials_job_number"),
         # a rung's structures run once, by cost and metric; its twinned trials
         Index("ix_trials_job_rung_cost", "job_id", "state", "rung", "twinned", "trainable_params", "metric_value",
-              "role", "structure_digest", "number"),
+              "role"),
         # the trials of one structure at a rung
         Index("ix_trials_job_digest", "job_id", "rung", "structure_digest"),
         # a job's trial counts by state, its practitioner defaults and validation runs

@@ -219,8 +219,18 @@ def _in_groups(groups: Iterable[tuple[int, str | None]]) -> Iterable[Any]:
             yield and_(Trial.rung == rung, Trial.structure_digest.in_(digests[start:start + _IN_CHUNK]))
 
 
-_SEARCH_COUNTS = select(Trial.job_id, Trial.state, func.count()).where(Trial.role != TrialRole.VALIDATION)
-"""Search trials (validation runs are not part of a search's budget) by job and state."""
+_COUNTS = select(Trial.job_id, Trial.role, Trial.state, func.count()).group_by(Trial.job_id, Trial.role, Trial.state)
+"""Trials by job, role and state: in the order of the index ``ix_trials_job_role``, so no sort."""
+
+
+def _search_counts(session: Session, query: Any) -> dict[int, dict[str, int]]:
+    """Search trials (validation runs are not part of a search's budget) by job and state."""
+    counts: dict[int, dict[str, int]] = {}
+    for job_id, role, state, count in session.execute(query):
+        if role != TrialRole.VALIDATION:
+            by_state = counts.setdefault(job_id, {})
+            by_state[state] = by_state.get(state, 0) + count
+    return counts
 
 
 class Store:
@@ -248,28 +258,26 @@ class Store:
             session.flush()
             return job.id
 
-    def job(self, job_id: int) -> JobRecord:
+    def job(self, job_id: int, *, counted: bool = True) -> JobRecord:
+        """The job; with ``counted`` False, without its trial counts (``trial_counts`` is empty),
+        which saves a pass over the job's trials for callers that only need its spec."""
         with self._sessions() as session:
             job = session.get(Job, job_id)
             if job is None:
                 raise StoreError(f"no job {job_id} in the store at {self.url}")
-            return self._job_record(session, job)
+            return self._job_record(session, job, None if counted else {})
 
     def jobs(self) -> list[JobRecord]:
-        """Every job, oldest first; their trial counts come from one query over an index."""
+        """Every job, oldest first; their trial counts come from one pass over an index."""
         with self._sessions() as session:
-            counts: dict[int, dict[str, int]] = {}
-            for job_id, state, count in session.execute(_SEARCH_COUNTS.group_by(Trial.job_id, Trial.state)):
-                counts.setdefault(job_id, {})[state] = count
+            counts = _search_counts(session, _COUNTS)
             return [self._job_record(session, job, counts.get(job.id, {}))
                     for job in session.scalars(select(Job).order_by(Job.id))]
 
     @staticmethod
     def _job_record(session: Session, job: Job, counts: dict[str, int] | None = None) -> JobRecord:
         if counts is None:
-            counts = {state: count for _, state, count in session.execute(
-                _SEARCH_COUNTS.where(Trial.job_id == job.id).group_by(Trial.job_id, Trial.state)
-            )}  # fmt: skip
+            counts = _search_counts(session, _COUNTS.where(Trial.job_id == job.id)).get(job.id, {})
         return JobRecord(
             id=job.id,
             state=job.state,
@@ -559,8 +567,8 @@ class Store:
         query = select(Trial.number, Trial.attempt, Trial.error).where(
             Trial.job_id == job_id, Trial.state == TrialState.FAILED
         )
-        with self._sessions() as session:
-            return [tuple(row) for row in session.execute(query.order_by(Trial.number))]
+        with self._sessions() as session:  # sorted here: ORDER BY would lead SQLite through every trial
+            return sorted(tuple(row) for row in session.execute(query))
 
     def has_trials(self, job_id: int, role: str, state: str = TrialState.COMPLETED) -> bool:
         """Whether the job has a trial of this role in this state (one index lookup)."""
@@ -569,9 +577,10 @@ class Store:
             return session.scalar(query) is not None
 
     def trials_of_role(self, job_id: int, role: str, state: str = TrialState.COMPLETED) -> list[TrialRecord]:
+        """The job's trials of this role in this state, by number."""
         query = select(Trial).where(Trial.job_id == job_id, Trial.role == role, Trial.state == state)
-        with self._sessions() as session:
-            return [_trial_record(row) for row in session.scalars(query.order_by(Trial.number))]
+        with self._sessions() as session:  # sorted here: ORDER BY would lead SQLite through every trial
+            return sorted((_trial_record(row) for row in session.scalars(query)), key=lambda t: t.number)
 
     def groups_of(self, job_id: int, ids: Iterable[int]) -> list[TrialRecord]:
         """The completed search trials that pool with the trials ``ids`` (same structure and rung;
@@ -588,8 +597,10 @@ class Store:
         """The completed search trials in these (rung, structure digest) groups, by number."""
         found: list[TrialRecord] = []
         with self._sessions() as session:
-            for chosen in _in_groups(groups):
-                found += [_trial_record(row) for row in session.scalars(select(Trial).where(*_searched(job_id), chosen))]
+            for chosen in _in_groups(groups):  # by ix_trials_job_digest: state and role are checked here
+                rows = session.scalars(select(Trial).where(Trial.job_id == job_id, chosen))
+                found += [_trial_record(row) for row in rows
+                          if row.state == TrialState.COMPLETED and row.role != TrialRole.VALIDATION]
         return sorted(found, key=lambda t: t.number)
 
     def scan(self, job_id: int, objectives: Sequence[Objective], rung: int | None) -> RungScan | None:

@@ -77,7 +77,7 @@ def upgrade() -> None:
         connection.execute(trials.update().where(trials.c.job_id == job_id).values(metric_value=measured))
 
     op.create_index('ix_trials_job_rung_cost', 'trials', ['job_id', 'state', 'rung', 'twinned', 'trainable_params',
-                                                          'metric_value', 'role', 'structure_digest', 'number'])
+                                                          'metric_value', 'role'])
     op.create_index('ix_trials_job_role', 'trials', ['job_id', 'role', 'state'])
     op.create_index('ix_hypervolumes_job_order', 'hypervolumes', ['job_id', 'id'])
 

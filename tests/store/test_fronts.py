@@ -204,7 +204,7 @@ def test_trials_without_a_digest_fall_back_to_reading_every_trial(tmp_path):
 def test_twinned_runs_pool_as_the_objectives_pool_them(cost):
     """The light pooling of autopeft.store.fronts gives the two objectives autopeft.objectives.pooled gives."""
     from autopeft.objectives import Objective
-    from autopeft.store.fronts import _pooled
+    from autopeft.store.fronts import pooled_objectives
     from autopeft.store.store import Measurement
 
     rng = random.Random(cost)
@@ -218,8 +218,8 @@ def test_twinned_runs_pool_as_the_objectives_pool_them(cost):
                         peak_memory_bytes=rng.choice([None, rng.randrange(10**9)]))
             for i in range(rng.randrange(1, 5))
         ]  # fmt: skip
-        light = _pooled(runs, metric, spent)
+        light = pooled_objectives(runs, metric, spent)
         pooled = observed(runs, [metric, spent])
         assert (light is None) == (not pooled)
         if light is not None:
-            assert (light.value("accuracy"), light.value(cost)) == (pooled[0].value("accuracy"), pooled[0].value(cost))
+            assert (light[0], float(light[1])) == (pooled[0].value("accuracy"), pooled[0].value(cost))
