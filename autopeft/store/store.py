@@ -642,18 +642,22 @@ class Store:
 
     def singles_predict_one_class(self, job_id: int, objectives: Sequence[Objective], scan: RungScan) -> bool:
         """Whether every observation without a twin at the scanned rung predicts a single class
-        (``predicted_classes`` 1.0). Stops at the first that does not, usually the first row."""
+        (``predicted_classes`` 1.0). A first batch of them usually answers; only a job whose
+        first batch all predict one class is searched through."""
         cost = objectives[1]
-        one_class = select(TrialValue.id).where(
-            TrialValue.trial_id == Trial.id, TrialValue.name == "predicted_classes", TrialValue.value == 1.0
-        )
-        query = select(Trial.id).where(
+        alone = (
             *_searched(job_id), Trial.twinned.is_(False), Trial.metric_value.is_not(None),
-            getattr(Trial, cost.name).is_not(None), ~one_class.exists(),
-            *([] if scan.rung is None else [Trial.rung == scan.rung]),
+            getattr(Trial, cost.name).is_not(None), *([] if scan.rung is None else [Trial.rung == scan.rung]),
         )  # fmt: skip
+        one_class = (TrialValue.name == "predicted_classes", TrialValue.value == 1.0)
         with self._sessions() as session:
-            return session.scalar(query.limit(1)) is None
+            first = session.scalars(select(Trial.id).where(*alone).limit(_IN_CHUNK)).all()
+            found = session.scalars(select(TrialValue.trial_id).where(TrialValue.trial_id.in_(first), *one_class)).all()
+            if len(set(found)) < len(first):
+                return False
+            # a correlated NOT EXISTS: PostgreSQL may merge it through every value, hence the batch above
+            others = select(TrialValue.id).where(TrialValue.trial_id == Trial.id, *one_class)
+            return session.scalar(select(Trial.id).where(*alone, ~others.exists()).limit(1)) is None
 
     def measurements(
         self, job_id: int, groups: Iterable[tuple[int, str]], extra: Iterable[str] = ()

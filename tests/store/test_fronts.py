@@ -92,6 +92,14 @@ def test_the_front_and_status_read_from_the_index_equal_those_of_every_trial(sto
     assert_same_views(store, job)
 
 
+def test_small_in_lists_and_batches_give_the_same_views(tmp_path, monkeypatch):
+    """Lookups by id or digest go in chunks, and the single-class check reads a first batch."""
+    monkeypatch.setattr("autopeft.store.store._IN_CHUNK", 3)
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    job = random_job(store, ACCURACY, seed=6, n=80)
+    assert_same_views(store, job)
+
+
 @pytest.mark.parametrize("objectives", [LOSS, THREE], ids=["minimised metric and memory", "three objectives"])
 def test_other_objectives_give_the_same_views_too(tmp_path, objectives):
     store = Store(f"sqlite:///{tmp_path / 'store.db'}")
@@ -101,7 +109,7 @@ def test_other_objectives_give_the_same_views_too(tmp_path, objectives):
 
 
 @pytest.mark.parametrize("case", ["one class", "same score", "within the noise"])
-def test_proxy_warnings_read_from_the_index_equal_those_of_every_trial(tmp_path, case):
+def test_proxy_warnings_read_from_the_index_equal_those_of_every_trial(tmp_path, monkeypatch, case):
     store = Store(f"sqlite:///{tmp_path / 'store.db'}")
     job = store.create_job({"objectives": ACCURACY}, budget_trials=20)
     for number in range(20):
@@ -110,13 +118,15 @@ def test_proxy_warnings_read_from_the_index_equal_those_of_every_trial(tmp_path,
             trial = store.add_trial(job, config={}, structure={"s": number}, trainable_params=100 + number, seed=run,
                                     fidelity={}, role=TrialRole.REPLICATE if run else TrialRole.EXPLORE)
             accuracy = {"one class": 0.5, "same score": 0.7, "within the noise": 0.7 + 0.001 * number + 0.05 * run}[case]
-            classes = 1.0 if case == "one class" else 2.0
+            classes = 1.0 if case == "one class" or number < 10 else 2.0  # the first ten predict one class
             store.record_outcome(TrialOutcome(trial.id, TrialState.COMPLETED, "w",
                                               metrics={"accuracy": accuracy, "predicted_classes": classes}))
     trials, objectives = store.trials(job), job_objectives(store.job(job))
     warning = reports.stored_proxy_warning(store, store.job(job))
     assert warning is not None and warning == reports.proxy_warning(trials, objectives)
     assert_same_views(store, job)
+    monkeypatch.setattr("autopeft.store.store._IN_CHUNK", 3)  # a first batch of one-class trials, then others
+    assert reports.stored_proxy_warning(store, store.job(job)) == warning
 
 
 def test_twins_are_marked_when_the_second_run_of_a_structure_is_added(tmp_path):
