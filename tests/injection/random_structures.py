@@ -5,11 +5,13 @@ from __future__ import annotations
 import random
 
 from autopeft.space.layout import ModelLayout
-from autopeft.space.structure import LORA_VARIANTS, LoraModules, Structure
+from autopeft.space.structure import LORA_VARIANTS, NOT_ON_CONV1D, LoraModules, Structure
 
 
 def random_structure(layout: ModelLayout, rng: random.Random) -> Structure:
     """A non-empty structure mixing module types at random places and sizes."""
+    conv1d = any(shape.conv1d for layer in layout.layers for shape in layer.matrices.values())
+    variants = [v for v in LORA_VARIANTS if not (conv1d and v in NOT_ON_CONV1D)]  # peft refuses KaSA on Conv1D
     while True:
         places = [(layer.index, role) for layer in layout.layers for role in layer.matrices]
         rng.shuffle(places)
@@ -19,7 +21,7 @@ def random_structure(layout: ModelLayout, rng: random.Random) -> Structure:
         structure = Structure(
             lora=LoraModules(
                 ranks={place: rng.choice([1, 2, 3, 8]) for place in lora_places},
-                variant=rng.choice(LORA_VARIANTS),
+                variant=rng.choice(variants),
             ),
             ia3=frozenset(ia3_places),
             serial_adapter={i: rng.choice([0, 1, 4, 16]) for i in layers if rng.random() < 0.4},
