@@ -29,6 +29,7 @@ returns None and callers load every trial.
 
 from __future__ import annotations
 
+import bisect
 import math
 import statistics
 from dataclasses import dataclass, replace
@@ -78,23 +79,35 @@ class RungScan:
         from autopeft.objectives import non_dominated
 
         metric, cost = objectives
-        alone = [(_up(metric, c.value(metric.name)), _up(cost, c.value(cost.name))) for c in self.candidates]
+        dominated = _Staircase([(_up(metric, c.value(metric.name)), _up(cost, c.value(cost.name))) for c in self.candidates])
         pooled = []
         for runs in self.twin_groups():
             point = pooled_objectives(runs, metric, cost)
-            if point is not None and not any(_dominates(other, (_up(metric, point[0]), _up(cost, point[1])))
-                                             for other in alone):  # a candidate dominates it: not on the front
+            if point is not None and not dominated((_up(metric, point[0]), _up(cost, point[1]))):
                 pooled.append(replace(runs[0], values={metric.name: point[0]}, **{cost.name: point[1]}))
         return non_dominated([*self.candidates, *pooled], objectives)
+
+
+class _Staircase:
+    """Whether any of some points (maximisation form: metric, cost) dominates a given point."""
+
+    def __init__(self, points: list[tuple[float, float]]) -> None:
+        ordered = sorted(points, key=lambda p: -p[1])  # best cost first
+        self.costs = [-c for _, c in ordered]  # ascending, for bisect
+        self.best: list[float] = []  # the best metric among the first k points
+        for value, _ in ordered:
+            self.best.append(max(value, self.best[-1]) if self.best else value)
+
+    def __call__(self, point: tuple[float, float]) -> bool:
+        value, price = point
+        at_least = bisect.bisect_right(self.costs, -price)  # points whose cost is as good or better
+        better = bisect.bisect_left(self.costs, -price)  # points whose cost is strictly better
+        return (better > 0 and self.best[better - 1] >= value) or (at_least > 0 and self.best[at_least - 1] > value)
 
 
 def _up(objective: _Objective, value: float) -> float:
     """The value in maximisation form."""
     return value if objective.goal == "max" else -value
-
-
-def _dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    return a[0] >= b[0] and a[1] >= b[1] and (a[0] > b[0] or a[1] > b[1])
 
 
 def pooled_objectives(runs: list[Measurement], metric: _Objective, cost: _Objective) -> tuple[float, Any] | None:

@@ -233,3 +233,14 @@ def test_twinned_runs_pool_as_the_objectives_pool_them(cost):
         assert (light is None) == (not pooled)
         if light is not None:
             assert (light[0], float(light[1])) == (pooled[0].value("accuracy"), pooled[0].value(cost))
+
+
+def test_the_staircase_says_whether_any_point_dominates():
+    from autopeft.store.fronts import _Staircase
+
+    rng = random.Random(7)
+    for _ in range(2000):  # small integers: many ties on either axis
+        points = [(rng.randrange(5), rng.randrange(5)) for _ in range(rng.randrange(6))]
+        query = (rng.randrange(5), rng.randrange(5))
+        dominated = any(a >= query[0] and c >= query[1] and (a > query[0] or c > query[1]) for a, c in points)
+        assert _Staircase(points)(query) == dominated
