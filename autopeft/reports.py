@@ -90,9 +90,11 @@ def status_json(
     objectives: Sequence[Objective],
     hypervolumes: Sequence[tuple[int, int, float, dict]] = (),
 ) -> dict[str, Any]:
+    front = reported_front(trials, objectives)
     return _status(
         job, objectives,
-        front=reported_front(trials, objectives),
+        front_size=len(front),
+        best=front[0] if front else None,
         warning=proxy_warning(trials, objectives),
         defaults=[t for t in observed(trials, objectives) if t.role == TrialRole.DEFAULT],
         validation=validation_json(trials, objectives),
@@ -105,7 +107,8 @@ def _status(
     job: JobRecord,
     objectives: Sequence[Objective],
     *,
-    front: Sequence[TrialRecord],
+    front_size: int,
+    best: TrialRecord | None,
     warning: str | None,
     defaults: Sequence[TrialRecord],
     validation: dict[str, Any] | None,
@@ -122,8 +125,8 @@ def _status(
         "driver": job.driver,
         "driver_heartbeat": job.heartbeat_at.isoformat() if job.heartbeat_at else None,
         "objectives": [o.to_json() for o in objectives],
-        "pareto_size": len(front),
-        "best": trial_json(front[0], objectives) if front else None,
+        "pareto_size": front_size,
+        "best": None if best is None else trial_json(best, objectives),
         "hypervolume": history[-1]["hypervolume"] if history else None,
         "hypervolume_reference": hypervolumes[-1][3] if hypervolumes else None,
         "hypervolume_history": history,
@@ -253,10 +256,13 @@ def stored_status(store: Store, job: JobRecord, *, history: bool = True) -> dict
     if first_rung is None:  # not a job the store can scan: every trial, as before
         return status_json(job, store.trials(job.id), objectives, hypervolumes)
     top = store.top_rung(job.id)
-    front = reported_front(store.front_candidates(job.id, objectives, top, first_rung), objectives, top)
+    light, runs_of = store.light_front(job.id, objectives, top, first_rung)
+    front = non_dominated(light, objectives)  # the order reported_front gives: by first trial, then best first
+    best = observed(runs_of(front[0]), objectives)[0] if front else None  # only the best row is shown in full
     return _status(
         job, objectives,
-        front=front,
+        front_size=len(front),
+        best=best,
         warning=_stored_proxy_warning(store, job, objectives, first_rung),
         defaults=stored_defaults(store, job),
         validation=_stored_validation(store, job, objectives),

@@ -7,7 +7,7 @@ as live ORM objects, so callers cannot hold sessions open or write by accident.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
@@ -630,6 +630,12 @@ class Store:
             return [t for t in self.trials(job_id, states=[TrialState.COMPLETED]) if rung is None or t.rung == rung]
         alone = {candidate.id for candidate in scan.candidates}
         front = scan.front(tuple(objectives))
+        return self._runs_of(job_id, front, alone)
+
+    def _runs_of(self, job_id: int, records: Iterable[Measurement], alone: set[int]) -> list[TrialRecord]:
+        """Every run of these light records' structures: the record itself when its id is in
+        ``alone`` (it has no twin), its structure's completed search trials otherwise."""
+        front = list(records)
         found = self._completed_search_trials(
             job_id, [(t.rung, t.structure["digest"]) for t in front if t.id not in alone]
         )  # fmt: skip
@@ -639,6 +645,19 @@ class Store:
                 query = select(Trial).where(Trial.id.in_(chosen[start:start + _IN_CHUNK]))
                 found += [_trial_record(row) for row in session.scalars(query)]
         return sorted(found, key=lambda t: t.number)
+
+    def light_front(
+        self, job_id: int, objectives: Sequence[Objective], rung: int, scan: RungScan | None = None
+    ) -> tuple[list[Measurement], Callable[[Measurement], list[TrialRecord]]] | None:
+        """The front of ``rung`` as light records in the order of their first trial, and a way to
+        load the runs of one of them; None for a job that cannot be scanned."""
+        if scan is None or scan.rung != rung:
+            scan = self.scan(job_id, objectives, rung)
+        if scan is None:
+            return None
+        alone = {candidate.id for candidate in scan.candidates}
+        front = sorted(scan.front(tuple(objectives)), key=lambda t: t.number)
+        return front, lambda record: self._runs_of(job_id, [record], alone)
 
     def singles_predict_one_class(self, job_id: int, objectives: Sequence[Objective], scan: RungScan) -> bool:
         """Whether every observation without a twin at the scanned rung predicts a single class
