@@ -53,6 +53,9 @@ class TunerMethod:
     mask: str | None = None
 
 
+SHIRA_RANDOM = TunerMethod("ShiraConfig", "r", {"random_seed": 0})
+"""peft's random SHiRA mask with a fixed seed: a reload (and a peft export) rebuilds the same entries."""
+
 TUNER_METHODS: dict[str, TunerMethod] = {
     "loha": TunerMethod("LoHaConfig", "r", alpha_ratio={"alpha": 2.0}),
     "lokr": TunerMethod("LoKrConfig", "r", alpha_ratio={"alpha": 2.0}),
@@ -65,7 +68,8 @@ TUNER_METHODS: dict[str, TunerMethod] = {
     "waveft": TunerMethod("WaveFTConfig", "n_frequency"),
     "c3a": TunerMethod("C3AConfig", "block_size"),
     "miss": TunerMethod("MissConfig", "r"),
-    "shira": TunerMethod("ShiraConfig", "r", {"random_seed": 0}),  # a fixed mask: a reload rebuilds it
+    "shira": SHIRA_RANDOM,
+    "sparse_random": SHIRA_RANDOM,  # HFT-style random subsets: SHiRA's own rule, named with the other sparse rules
     "sparse_magnitude": TunerMethod("ShiraConfig", "r", {"mask_type": "magnitude"}, mask="magnitude"),
     "sparse_principal": TunerMethod("ShiraConfig", "r", {"mask_type": "principal"}, mask="principal"),
     "delora": TunerMethod("DeloraConfig", "r"),

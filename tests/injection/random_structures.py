@@ -5,11 +5,16 @@ from __future__ import annotations
 import random
 
 from autopeft.space.layout import ModelLayout
-from autopeft.space.structure import LORA_VARIANTS, NOT_ON_CONV1D, LoraModules, Structure
+from autopeft.space.structure import LORA_VARIANTS, NOT_ON_CONV1D, LoraModules, Structure, TunerModules
+from autopeft.space.tuners import TUNER_METHODS, matrix_params
+
+SPARSE_METHODS = sorted(name for name, spec in TUNER_METHODS.items() if spec.config_class == "ShiraConfig")
+"""Every rule of sparse updates (SHiRA layers): random, magnitude, principal."""
 
 
 def random_structure(layout: ModelLayout, rng: random.Random) -> Structure:
-    """A non-empty structure mixing module types at random places and sizes."""
+    """A non-empty structure mixing module types at random places and sizes, sparse updates included
+    (on matrices neither LoRA nor IA3 holds; peft's SHiRA acts on nn.Linear only, not on Conv1D)."""
     conv1d = any(shape.conv1d for layer in layout.layers for shape in layer.matrices.values())
     variants = [v for v in LORA_VARIANTS if not (conv1d and v in NOT_ON_CONV1D)]  # peft refuses KaSA on Conv1D
     while True:
@@ -17,6 +22,7 @@ def random_structure(layout: ModelLayout, rng: random.Random) -> Structure:
         rng.shuffle(places)
         lora_places = places[: rng.randint(0, len(places) // 2)]
         ia3_places = places[len(lora_places) : len(lora_places) + rng.randint(0, len(places) // 3)]
+        sparse_places = [] if conv1d else places[len(lora_places) + len(ia3_places) :][: rng.randint(0, 4)]
         layers = range(layout.num_layers)
         structure = Structure(
             lora=LoraModules(
@@ -28,9 +34,18 @@ def random_structure(layout: ModelLayout, rng: random.Random) -> Structure:
             parallel_adapter={i: rng.choice([0, 2, 8]) for i in layers if rng.random() < 0.4},
             parallel_scale=rng.choice([1.0, 4.0]),
             prefix={i: rng.choice([0, 1, 5]) for i in layers if rng.random() < 0.4},
+            tuner=_sparse(layout, sparse_places, rng),
         )
         if not structure.is_empty:
             return structure
+
+
+def _sparse(layout: ModelLayout, places: list, rng: random.Random) -> TunerModules | None:
+    """A sparse update of a random rule and r on ``places``, or None when r is too large for one."""
+    method, size = rng.choice(SPARSE_METHODS), rng.choice([1, 2, 4])
+    if any(matrix_params(method, size, layout.matrix(*place)) is None for place in places):
+        return None
+    return TunerModules(method, size, frozenset(places))
 
 
 def union_structure(layout: ModelLayout) -> Structure:

@@ -9,7 +9,7 @@ from autopeft.injection import apply_structure
 from autopeft.injection.apply import head_parameters
 from autopeft.space.cost import count_trainable
 from autopeft.space.layout import read_layout
-from tests.injection.random_structures import random_structure, union_structure
+from tests.injection.random_structures import SPARSE_METHODS, random_structure, union_structure
 from tests.space.tiny_models import TINY_MODELS, example_inputs
 
 CONFIGS_PER_ARCHITECTURE = 200
@@ -30,6 +30,7 @@ def built_trainable(model, applied) -> int:
 def test_exact_count_equals_built_count_for_random_structures(model):
     layout = read_layout(model)
     rng = random.Random(0)
+    sparse_rules = set()
     for _ in range(CONFIGS_PER_ARCHITECTURE):
         structure = random_structure(layout, rng)
         applied = apply_structure(model, structure, layout)
@@ -37,6 +38,9 @@ def test_exact_count_equals_built_count_for_random_structures(model):
             assert built_trainable(model, applied) == count_trainable(structure, layout), structure.to_json()
         finally:
             applied.remove()
+        sparse_rules |= {structure.tuner.method} if structure.tuner else set()
+    conv1d = any(shape.conv1d for layer in layout.layers for shape in layer.matrices.values())
+    assert sparse_rules == (set() if conv1d else set(SPARSE_METHODS))
 
 
 def test_union_of_every_module_type_trains_and_removes_bit_for_bit(model):
