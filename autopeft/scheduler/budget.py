@@ -4,13 +4,15 @@ A trial at rung k costs ``eta ** k`` *trial units* (it trains ``eta ** k`` times
 rung-0 trial), so ``--trials N`` buys N rung-0 trials' worth of compute whether or not the job
 promotes. Worker-hours are the summed wall time of finished trials. A trial starts only if the
 units spent plus those in flight plus its own fit; the clock and worker-hour limits stop new
-starts, so a job overruns them by at most the trials already in flight.
+starts, so a job overruns them by at most the trials already in flight. The clock is
+``time.monotonic`` unless a simulated run gives its own (seconds either way).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 
 @dataclass
@@ -20,10 +22,16 @@ class Budget:
     max_worker_hours: float | None = None
     spent_units: float = 0.0
     worker_seconds: float = 0.0
-    started: float = field(default_factory=time.monotonic)
+    clock: Callable[[], float] = time.monotonic
+    started: float | None = None
+    """Clock seconds at which the job started (default: when the budget is made)."""
+
+    def __post_init__(self) -> None:
+        if self.started is None:
+            self.started = self.clock()
 
     def elapsed_s(self) -> float:
-        return time.monotonic() - self.started
+        return self.clock() - self.started
 
     def stop_reason(self) -> str | None:
         """Why no new trial may start, or None."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from autopeft.space import Point, SearchSpace
 from autopeft.space.defaults import PractitionerDefault
 from autopeft.store import JobState, Store, TrialRecord, TrialRole
 from autopeft.trials import Fidelity, TrialOutcome, TrialRequest, TrialState
-from autopeft.worker.pool import WorkerPool
+from autopeft.worker.contract import MONOTONIC, Clock, Pool, PoolSlot
 
 log = logging.getLogger(__name__)
 WAIT_SLICE_S = 0.5
@@ -95,7 +94,12 @@ class Progress:
 
 
 class Scheduler:
-    """Runs job ``job_id`` on ``pool`` until its budget is spent, the space is exhausted or it is cancelled."""
+    """Runs job ``job_id`` on ``pool`` until its budget is spent, the space is exhausted or it is cancelled.
+
+    ``clock`` is the time heartbeats, dispatch waits and proposals are measured on: real time, or
+    the simulated clock of a :class:`~autopeft.worker.simulated.SimulatedPool` (give ``budget``
+    the same clock).
+    """
 
     def __init__(
         self,
@@ -105,12 +109,13 @@ class Scheduler:
         space: SearchSpace,
         optimizer: Optimizer,
         objectives: list[Objective],
-        pool: WorkerPool,
+        pool: Pool,
         fidelity: Fidelity,
         seed: int,
         budget: Budget,
         settings: SchedulerSettings = SchedulerSettings(),
         on_progress: Callable[[Progress], None] | None = None,
+        clock: Clock = MONOTONIC,
     ) -> None:
         self.store = store
         self.job_id = job_id
@@ -121,7 +126,8 @@ class Scheduler:
         self.seed = seed
         self.budget = budget
         self.settings = settings
-        self.proposer = Proposer(optimizer, on_error=self._optimizer_failed)
+        self.clock = clock
+        self.proposer = Proposer(optimizer, on_error=self._optimizer_failed, clock=clock)
         self.on_progress = on_progress or (lambda progress: None)
         self.driver = f"{socket.gethostname()}:{os.getpid()}"
         self._queue: deque[TrialRecord] = deque()
@@ -129,7 +135,7 @@ class Scheduler:
         self._promoted: set[int] = set()
         self._reference: dict[str, float] | None = None
         self._exhausted = False
-        self._last_beat = 0.0
+        self._last_beat = float("-inf")  # the first loop turn beats
         self.done = 0
         self.failed = 0
         self.hypervolume: float | None = None
@@ -179,9 +185,9 @@ class Scheduler:
         self.store.record_event(self.job_id, "tell_failed", message[:2000])
 
     def _beat(self) -> str | None:
-        if time.monotonic() - self._last_beat < self.settings.heartbeat_s:
+        if self.clock.now() - self._last_beat < self.settings.heartbeat_s:
             return None
-        self._last_beat = time.monotonic()
+        self._last_beat = self.clock.now()
         return self.store.heartbeat_job(self.job_id, self.driver, run_seconds=self.budget.elapsed_s())
 
     def _restore(self) -> None:
@@ -279,8 +285,8 @@ class Scheduler:
         self._records[record.id] = record
         return record
 
-    def _submit(self, slot, record: TrialRecord) -> None:
-        self.store.mark_running(record.id, slot.name, dispatch_wait_s=time.monotonic() - slot.idle_since)
+    def _submit(self, slot: PoolSlot, record: TrialRecord) -> None:
+        self.store.mark_running(record.id, slot.name, dispatch_wait_s=self.clock.now() - slot.idle_since)
         request = TrialRequest(
             record.id, record.number, record.structure, record.seed, Fidelity.from_json(record.fidelity), record.rung,
             record.split, expected_params=record.trainable_params,
