@@ -268,20 +268,53 @@ def export(
     job: int,
     trial: Annotated[int, typer.Option(help="Trial number (as listed by pareto).")],
     out: Annotated[Path, typer.Option(help="Output folder.")],
-    fmt: Annotated[str, typer.Option("--format", help=f"One of: {FORMAT_HELP}.")] = "peft",
+    fmt: Annotated[Optional[str], typer.Option("--format", help=f"One of: {FORMAT_HELP}. [default: peft]")] = None,
+    compress: Annotated[Optional[float], typer.Option(
+        help="ComPEFT: keep this fraction (0, 1] of each trained update tensor, stored ternary; needs --weights.",
+    )] = None,
+    weights: Annotated[Optional[Path], typer.Option(
+        help="Folder `autopeft train` wrote for this trial (with --compress).",
+    )] = None,
     storage: Storage = DEFAULT_URL,
     server: Server = None,
 ) -> None:
     """Write a trial's structure as a training-stack config, validated on the real model."""
+    if compress is not None:
+        _export_compressed(job, trial, out, fmt, compress, weights, storage, server)
+        return
     if server:
-        written = _client(server).export(job, trial, fmt, out)
+        written = _client(server).export(job, trial, fmt or "peft", out)
     else:
         from autopeft.export import export_trial
 
         store = Store(storage)
-        written = export_trial(store.job(job), store.trial(job, trial), fmt, out)
+        written = export_trial(store.job(job), store.trial(job, trial), fmt or "peft", out)
     for path in written:
         console.print(f"wrote {path}")
+
+
+def _export_compressed(job: int, trial: int, out: Path, fmt: Optional[str], density: float,
+                       weights: Optional[Path], storage: str, server: Optional[str]) -> None:
+    """``export --compress``: the trial's trained adapter, ComPEFT-compressed, in autopeft's format."""
+    from autopeft.export.compeft import check_density
+
+    check_density(density)
+    if fmt not in (None, "autopeft"):
+        raise AutopeftError(f"--compress writes --format autopeft (got --format {fmt})")
+    if server:
+        raise AutopeftError("--compress reads trained weights on this machine; drop --server and give --storage")
+    if weights is None:
+        raise AutopeftError(
+            f"--compress needs trial {trial}'s trained weights: run `autopeft train {job} --trial {trial} "
+            "--out DIR`, then pass --weights DIR"
+        )
+    from autopeft.training.compress import compress_trial
+    from autopeft.training.sources import config_of_trial, task_of
+
+    store = Store(storage)
+    config = config_of_trial(store.job(job), store.trial(job, trial))
+    report = compress_trial(config, weights, density, task_of(config), out)
+    console.print(f"trial {trial} of job {job}: {report.summary_line()}", highlight=False)
 
 
 @app.command()

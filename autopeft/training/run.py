@@ -53,6 +53,7 @@ class TrainingResult:
         train_examples, search_examples, dev_examples: examples trained on, chosen on, reported on.
         baseline: dev metrics of always predicting the majority class (classification only).
         options: the :class:`TrainingOptions` of the run.
+        origin: the job and trial the structure came from (the config's ``origin``), or None.
     """
 
     metric: str
@@ -68,6 +69,7 @@ class TrainingResult:
     dev_examples: int
     baseline: dict[str, float] | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    origin: dict[str, Any] | None = None
 
     def summary_line(self) -> str:
         others = ", ".join(f"{k} {v:.4f}" for k, v in self.dev.items() if k != self.metric)
@@ -155,11 +157,12 @@ def train_config(
     set_seed(options.seed)
     head = TaskHead(config.head.kind, config.head.num_labels)
     trainable = prepare_model(load_base_model(model, head), config)
-    return train_model(trainable, model, task, options, out_dir)
+    return train_model(trainable, model, task, options, out_dir, origin=config.origin)
 
 
 def train_model(
-    trainable: TrainableModel, model: ModelRef, task: Task, options: TrainingOptions, out_dir: Path
+    trainable: TrainableModel, model: ModelRef, task: Task, options: TrainingOptions, out_dir: Path,
+    origin: dict[str, Any] | None = None,
 ) -> TrainingResult:
     """Train a prepared model on ``task``; ``trainable.save`` writes the best epoch into ``out_dir``.
 
@@ -218,9 +221,22 @@ def train_model(
         dev_examples=len(dev),
         baseline=majority_baseline(task),
         options=asdict(options),
+        origin=origin,
     )
     (out_dir / SUMMARY_NAME).write_text(json.dumps(result.to_json(), indent=2) + "\n")
     return result
+
+
+def score_dev(model: torch.nn.Module, model_ref: ModelRef, task: Task, options: TrainingOptions) -> dict[str, float]:
+    """The task's metrics (and loss) of ``model`` as it is on the dev split, scored as training scores it."""
+    dev = tokenize_split(task.dev, task.kind, load_tokenizer(model_ref), options.max_length)
+    with tempfile.TemporaryDirectory(prefix="autopeft-score-") as scratch:
+        trainer = Trainer(
+            model=model, args=_training_arguments(options, scratch, task.kind), eval_dataset=RowDataset(dev),
+            data_collator=collate_rows, compute_metrics=_metric_function(task.kind),
+        )
+        trainer.remove_callback(PrinterCallback)
+        return _eval_scores(trainer.evaluate(), task.kind)
 
 
 def _training_arguments(options: TrainingOptions, scratch: str, kind: TaskKind) -> TrainingArguments:
