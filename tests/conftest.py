@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
+
+from tests.network import free_port
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -32,3 +37,59 @@ def minilm_ref():
     from autopeft.models import resolve_model
 
     return resolve_model("minilm")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """One local Ray head for every test that schedules trials, started once per session.
+
+    ``RAY_ADDRESS`` points this process and every CLI or service subprocess at it, so no test
+    pays for a Ray start of its own (autopeft's ``start_ray`` honours ``RAY_ADDRESS`` as Ray does).
+    Token auth is off: the head listens on the loopback of a test machine only. Yields the
+    address ("127.0.0.1:PORT").
+    """
+    import ray
+
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    saved = {name: os.environ.get(name) for name in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    # --block keeps the head in this child: terminating it stops every process the head started.
+    head = subprocess.Popen(
+        ["ray", "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "8",
+         "--include-dashboard=false", "--disable-usage-stats", "--block",
+         "--temp-dir", str(tmp_path_factory.mktemp("ray"))],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    try:
+        _wait_until_up(head, address)
+        os.environ["RAY_ADDRESS"] = address
+        yield address
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        head.send_signal(signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _wait_until_up(head: subprocess.Popen, address: str, timeout_s: float = 120.0) -> None:
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if head.poll() is not None:
+            pytest.fail(f"ray start --head exited {head.returncode}: {head.stderr.read().decode()[-2000:]}")
+        try:
+            ray.init(address=address, log_to_driver=False)
+            return
+        except ConnectionError:
+            time.sleep(1.0)
+    pytest.fail(f"no Ray head at {address} after {timeout_s:.0f} s")

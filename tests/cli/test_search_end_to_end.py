@@ -13,7 +13,7 @@ from peft import PeftConfig, get_peft_model
 from autopeft.models import TaskHead, load_base_model
 from autopeft.tasks import TaskKind
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 
 FAST = ["--steps", "12", "--train-examples", "200", "--eval-examples", "100", "--batch-size", "8", "--max-length", "32"]
 

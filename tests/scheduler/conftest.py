@@ -15,6 +15,11 @@ def tiny_spec(**overrides) -> JobSpec:
     return JobSpec(**{**settings, **overrides})
 
 
+@pytest.fixture(autouse=True)
+def _one_ray_head(ray_cluster):
+    """Every scheduler test runs its workers on the session's Ray head."""
+
+
 @pytest.fixture
 def prepared():
     return prepare(tiny_spec())

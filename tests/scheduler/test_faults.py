@@ -125,7 +125,7 @@ def test_an_interrupted_and_a_killed_driver_resume_without_losing_or_repeating_c
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True, **options)
     before = wait_for(lambda: completed_at_least(3))
-    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver; Ray ends its workers with it
     driver.wait()
     assert store.job(1).state == JobState.RUNNING
     ran_before = store.job(1).run_seconds

@@ -13,6 +13,7 @@ from autopeft.errors import AutopeftError
 from autopeft.integrations.ray_tune import AutopeftSearcher
 from autopeft.objectives import Objective
 from autopeft.trials import TrialRequest
+from autopeft.worker.pool import start_ray
 from tests.scheduler.conftest import TINY
 
 pytestmark = pytest.mark.slow
@@ -30,7 +31,7 @@ def test_tuner_runs_an_autopeft_search(prepared, tmp_path):
 
     objectives = [Objective("accuracy", "max"), Objective("trainable_params", "min")]
     searcher = AutopeftSearcher(prepared.space, objectives, optimizer="random", seed=1)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    start_ray(None, num_cpus=2)  # the session's Ray head (RAY_ADDRESS)
     try:
         tuner = tune.Tuner(
             tune.with_resources(train, {"cpu": 1}),

@@ -6,7 +6,6 @@ import io
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from autopeft.models import TaskHead, load_base_model
 from autopeft.service import JobRunner, ServiceLimits, create_app
 from autopeft.store import Store
 from autopeft.tasks import TaskKind
+from tests.network import free_port
 
 TOKEN = "s3cret-token-for-tests"
 TINY = {"train_examples": 96, "steps": 6, "batch_size": 8, "max_length": 32, "eval_examples": 48}
@@ -194,12 +194,6 @@ def test_errors_loading_allowed_files_echo_neither_their_names_nor_their_content
     assert store.jobs() == []
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _serve(storage: str, port: int, cwd, *options: str) -> subprocess.Popen:
     env = {**os.environ, "AUTOPEFT_TOKEN": TOKEN, "RAY_USAGE_STATS_ENABLED": "0"}
     return subprocess.Popen(
@@ -209,7 +203,7 @@ def _serve(storage: str, port: int, cwd, *options: str) -> subprocess.Popen:
 
 
 def test_serve_refuses_an_allowed_root_that_is_not_a_folder(tmp_path):
-    service = _serve(str(tmp_path / "store.db"), _free_port(), tmp_path, "--allow-root", str(tmp_path / "nowhere"))
+    service = _serve(str(tmp_path / "store.db"), free_port(), tmp_path, "--allow-root", str(tmp_path / "nowhere"))
     _, stderr = service.communicate(timeout=120)
     assert service.returncode != 0
     assert stderr.decode().strip().splitlines()[-1].endswith(f"--allow-root {tmp_path / 'nowhere'}: not a folder")
@@ -229,8 +223,9 @@ def _wait(condition, timeout_s=600, poll_s=0.5):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("ray_cluster")
 def test_a_job_over_http_survives_a_service_restart(tmp_path, minilm_ref):
-    storage, port = str(tmp_path / "store.db"), _free_port()
+    storage, port = str(tmp_path / "store.db"), free_port()
     http = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=AUTH, timeout=600)
     allowed = tmp_path / "allowed"
     shutil.copytree(Path(__file__).resolve().parents[2] / "autopeft" / "tasks" / "demo", allowed / "reviews")
@@ -244,7 +239,7 @@ def test_a_job_over_http_survives_a_service_restart(tmp_path, minilm_ref):
         assert job["state"] in ("pending", "running")
         _wait(lambda: http.get(f"/jobs/{job['id']}").json()["trial_counts"].get("completed", 0) >= 1)
     finally:
-        os.killpg(service.pid, signal.SIGKILL)  # the service and the local Ray it started
+        os.killpg(service.pid, signal.SIGKILL)  # the service; Ray ends its workers with their driver
         service.wait()
 
     service = _serve(storage, port, tmp_path)
