@@ -20,10 +20,12 @@ class WorkerPoolError(AutopeftError):
 
 
 def start_ray(address: str | None, num_cpus: int) -> None:
-    """Connect to the cluster at ``address``, or start a local Ray sized for the pool."""
+    """Connect to the cluster at ``address`` (or at ``RAY_ADDRESS``, as Ray itself reads it), or
+    start a local Ray sized for the pool."""
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address = address or os.environ.get("RAY_ADDRESS")
     quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
     try:
         if address:
