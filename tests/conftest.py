@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -54,15 +55,17 @@ def ray_cluster(tmp_path_factory):
     address = f"127.0.0.1:{port}"
     saved = {name: os.environ.get(name) for name in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
     os.environ["RAY_AUTH_MODE"] = "disabled"
+    folder = tmp_path_factory.mktemp("ray")
+    log = folder / "head.log"
     # --block keeps the head in this child: terminating it stops every process the head started.
     head = subprocess.Popen(
-        ["ray", "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "8",
-         "--include-dashboard=false", "--disable-usage-stats", "--block",
-         "--temp-dir", str(tmp_path_factory.mktemp("ray"))],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--node-ip-address", "127.0.0.1",
+         "--port", str(port), "--num-cpus", "8", "--include-dashboard=false", "--disable-usage-stats", "--block",
+         "--temp-dir", str(folder)],
+        stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
-        _wait_until_up(head, address)
+        _wait_until_up(head, address, log)
         os.environ["RAY_ADDRESS"] = address
         yield address
     finally:
@@ -80,13 +83,13 @@ def ray_cluster(tmp_path_factory):
                 os.environ[name] = value
 
 
-def _wait_until_up(head: subprocess.Popen, address: str, timeout_s: float = 120.0) -> None:
+def _wait_until_up(head: subprocess.Popen, address: str, log: Path, timeout_s: float = 120.0) -> None:
     import ray
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if head.poll() is not None:
-            pytest.fail(f"ray start --head exited {head.returncode}: {head.stderr.read().decode()[-2000:]}")
+            pytest.fail(f"ray start --head exited {head.returncode}: {log.read_text()[-2000:]}")
         try:
             ray.init(address=address, log_to_driver=False)
             return
