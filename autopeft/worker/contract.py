@@ -46,6 +46,20 @@ class PoolSlot(Protocol):
     idle_since: float
 
 
+class SlotPool:
+    """The slot bookkeeping both pools share: ``slots`` (set by the subclass), idle and busy."""
+
+    slots: list
+
+    @property
+    def idle(self) -> list:
+        return [slot for slot in self.slots if slot.request is None]
+
+    @property
+    def busy(self) -> list:
+        return [slot for slot in self.slots if slot.request is not None]
+
+
 class Pool(Protocol):
     """Worker slots that run one trial each; the scheduler submits to idle ones and waits."""
 

@@ -12,6 +12,7 @@ import ray
 from autopeft.errors import AutopeftError
 from autopeft.trials import TrialOutcome, TrialRequest, TrialState
 from autopeft.worker.actor import TrialWorker
+from autopeft.worker.contract import SlotPool
 from autopeft.worker.proxy import WorkerSpec
 
 
@@ -52,7 +53,7 @@ class Slot:
     idle_since: float = field(default_factory=time.monotonic)
 
 
-class WorkerPool:
+class WorkerPool(SlotPool):
     """``size`` actors that each hold the base model; :meth:`submit` and :meth:`wait` drive them.
 
     Each actor reserves ``cpus_per_worker`` CPUs (and uses as many torch threads) and
@@ -87,14 +88,6 @@ class WorkerPool:
 
     def _new_actor(self) -> ray.actor.ActorHandle:
         return TrialWorker.options(**self._options).remote(*self._actor_args)
-
-    @property
-    def idle(self) -> list[Slot]:
-        return [slot for slot in self.slots if slot.request is None]
-
-    @property
-    def busy(self) -> list[Slot]:
-        return [slot for slot in self.slots if slot.request is not None]
 
     def submit(self, slot: Slot, request: TrialRequest) -> None:
         slot.request = request

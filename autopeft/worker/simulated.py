@@ -26,6 +26,7 @@ from typing import Any
 
 from autopeft.errors import AutopeftError
 from autopeft.trials import Fidelity, TrialOutcome, TrialRequest, TrialState
+from autopeft.worker.contract import SlotPool
 
 
 class SimulationError(AutopeftError):
@@ -83,7 +84,7 @@ class SimulatedSlot:
     outcome: TrialOutcome | None = field(default=None, repr=False)
 
 
-class SimulatedPool:
+class SimulatedPool(SlotPool):
     """``size`` simulated workers replaying ``recorded`` (keyed by :func:`recorded_key`).
 
     ``recorded_at`` is the fidelity the table was recorded at; requests may differ from it only in
@@ -99,14 +100,6 @@ class SimulatedPool:
         self.slots = [SimulatedSlot(f"sim-{i}", clock.now()) for i in range(size)]
         self._events: list[tuple[float, int, int]] = []  # (finish time s, submission order, slot index)
         self._submitted = 0
-
-    @property
-    def idle(self) -> list[SimulatedSlot]:
-        return [slot for slot in self.slots if slot.request is None]
-
-    @property
-    def busy(self) -> list[SimulatedSlot]:
-        return [slot for slot in self.slots if slot.request is not None]
 
     def submit(self, slot: SimulatedSlot, request: TrialRequest) -> None:
         """Start ``request`` on ``slot`` now; it finishes after its replayed wall time."""
