@@ -14,8 +14,9 @@ no ``packbits``.
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 
@@ -32,6 +33,18 @@ def check_density(density: float) -> float:
     if not 0 < density <= 1:
         raise ExportError(f"--compress density must be in (0, 1], got {density:g}")
     return density
+
+
+def fingerprint(tensors: Iterable[torch.Tensor]) -> str:
+    """SHA-256 hex digest of the values of ``tensors``, whatever their order or names: two
+    collections match exactly when they hold the same bit-identical tensors (dtype and shape too)."""
+    return hashlib.sha256("".join(sorted(map(_digest, tensors))).encode()).hexdigest()
+
+
+def _digest(tensor: torch.Tensor) -> str:
+    flat = tensor.detach().cpu().contiguous().view(-1)
+    header = f"{flat.dtype}{tuple(tensor.shape)}".encode()
+    return hashlib.sha256(header + flat.view(torch.uint8).numpy().tobytes()).hexdigest()
 
 
 def pack_bits(bits: torch.Tensor) -> torch.Tensor:

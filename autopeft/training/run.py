@@ -26,6 +26,7 @@ from transformers import EvalPrediction, PrinterCallback, Trainer, TrainerCallba
 from transformers.utils import logging as hf_logging
 
 from autopeft.export.autopeft_format import AutopeftConfig
+from autopeft.export.compeft import fingerprint
 from autopeft.models import ModelRef, TaskHead, load_base_model, load_tokenizer
 from autopeft.tasks import METRIC_GOALS, Task, TaskKind, evaluate_predictions, tokenize_split
 from autopeft.tasks.holdout import with_search_split
@@ -54,6 +55,8 @@ class TrainingResult:
         baseline: dev metrics of always predicting the majority class (classification only).
         options: the :class:`TrainingOptions` of the run.
         origin: the job and trial the structure came from (the config's ``origin``), or None.
+        initial_fingerprint: :func:`~autopeft.export.compeft.fingerprint` of the trainable tensors
+            before training, so that ``export --compress`` can verify a rebuilt initialisation.
     """
 
     metric: str
@@ -70,6 +73,7 @@ class TrainingResult:
     baseline: dict[str, float] | None = None
     options: dict[str, Any] = field(default_factory=dict)
     origin: dict[str, Any] | None = None
+    initial_fingerprint: str | None = None
 
     def summary_line(self) -> str:
         others = ", ".join(f"{k} {v:.4f}" for k, v in self.dev.items() if k != self.metric)
@@ -170,6 +174,7 @@ def train_model(
     fine-tuning. The caller seeds initialisation (``set_seed``) before building ``trainable``.
     """
     options.check()
+    initial_fingerprint = fingerprint(p for p in trainable.model.parameters() if p.requires_grad)
     if task.search is None:
         task = with_search_split(task, seed=options.seed)
     tokenizer = load_tokenizer(model)
@@ -222,6 +227,7 @@ def train_model(
         baseline=majority_baseline(task),
         options=asdict(options),
         origin=origin,
+        initial_fingerprint=initial_fingerprint,
     )
     (out_dir / SUMMARY_NAME).write_text(json.dumps(result.to_json(), indent=2) + "\n")
     return result

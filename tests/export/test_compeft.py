@@ -1,26 +1,33 @@
 """ComPEFT: top-k sparsification and ternary storage of trained update tensors.
 
-The pure functions are checked on random tensors; one test compresses a LoRA briefly trained with
-``autopeft train`` on the real MiniLM and the shipped demo task, and loads it back through
-``autopeft.apply``.
+The pure functions are checked on random tensors; the MiniLM tests compress a LoRA briefly trained
+with ``autopeft train`` on the real MiniLM and the shipped demo task, and load it back through
+``autopeft.apply``: LoRA A as its change from the initial draw, rebuilt bit for bit from the random
+state the file records, and refused when that draw cannot be rebuilt.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from autopeft.errors import ExportError
+from autopeft.export.compeft_format import RNG_STATE_KEY
 from autopeft.export.compeft import (
     check_density,
     compress_tensors,
     decompress_tensors,
     expand,
+    fingerprint,
     pack_bits,
     ternarize,
     unpack_bits,
@@ -44,6 +51,15 @@ def test_ternary_keeps_the_largest_entries_with_their_signs_and_the_mean_kept_ma
     assert update.abs()[kept].min() >= (update.abs()[~kept].max() if (~kept).any() else 0)
     assert torch.equal(restored[kept].sign(), update[kept].sign())
     assert torch.allclose(restored[kept].abs(), update.abs()[kept].mean().expand(int(kept.sum())))
+
+
+def test_fingerprints_ignore_order_and_see_one_changed_bit():
+    tensors = [torch.randn(8, 384, generator=torch.Generator().manual_seed(2)), torch.zeros(384, 8)]
+    assert fingerprint(tensors) == fingerprint([tensors[1].clone(), tensors[0].clone()])
+    flipped = tensors[0].clone()
+    flipped.view(torch.int32)[3, 5] ^= 1
+    assert fingerprint([flipped, tensors[1]]) != fingerprint(tensors)
+    assert fingerprint([tensors[0].T.contiguous(), tensors[1]]) != fingerprint(tensors)
 
 
 @pytest.mark.parametrize("density", [0.0, -0.1, 1.5, float("nan")])
@@ -76,34 +92,128 @@ def test_the_cli_refuses_a_density_outside_zero_one_in_one_line(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-QUICK = dict(epochs=1, learning_rate=2e-3, batch_size=16, max_length=32, train_examples=64)
+QUICK_SEED = 0
+QUICK = dict(epochs=1, learning_rate=2e-3, batch_size=16, max_length=32, train_examples=64, seed=QUICK_SEED)
 
 
-@pytest.mark.slow
-def test_a_trained_lora_compresses_reports_sizes_and_dev_and_loads_back_through_apply(tmp_path, minilm_ref):
-    from autopeft.export.compeft_format import load_compressed, named_trainable
-    from autopeft.models import TaskHead, load_base_model
+@pytest.fixture(scope="module")
+def trained_lora(tmp_path_factory, minilm_ref):
+    """(config, task, weights folder) of a LoRA r4 on q, v of layers 4-5 trained 4 steps on demo."""
     from autopeft.store import Store
-    from autopeft.tasks import TaskKind
     from autopeft.training import TrainingOptions
-    from autopeft.training.compress import compress_trial
     from autopeft.training.run import train_config
     from autopeft.training.sources import config_of_trial, model_of, task_of
     from tests.export.conftest import JobBuilder, grid, lora
 
-    job = JobBuilder(Store(f"sqlite:///{tmp_path / 'store.db'}"), "minilm", "demo")
+    folder = tmp_path_factory.mktemp("trained-lora")
+    job = JobBuilder(Store(f"sqlite:///{folder / 'store.db'}"), "minilm", "demo")
     config = config_of_trial(*job.records(job.trial(lora(grid((4, 5), "qv"), rank=4))))
     task = task_of(config)
+    train_config(config, model_of(config), task, TrainingOptions(**QUICK), folder / "weights")
+    return config, task, folder / "weights"
+
+
+def fresh_minilm(minilm_ref):
+    from autopeft.models import TaskHead, load_base_model
+    from autopeft.tasks import TaskKind
+
+    return load_base_model(minilm_ref, TaskHead(TaskKind.CLASSIFICATION, 2))
+
+
+def initial_draw(config, minilm_ref, seed: int) -> dict[str, torch.Tensor]:
+    """Name -> initial value of every trainable tensor, drawn as ``autopeft train`` draws them."""
+    from transformers import set_seed
+
+    from autopeft.api import apply
+    from autopeft.export.compeft_format import named_trainable
+
+    set_seed(seed)
+    applied = apply(fresh_minilm(minilm_ref), config)
+    return {name: p.detach().clone() for name, p in named_trainable(applied).items()}
+
+
+def loaded_and_stored(folder, minilm_ref) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The trainable tensors ``load_compressed`` puts into a fresh MiniLM, and the file's raw tensors."""
+    from safetensors.torch import load_file
+
+    from autopeft.export.compeft_format import COMPRESSED_NAME, load_compressed, named_trainable
+
+    loaded = {name: p.detach() for name, p in named_trainable(load_compressed(fresh_minilm(minilm_ref), folder)).items()}
+    return loaded, load_file(str(folder / COMPRESSED_NAME))
+
+
+@pytest.mark.slow
+def test_a_trial_without_trained_weights_is_refused(tmp_path, trained_lora):
+    from autopeft.training.compress import compress_trial
+
+    config, task, _ = trained_lora
     with pytest.raises(ExportError, match=r"trial 0 of job \d+ has no trained weights in .*autopeft train"):
         compress_trial(config, tmp_path / "weights", 0.1, task, tmp_path / "compressed")
-    train_config(config, model_of(config), task, TrainingOptions(**QUICK), tmp_path / "weights")
 
-    report = compress_trial(config, tmp_path / "weights", 0.1, task, tmp_path / "compressed")
-    assert report.bytes_after < report.bytes_before / 4 and report.path.stat().st_size == report.bytes_after
+
+@pytest.mark.slow
+def test_a_trained_lora_loads_back_as_its_initial_draw_plus_the_ternary_changes(tmp_path, trained_lora, minilm_ref):
+    from autopeft.export.compeft_format import DEFAULT_SEEDED
+    from autopeft.training.compress import compress_trial
+
+    config, task, weights = trained_lora
+    report = compress_trial(config, weights, 0.1, task, tmp_path / "compressed")
+    assert report.seeded == DEFAULT_SEEDED == "delta"
+    # 3x rather than ComPEFT's ~30x: this adapter is 53 kB, the dense head and the random state 6 kB
+    assert report.bytes_after < report.bytes_before / 3 and report.path.stat().st_size == report.bytes_after
     assert {"accuracy", "loss"} <= set(report.dev_before) and {"accuracy", "loss"} <= set(report.dev_after)
-    loaded = load_compressed(load_base_model(minilm_ref, TaskHead(TaskKind.CLASSIFICATION, 2)), tmp_path / "compressed")
-    assert loaded.num_trainable == config.trainable_params
-    for name, tensor in named_trainable(loaded).items():
-        if "lora_" in name:  # B starts at 0 and A at a random draw: both are stored as 10% of their entries
-            assert int((tensor != 0).sum()) == math.ceil(0.1 * tensor.numel()), name
-            assert tensor[tensor != 0].abs().unique().numel() == 1, name
+
+    loaded, stored = loaded_and_stored(tmp_path / "compressed", minilm_ref)
+    assert sum(t.numel() for t in loaded.values()) == config.trainable_params
+    changes = decompress_tensors(stored, {name: t.shape for name, t in loaded.items()})
+    initial = initial_draw(config, minilm_ref, QUICK_SEED)
+    for name, tensor in loaded.items():
+        if "lora_" in name:  # A and B: the run's initial draw plus 10% of the changes, ternary
+            assert torch.equal(tensor, initial[name] + changes[name]), name
+            assert int((changes[name] != 0).sum()) == math.ceil(0.1 * tensor.numel()), name
+            assert changes[name][changes[name] != 0].abs().unique().numel() == 1, name
+        else:  # the head, dense
+            assert torch.equal(tensor, stored[name]), name
+
+    stored[RNG_STATE_KEY] = torch.manual_seed(QUICK_SEED + 1).get_state()
+    save_file(stored, str(report.path), metadata=safe_open(str(report.path), "pt").metadata())
+    with pytest.raises(ExportError, match=r"^cannot rebuild the initial LoRA A draw that .* stores changes from"):
+        loaded_and_stored(tmp_path / "compressed", minilm_ref)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seeded", ["dense", "trained"])
+def test_lora_a_stored_dense_or_ternary_as_trained_loads_back_as_stored(tmp_path, trained_lora, minilm_ref, seeded):
+    from autopeft.training.compress import compress_trial
+
+    config, task, weights = trained_lora
+    compress_trial(config, weights, 0.1, task, tmp_path / "compressed", seeded=seeded)
+    loaded, stored = loaded_and_stored(tmp_path / "compressed", minilm_ref)
+    assert RNG_STATE_KEY not in stored
+    expected = decompress_tensors(stored, {name: t.shape for name, t in loaded.items()})
+    for name in (name for name in loaded if "lora_A" in name):
+        assert torch.equal(loaded[name], expected[name]), name
+        assert (name in stored) == (seeded == "dense"), name  # dense: under its own name, not ternary
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("edit", "error"),
+    [
+        (lambda summary: summary.pop("initial_fingerprint"), r"records no fingerprint of the initial LoRA A draw"),
+        (lambda summary: summary["options"].update(seed=QUICK_SEED + 1), r"the initialisation rebuilt from seed 1 differs"),
+    ],
+    ids=["no-fingerprint", "other-seed"],
+)
+def test_an_initialisation_that_cannot_be_verified_is_refused(tmp_path, trained_lora, edit, error):
+    from autopeft.training.compress import compress_trial
+    from autopeft.training.run import SUMMARY_NAME
+
+    config, task, weights = trained_lora
+    copy = shutil.copytree(weights, tmp_path / "weights")
+    summary = json.loads((copy / SUMMARY_NAME).read_text())
+    edit(summary)
+    (copy / SUMMARY_NAME).write_text(json.dumps(summary))
+    with pytest.raises(ExportError, match=error):
+        compress_trial(config, copy, 0.1, task, tmp_path / "compressed")
+    assert not (tmp_path / "compressed").exists()
