@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 
 import ray
@@ -17,7 +18,7 @@ log = logging.getLogger(__name__)
 
 @ray.remote
 class TrialWorker:
-    """Loads the base model and data at start, then runs the trials it is sent, one at a time.
+    """Loads the base model and data (:meth:`start`), then runs the trials it is sent, one at a time.
 
     While a trial runs, a thread writes its heartbeat to the store every ``heartbeat_s`` seconds,
     so that ``status`` and a resumed driver can tell live trials from lost ones. The outcome is
@@ -26,11 +27,22 @@ class TrialWorker:
     """
 
     def __init__(self, spec: WorkerSpec, storage_url: str | None = None, heartbeat_s: float = 10.0) -> None:
-        self.trainer = ProxyTrainer(spec)
-        self._store = Store(storage_url) if storage_url else None
-        self._heartbeat_s = heartbeat_s
+        # Nothing heavy here: :meth:`node` answers as soon as Ray has placed the actor, so the pool
+        # can time placement apart from model loading (:meth:`start`).
+        self._spec, self._storage_url, self._heartbeat_s = spec, storage_url, heartbeat_s
+        self._store: Store | None = None
+        self.trainer: ProxyTrainer | None = None
 
-    def name(self) -> str:
+    def node(self) -> str:
+        """The id of the Ray node this actor runs on (hex)."""
+        return ray.get_runtime_context().get_node_id()
+
+    def start(self) -> str:
+        """Load the base model and data; returns the worker's name, ``host:node:pid`` (node: the
+        first 8 hex digits of the Ray node id, which tell apart nodes that share a host)."""
+        self.trainer = ProxyTrainer(self._spec)
+        self.trainer.name = f"{socket.gethostname()}:{self.node()[:8]}:{os.getpid()}"
+        self._store = Store(self._storage_url) if self._storage_url else None
         return self.trainer.name
 
     def pid(self) -> int:
