@@ -98,6 +98,7 @@ class WorkerPool(SlotPool):
         self._actor_args = (ray.put(spec), storage_url, heartbeat_s)
         self._options = {"num_cpus": cpus_per_worker, "num_gpus": gpus_per_worker}
         self.placement_timeout_s = placement_timeout_s
+        self.size = size
         self.slots: list[Slot] = []
         self._starting = [self._new_actor() for _ in range(size)]
         try:
@@ -182,7 +183,7 @@ class WorkerPool(SlotPool):
             log.warning("a replacement worker failed to start: %s", _first_line(exc))
             return
         self.slots.append(Slot(starting.actor, name))
-        log.warning("worker %s joined; %d workers run trials", name, len(self.slots))
+        log.warning("worker %s joined; %d of %d workers run trials", name, len(self.slots), self.size)
 
     def _await_worker(self) -> None:
         """No slot is left: wait for Ray to place a starting actor, then for its model to load."""
@@ -212,8 +213,8 @@ class WorkerPool(SlotPool):
         ray.kill(slot.actor)  # an actor that is only unreachable would otherwise keep its CPUs
         self.slots.remove(slot)
         self._starting.append(self._new_actor())
-        log.warning("worker %s died; %d workers run trials until Ray places its replacement (it needs %s)",
-                    slot.name, len(self.slots), self._needs())
+        log.warning("worker %s died; %d of %d workers run trials until Ray places its replacement (it needs %s)",
+                    slot.name, len(self.slots), self.size, self._needs())
 
     def worker_pids(self) -> list[int]:
         return ray.get([slot.actor.pid.remote() for slot in self.slots])
