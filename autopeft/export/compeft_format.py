@@ -33,11 +33,14 @@ REBUILT_KEY = "rebuilt"
 changes, whose initial draw :func:`load_compressed` rebuilds from :data:`RNG_STATE_KEY`."""
 RNG_STATE_KEY = "compeft_rng_state"
 """Tensor key: torch's CPU generator state (uint8, 5,056 bytes) from which apply drew the seeded tensors."""
-SEEDED_SCHEMES = ("delta", "dense", "trained")
+SEEDED_SCHEMES = ("delta", "dense")
 """How a seeded tensor (LoRA's A) is stored: ``delta``, ternary as its change from the initial draw
-(rebuilt at load time); ``dense``, as trained, uncompressed; ``trained``, ternary as trained."""
-DEFAULT_SEEDED = "delta"
-"""Chosen by ``bench/compeft.py`` on the search split (docs/compeft.md)."""
+(rebuilt at load time); ``dense``, as trained, uncompressed. Ternary as trained is no option: A is
+then mostly its random draw, whose top-k loses the subspace B maps from (dev accuracy fell to the
+majority level, docs/compeft.md before this change)."""
+DEFAULT_SEEDED = "dense"
+"""Chosen by ``bench/compeft.py`` on the search split (docs/compeft.md): neither way kept the score
+(B's ternary change alone costs it), ``dense`` lost least."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ def save_compressed(
     applied: AppliedConfig, directory: Path, density: float, initial: Initialisation, seeded: str = DEFAULT_SEEDED
 ) -> Path:
     """Write the config and ``applied``'s trained tensors into ``directory``: module tensors ternary
-    at ``density``, as changes from ``initial`` unless seeded (then as ``seeded`` says, one of
+    at ``density`` as changes from ``initial`` (seeded ones as ``seeded`` says, one of
     :data:`SEEDED_SCHEMES`), the head dense; returns the weights file."""
     if seeded not in SEEDED_SCHEMES:
         raise ExportError(f"seeded tensors are stored as one of {', '.join(SEEDED_SCHEMES)}, not {seeded!r}")
@@ -99,9 +102,8 @@ def save_compressed(
     dense = {name: trained[name] for name in head_names(applied)}
     if seeded == "dense":
         dense.update({name: trained[name] for name in initial.seeded})
-    relative = sorted(set(trained) - set(dense) - (initial.seeded if seeded == "trained" else set()))
-    updates = {name: trained[name] - initial.values[name].cpu() if name in relative else trained[name]
-               for name in trained if name not in dense}
+    relative = sorted(set(trained) - set(dense))
+    updates = {name: trained[name] - initial.values[name].cpu() for name in relative}
     rebuilt = sorted(initial.seeded & set(relative))
     stored = compress_tensors(updates, density, dense)
     metadata = {RELATIVE_KEY: json.dumps(relative), "density": repr(density)}
