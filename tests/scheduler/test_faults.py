@@ -101,7 +101,16 @@ def _cli(*args, cwd):
     # takes its Ray down too (not the session's shared head).
     env = {name: value for name, value in os.environ.items() if name != "RAY_ADDRESS"}
     env.update(RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
-    return [sys.executable, "-m", "autopeft", *args], dict(cwd=cwd, env=env)
+    return [sys.executable, "-m", "autopeft", *args], dict(cwd=cwd, env=env, preexec_fn=_ctrl_c_as_in_a_terminal)
+
+
+def _ctrl_c_as_in_a_terminal() -> None:
+    """Give the driver the SIGINT a terminal's foreground job has.
+
+    A suite started in the background by a non-interactive shell inherits SIGINT ignored, and
+    Python then installs no KeyboardInterrupt handler: the SIGINT'd driver ran on to exit 0.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_an_interrupted_and_a_killed_driver_resume_without_losing_or_repeating_completed_trials(tmp_path):
