@@ -1,4 +1,4 @@
-"""MRPC, and a stored MiniLM job on it whose trials carry chosen structures."""
+"""MRPC, and stored MiniLM jobs (MRPC, SST-2, the demo task) whose trials carry chosen structures."""
 
 from __future__ import annotations
 
@@ -19,6 +19,13 @@ def mrpc_store_job(tmp_path_factory, shared_data):
     folder = tmp_path_factory.mktemp("train")
     store_url = f"sqlite:///{folder / 'store.db'}"
     return store_url, JobBuilder(Store(store_url), "minilm", str(shared_data / "glue" / "MRPC"))
+
+
+@pytest.fixture(scope="module")
+def sst2_store_job(tmp_path_factory, shared_data):
+    folder = tmp_path_factory.mktemp("train-sst2")
+    store_url = f"sqlite:///{folder / 'store.db'}"
+    return store_url, JobBuilder(Store(store_url), "minilm", str(shared_data / "glue" / "SST-2"))
 
 
 @pytest.fixture(scope="module")
