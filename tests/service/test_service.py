@@ -202,11 +202,16 @@ def _serve(storage: str, port: int, cwd, *options: str) -> subprocess.Popen:
     )
 
 
-def test_serve_refuses_an_allowed_root_that_is_not_a_folder(tmp_path):
-    service = _serve(str(tmp_path / "store.db"), free_port(), tmp_path, "--allow-root", str(tmp_path / "nowhere"))
-    _, stderr = service.communicate(timeout=120)
-    assert service.returncode != 0
-    assert stderr.decode().strip().splitlines()[-1].endswith(f"--allow-root {tmp_path / 'nowhere'}: not a folder")
+def test_serve_refuses_an_allowed_root_that_is_not_a_folder(tmp_path, capsys, monkeypatch):
+    from autopeft.cli import main
+
+    monkeypatch.setenv("AUTOPEFT_TOKEN", TOKEN)
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--port", str(free_port()), "--storage", str(tmp_path / "store.db"),
+              "--allow-root", str(tmp_path / "nowhere")])
+    assert exited.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(f"--allow-root {tmp_path / 'nowhere'}: not a folder"), lines
 
 
 def _wait(condition, timeout_s=600, poll_s=0.5):
