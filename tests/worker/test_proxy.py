@@ -14,7 +14,8 @@ from autopeft.worker import ProxyTrainer, WorkerSpec
 
 pytestmark = pytest.mark.slow
 
-FIDELITY = Fidelity(train_examples=1600, steps=100, batch_size=16, max_length=48, learning_rate=2e-3, eval_examples=300)
+FIDELITY = Fidelity(train_examples=960, steps=60, batch_size=16, max_length=48, learning_rate=2e-3, eval_examples=300)
+QUICK = Fidelity(train_examples=200, steps=5, batch_size=8, max_length=32, eval_examples=64)
 LORA_QV = Structure(lora=LoraModules({(layer, role): 8 for layer in range(6) for role in ("q", "v")}))
 
 
@@ -26,7 +27,7 @@ def trainer(minilm_ref, sst2):
 def test_lora_trial_learns_sst2_and_reports_costs(trainer):
     outcome = trainer.run(TrialRequest(1, 0, LORA_QV.to_json(), seed=0, fidelity=FIDELITY))
     assert outcome.state == TrialState.COMPLETED, outcome.error
-    assert outcome.metrics["accuracy"] > 0.65  # chance is 0.5; LoRA r8 q,v reaches ~0.8 after 150 steps
+    assert outcome.metrics["accuracy"] > 0.65  # chance is 0.5; these 60 steps reached 0.79 on 2026-12-02
     assert outcome.metrics["train_loss_last"] < outcome.metrics["train_loss_first"]
     assert outcome.metrics["lr_rescues"] == 0 and outcome.metrics["predicted_classes"] == 2.0  # learnt at 2e-3
     assert outcome.trainable_params == 74_498  # 12 x 8 x (384 + 384) + classifier 384 x 2 + 2
@@ -40,8 +41,8 @@ def _body(model) -> dict[str, torch.Tensor]:
 def test_a_lisa_schedule_trains_and_leaves_every_parameter_trainable_again(trainer):
     from autopeft.space.structure import LayerSchedule
 
-    scheduled = replace(LORA_QV, schedule=LayerSchedule("lisa", active=2, period=20))
-    outcome = trainer.run(TrialRequest(8, 7, scheduled.to_json(), seed=0, fidelity=replace(FIDELITY, steps=60)))
+    scheduled = replace(LORA_QV, schedule=LayerSchedule("lisa", active=2, period=8))
+    outcome = trainer.run(TrialRequest(8, 7, scheduled.to_json(), seed=0, fidelity=replace(FIDELITY, steps=24)))
     assert outcome.state == TrialState.COMPLETED, outcome.error
     assert outcome.trainable_params == 74_498  # the structure's total, whatever trains at a time
     assert outcome.metrics["train_loss_last"] < outcome.metrics["train_loss_first"]
@@ -51,15 +52,14 @@ def test_a_lisa_schedule_trains_and_leaves_every_parameter_trainable_again(train
 def test_trials_leave_the_base_model_unchanged(trainer):
     """Only the task head changes between trials: each trial re-initialises it from its seed."""
     before = _body(trainer.model)
-    trainer.run(TrialRequest(2, 1, LORA_QV.to_json(), seed=1, fidelity=FIDELITY))
+    trainer.run(TrialRequest(2, 1, LORA_QV.to_json(), seed=1, fidelity=QUICK))
     after = _body(trainer.model)
     assert list(after) == list(before) and all(torch.equal(before[k], after[k]) for k in before)
 
 
 def test_same_seed_same_result(trainer):
-    quick = Fidelity(train_examples=200, steps=5, batch_size=8, max_length=32, eval_examples=64)
-    first = trainer.run(TrialRequest(3, 2, LORA_QV.to_json(), seed=5, fidelity=quick))
-    second = trainer.run(TrialRequest(4, 3, LORA_QV.to_json(), seed=5, fidelity=quick))
+    first = trainer.run(TrialRequest(3, 2, LORA_QV.to_json(), seed=5, fidelity=QUICK))
+    second = trainer.run(TrialRequest(4, 3, LORA_QV.to_json(), seed=5, fidelity=QUICK))
     assert first.metrics == second.metrics
 
 
@@ -68,8 +68,7 @@ def test_nan_loss_fails_the_trial_with_its_reason_and_the_worker_goes_on(trainer
     outcome = trainer.run(TrialRequest(5, 4, LORA_QV.to_json(), seed=0, fidelity=exploding))
     assert outcome.state == TrialState.FAILED
     assert outcome.error.startswith("non-finite loss") and "at step" in outcome.error
-    healthy = Fidelity(train_examples=200, steps=5, batch_size=8, max_length=32, eval_examples=64)
-    assert trainer.run(TrialRequest(6, 5, LORA_QV.to_json(), seed=0, fidelity=healthy)).state == TrialState.COMPLETED
+    assert trainer.run(TrialRequest(6, 5, LORA_QV.to_json(), seed=0, fidelity=QUICK)).state == TrialState.COMPLETED
 
 
 def test_a_crashing_structure_fails_with_its_reason(trainer):
