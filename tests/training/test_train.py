@@ -25,6 +25,7 @@ from autopeft.errors import AutopeftError, ExportError
 from autopeft.models import TaskHead, load_base_model, load_tokenizer
 from autopeft.space.structure import LoraModules, Structure
 from autopeft.tasks import TaskKind, evaluate_predictions, tokenize_split
+from autopeft.tasks.holdout import with_search_split
 from autopeft.training import TrainingOptions
 from autopeft.training.run import SUMMARY_NAME, train_config
 from autopeft.training.sources import config_of_trial, model_of, task_of
@@ -74,8 +75,8 @@ def test_structures_peft_cannot_hold_train_and_save_in_autopeft_format(mrpc_stor
     _, job = mrpc_store_job
     structure = Structure(lora=LoraModules({(5, "v"): 4}), serial_adapter={4: 8}, prefix={5: 2})
     config = config_of_trial(*job.records(job.trial(structure)))
-    small_dev = dataclasses.replace(mrpc, dev=mrpc.dev.subset(48, 0))
-    result = train_config(config, minilm_ref, small_dev, QUICK, tmp_path / "adapter")
+    small = with_search_split(dataclasses.replace(mrpc, dev=mrpc.dev.subset(48, 0)), size=48)  # quick to score
+    result = train_config(config, minilm_ref, small, QUICK, tmp_path / "adapter")
     assert result.adapter_format == "autopeft" and result.steps == 4
     assert [h["epoch"] for h in result.history] == [1.0, 2.0]
     assert result.best["f1"] == max(h["f1"] for h in result.history)  # MRPC's own metric chose the epoch
@@ -134,10 +135,13 @@ def test_cli_trains_a_trial_and_then_its_autopeft_export(demo_store_job, tmp_pat
     assert again["best"] == first["best"]  # same seed, same data: the same run
 
 
-def test_cli_train_needs_one_source(tmp_path):
-    result = run_cli("train", "--out", str(tmp_path / "x"), cwd=tmp_path)
-    assert result.returncode == 2
-    assert result.stderr.strip() == "error: give either JOB --trial N or --config FILE"
+def test_cli_train_needs_one_source(tmp_path, capsys):
+    from autopeft.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["train", "--out", str(tmp_path / "x")])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: give either JOB --trial N or --config FILE"
 
 
 @pytest.mark.parametrize("options, message", [
