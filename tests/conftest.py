@@ -62,7 +62,7 @@ def ray_cluster(tmp_path_factory):
         [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--node-ip-address", "127.0.0.1",
          "--port", str(port), "--num-cpus", "8", "--include-dashboard=false", "--disable-usage-stats", "--block",
          "--temp-dir", str(folder)],
-        stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_stop_with_parent,
     )
     try:
         _wait_until_up(head, address, log)
@@ -81,6 +81,18 @@ def ray_cluster(tmp_path_factory):
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def _stop_with_parent() -> None:
+    """SIGTERM the head when pytest dies without its teardown (a timeout's kill, a crash).
+
+    The head runs in its own session, so nothing else would stop it, and a leftover head keeps
+    its workers busy. Linux's prctl(PR_SET_PDEATHSIG) through libc: the standard library has no call for it.
+    """
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _wait_until_up(head: subprocess.Popen, address: str, log: Path, timeout_s: float = 120.0) -> None:
