@@ -33,15 +33,14 @@ from datetime import date
 from pathlib import Path
 
 import psutil
-import psycopg
 import ray
 
 from autopeft.objectives import structure_key
 from autopeft.store import Store, TrialRecord, TrialRole
 from autopeft.trials import TrialState
+from bench.postgres import fresh_database
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-ADMIN = "host=127.0.0.1 port=5432 dbname=postgres user=postgres"
 FIDELITY = ["--steps", "6", "--train-examples", "96", "--eval-examples", "48", "--batch-size", "8",
             "--max-length", "32"]
 ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
@@ -377,22 +376,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.trials < args.kill_after + 2 or args.kill_after < 1:
         parser.error("--trials must leave at least 2 trials after --kill-after (>= 1)")
-    database = f"autopeft_multinode_{time.strftime('%Y%m%d_%H%M%S')}"
-    with psycopg.connect(ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{database}"')
     run = Run()
-    try:
-        with tempfile.TemporaryDirectory(prefix="apm-") as folder:
-            try:
-                search, trials, events, pool_lines = run_bench(
-                    args, run, Path(folder), f"postgresql://postgres@127.0.0.1:5432/{database}")
-            finally:
-                ray.shutdown()
-                for node in reversed(run.nodes):
-                    stop_group(node.process)
-    finally:
-        with psycopg.connect(ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    with fresh_database("autopeft_multinode") as url, tempfile.TemporaryDirectory(prefix="apm-") as folder:
+        try:
+            search, trials, events, pool_lines = run_bench(args, run, Path(folder), url)
+        finally:
+            ray.shutdown()
+            for node in reversed(run.nodes):
+                stop_group(node.process)
     summary = verdict(run, trials)
     write_csv(args.csv, trials, run.nodes)
     text = report(args, run, summary, search, events, pool_lines)
