@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from datetime import date
 from pathlib import Path
@@ -41,8 +40,8 @@ from autopeft.optimizers.hypervolume import hypervolume
 from autopeft.reports import reported_front
 from autopeft.store import FINAL_JOB_STATES, Store, TrialRole
 from autopeft.trials import TrialState
+from bench.postgres import ADMIN, fresh_database
 
-ADMIN = "host=127.0.0.1 port=5432 dbname=postgres"
 FIDELITY = ["--steps", "20", "--train-examples", "200", "--eval-examples", "100", "--batch-size", "8",
             "--max-length", "32"]
 FAULTS = ("worker", "driver", "database")
@@ -153,17 +152,10 @@ def main() -> None:
     parser.add_argument("--limit-s", type=float, default=1800.0)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    database = f"autopeft_chaos_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{database}"')
-    try:
-        with tempfile.TemporaryDirectory() as folder:
-            result = run(args, database, f"postgresql://127.0.0.1:5432/{database}", Path(folder))
-            summary = verdict(result, args.trials)
-            result["store"].close()
-    finally:
-        with psycopg.connect(ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    with fresh_database("autopeft_chaos") as url, tempfile.TemporaryDirectory() as folder:
+        result = run(args, url.rsplit("/", 1)[1], url, Path(folder))
+        summary = verdict(result, args.trials)
+        result["store"].close()
     in_flight = 2  # workers: the most trials that can be under way when the budget is reached
     lines = [
         "# Chaos: a search under worker kills, driver kills and dropped database connections",
