@@ -11,10 +11,10 @@ import os
 from alembic import context
 from sqlalchemy import create_engine
 
+from autopeft.store.database import VERSION_TABLE
 from autopeft.store.models import Base
 
 target_metadata = Base.metadata
-VERSION_TABLE = "autopeft_alembic_version"
 
 
 def run_migrations(connection) -> None:

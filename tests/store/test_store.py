@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pytest
 from sqlalchemy import inspect
 
+from autopeft.bundled import migrations_dir
 from autopeft.errors import StoreError
 from autopeft.objectives import Objective, pareto_front
 from autopeft.store import JobState, Store
+from autopeft.store.database import newest_revision, stored_revision
 from autopeft.trials import TrialOutcome, TrialState
 
 OBJECTIVES = [Objective("accuracy", "max"), Objective("trainable_params", "min")]
@@ -90,6 +94,42 @@ def test_missing_job_and_trial_are_one_line_errors(store_url):
     job_id = store.create_job({}, budget_trials=1)
     with pytest.raises(StoreError, match=rf"^job {job_id} has no trial 3$"):
         store.trial(job_id, 3)
+
+
+def alembic_config(connection=None):
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.attributes["connection"] = connection
+    return config
+
+
+def test_the_newest_revision_is_alembics_head():
+    from alembic.script import ScriptDirectory
+
+    assert newest_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def test_a_store_one_revision_behind_is_upgraded_on_open(store_url):
+    from alembic import command
+
+    store = Store(store_url)
+    with store.engine.begin() as connection:  # as the previous release left it
+        command.downgrade(alembic_config(connection), "-1")
+    store.close()
+    store = Store(store_url)
+    with store.engine.connect() as connection:
+        assert stored_revision(connection) == newest_revision()
+    assert "ix_trials_job_rung_cost" in {index["name"] for index in inspect(store.engine).get_indexes("trials")}
+    store.close()
+
+
+def test_opening_an_up_to_date_store_does_not_import_alembic(tmp_path):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    Store(url).close()
+    probe = f"import sys; from autopeft.store import Store; Store({url!r}).close(); print('alembic' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout == "False\n"
 
 
 @pytest.mark.parametrize(
