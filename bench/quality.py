@@ -86,6 +86,9 @@ GLUE = ROOT.parent / "shared" / "data" / "glue"
 MODEL = "minilm"
 SEARCH_SEED = 0
 """The search job's seed: it also seeds the carving of the search split that every run here uses."""
+SEARCH_ATTEMPTS = 4
+"""Runs of ``autopeft search`` / ``autopeft resume`` before the bench gives up on a search."""
+RESUME_WAIT_S = 60.0
 
 SEARCHED = "searched"
 LORA_QV = "lora r8 q,v"
@@ -330,18 +333,23 @@ def run_search(bench: Bench, name: str) -> dict[str, Any]:
         "--workers", "1", "--seed", str(SEARCH_SEED), "--storage", bench.store_url, *bench.profile.search_flags,
         *(("--search-examples", str(bench.profile.search_examples)) if bench.profile.search_examples else ()),
     )  # fmt: skip
-    commands = []
     started = time.perf_counter()
-    jobs = ours()
-    if jobs and jobs[-1].state == JobState.CANCELLED:
-        raise SystemExit(f"search job {jobs[-1].id} in {bench.store_path} was cancelled; remove it to search again")
-    if not jobs:
-        commands.append(search)
-    elif jobs[-1].state != JobState.COMPLETED:
-        commands.append(bench.autopeft("resume", str(jobs[-1].id), "--storage", bench.store_url))
-    for command in commands:
+    ran: list[str] = []
+    for attempt in range(SEARCH_ATTEMPTS):
+        jobs = ours()
+        if jobs and jobs[-1].state == JobState.COMPLETED:
+            break
+        if jobs and jobs[-1].state == JobState.CANCELLED:
+            raise SystemExit(f"search job {jobs[-1].id} in {bench.store_path} was cancelled; remove it to search again")
+        if attempt:
+            time.sleep(RESUME_WAIT_S)  # a dead driver's lease must expire before resume may claim the job
+        # No job yet: search. A job whose driver stopped (its Ray killed under it, the bench interrupted):
+        # resume, which loses no completed trial and runs none twice.
+        command = bench.autopeft("resume", str(jobs[-1].id), "--storage", bench.store_url) if jobs else search
         print("$", shlex.join(command), flush=True)
-        subprocess.run(command, env=search_environment(), check=True)
+        ran.append(command[3])
+        if subprocess.run(command, env=search_environment()).returncode != 0:
+            print(f"{shlex.join(command[2:4])} failed (attempt {attempt + 1} of {SEARCH_ATTEMPTS})", flush=True)
     job = ours()[-1]
     if job.state != JobState.COMPLETED:
         raise SystemExit(f"search job {job.id} ended {job.state}: {job.error}")
@@ -364,7 +372,7 @@ def run_search(bench: Bench, name: str) -> dict[str, Any]:
         "structure": picked["structure"], "budget": budget, "trials": len(trials),
         "completed": sum(t.state == "completed" for t in trials), "failed": sum(t.state == "failed" for t in trials),
         "roles": roles, "fidelity": job.spec["fidelity"], "splits": splits, "run_seconds": job.run_seconds,
-        "wall_seconds_now": round(time.perf_counter() - started, 1) if commands else None,
+        "wall_seconds_now": round(time.perf_counter() - started, 1) if ran == ["search"] else None, "invocations": ran,
         "commands": [shlex.join(c[2:]) for c in (search, pareto)],
         "front": [{"trial": r["trial"], "params": r["trainable_params"], "score": r["values"][task.metric], "n": r["n"],
                    "label": r["label"]} for r in front],
@@ -582,7 +590,8 @@ def task_section(bench: Bench, rows: dict[str, dict[str, str]], name: str) -> tu
     full_seconds = statistics.mean(float(r["seconds"]) for r in finals[FULL])
     search_seconds = float(search["seconds"])
     process = found.get("wall_seconds_now")
-    end_to_end = f"; the `autopeft search` process ran {process:,.0f} s end to end, Ray start-up included" if process else ""
+    end_to_end = f"; the `autopeft search` process ran {process:,.0f} s end to end, Ray start-up included" if process else (
+        f"; the search was resumed ({' then '.join(found.get('invocations', []))}) after its driver stopped")
     lines += ["", f"**Compute**: the search's {found['trials']} trials took {search_seconds:,.0f} s summed (the "
               f"job's driver recorded {found['run_seconds']:,.0f} s{end_to_end}); one full fine-tune at the final "
               f"fidelity takes {full_seconds:,.0f} s (mean of {len(finals[FULL])} runs, scoring included): the search "
