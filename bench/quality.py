@@ -548,6 +548,10 @@ def task_section(bench: Bench, rows: dict[str, dict[str, str]], name: str) -> tu
         lines.append(f"| {row['trial']} | {row['params']:,} | {row['score']:.4f} | {row['n']} | {row['label'] or ''} | {mark} |")
     lines += ["", f"Budget: LoRA r8 q,v's {budget:,} trainable parameters. Picked: trial {found['trial']}, "
               f"`{json.dumps(found['structure'], separators=(',', ':'))}`.", ""]  # fmt: skip
+    twin = json.loads(rows[final_rows(rows, profile, name, SEARCHED)[-1]["run"]]["detail"]).get("same_structure_as")
+    if twin:
+        lines += [f"The pick is the practitioner default {twin} itself, so the searched rows below are that "
+                  "baseline's runs (same structure, rates and seeds train to the same weights).", ""]  # fmt: skip
 
     kept = {m: kept_rate(rows, name, m, profile.rates(m)) for m in METHODS}
     lines += ["**Learning rate** (seed 0; search-split score at the best epoch; kept rate in bold):", "",
