@@ -1,0 +1,303 @@
+"""Which proxy design ranks structures like real training, at the cost of today's proxy?
+
+Issue 12, item 7. Structures are drawn (scrambled Sobol, seeded) from the ``lora`` space and from
+the ``autopeft`` space (LoRA, adapters, prefixes, IA3). On each task every structure trains once at a *reference* fidelity (4x the
+default proxy's steps and examples, scored on dev, as a user's real training would be) and once
+per *proxy design* (scored on the search split carved from train, as a search does). Every design
+spends about the default proxy's training tokens (steps x batch x tokens) and evaluation examples;
+they differ in how they spend them:
+
+* ``default``: today's proxy (150 steps of 16 x 64 tokens, LR 1e-3 with stall rescues);
+* ``two seeds``: two 75-step runs with other training seeds, each scoring half the search split
+  (the same half), reported as their mean;
+* ``longer steps``: 300 steps of 8 examples (more optimizer steps, smaller batches);
+* ``shorter texts``: 32 tokens per example and 32 examples per step (twice the examples);
+* ``smaller eval``: 300 scored examples instead of the whole search split, the saved forward
+  passes spent on more training steps (a forward pass costs about a third of a training step);
+* ``no rescue``: the default without learning-rate restarts (how much the rescue matters).
+
+The report gives, per task and space, Spearman's rho of each design's score against the
+reference's dev score with a bootstrap 95% interval, and each design's median seconds relative to
+``default``. The design is **chosen on the lora structures of SST-2 only**; MRPC and the ``autopeft``
+structures are the verdict it never saw. Rows append to ``--results`` (one file per ``--shard``)
+as they finish, so a run resumes; every process rewrites the report from all rows so far (a cell
+still incomplete shows ``-``). ``--steps-scale`` shrinks every run's steps for a smoke test only.
+
+    python -m bench.proxy_study --threads 1 --shard 0/2 --out docs/proxy_study.md &
+    python -m bench.proxy_study --threads 1 --shard 1/2 --out docs/proxy_study.md
+
+On a machine with a GPU, run one shard per process (``--device cuda``); each holds MiniLM once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import random
+import statistics
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from scipy.stats import spearmanr
+from torch.quasirandom import SobolEngine
+
+from autopeft.models import TaskHead, build_skeleton, resolve_model
+from autopeft.space import load_space_spec
+from autopeft.space.search_space import bind_space
+from autopeft.tasks import Task, load_task
+from autopeft.tasks.holdout import with_search_split
+from autopeft.trials import Fidelity, TrialRequest
+from autopeft.worker import ProxyTrainer, WorkerSpec
+from bench.shards import Shard, read_rows, row_writer
+
+GLUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
+TASKS = {"SST-2": 64, "MRPC": 128}
+"""Tasks and the tokens per example their default proxy uses (MRPC's sentence pairs need 128)."""
+SPACES = {"lora": 30, "autopeft": 20}
+"""Spaces and how many structures each contributes per task."""
+CHOICE = ("SST-2", "lora")
+"""The only (task, space) the design is chosen on; every other cell is the verdict."""
+COLUMNS = ["key", "task", "space", "index", "design", "seed", "params", "score", "seconds", "structure"]
+REFERENCE = "reference"
+
+
+@dataclass(frozen=True)
+class Design:
+    """A proxy: its fidelity and the training seeds whose mean score it reports."""
+
+    fidelity: Fidelity
+    seeds: int = 1
+
+
+def default_proxy(max_length: int) -> Fidelity:
+    return Fidelity(max_length=max_length)
+
+
+SMALL_EVAL = 300
+
+
+def designs(max_length: int, search_size: int) -> dict[str, Design]:
+    """The proxy designs compared on a task whose default proxy uses ``max_length`` tokens and
+    scores a search split of ``search_size`` examples."""
+    base = default_proxy(max_length)
+    saved_forwards = max(0, search_size - SMALL_EVAL)
+    return {
+        "default": Design(base),
+        "two seeds": Design(replace(base, steps=base.steps // 2, eval_examples=search_size // 2), seeds=2),
+        "longer steps": Design(replace(base, steps=base.steps * 2, batch_size=base.batch_size // 2)),
+        "shorter texts": Design(replace(base, max_length=max_length // 2, batch_size=base.batch_size * 2,
+                                        train_examples=base.train_examples * 2)),
+        "smaller eval": Design(replace(base, eval_examples=SMALL_EVAL,
+                                       steps=base.steps + round(saved_forwards / 3 / base.batch_size))),
+        "no rescue": Design(replace(base, lr_rescues=0)),
+    }
+
+
+def reference(max_length: int, train_size: int) -> Fidelity:
+    """4x the default proxy's steps and training examples (capped at the training split), dev-scored."""
+    base = default_proxy(max_length)
+    return replace(base, steps=base.steps * 4, train_examples=min(base.train_examples * 4, train_size))
+
+
+def study_task(name: str) -> Task:
+    return with_search_split(load_task(str(GLUE / name)))
+
+
+def structures(task: Task, space_name: str, count: int, seed: int) -> list[dict]:
+    """``count`` distinct feasible structures of ``space_name`` drawn by scrambled Sobol."""
+    space = bind_space(load_space_spec(space_name), build_skeleton(resolve_model("minilm"), TaskHead.of(task)))
+    sobol = SobolEngine(len(space.dimensions), scramble=True, seed=seed)
+    drawn, keys = [], set()
+    while len(drawn) < count:
+        point = space.from_unit(sobol.draw(1)[0].tolist())
+        key = space.structure_key(point)
+        if space.is_feasible(point) and key not in keys:
+            keys.add(key)
+            drawn.append(space.decode(point).to_json())
+    return drawn
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One training run of the study: a structure of a space on a task, at a design's fidelity and
+    seed, scored on ``split``."""
+
+    task: str
+    space: str
+    index: int
+    design: str
+    seed: int
+    fidelity: Fidelity
+    split: str
+
+    @property
+    def key(self) -> str:
+        """Names the run and its exact fidelity, so rows of a changed design are never reused."""
+        digest = hashlib.sha1(json.dumps(self.fidelity.to_json(), sort_keys=True).encode()).hexdigest()[:8]
+        return f"{self.task}|{self.space}|{self.index}|{self.design}|{self.seed}|{digest}"
+
+
+def plans(tasks: dict[str, Task]) -> dict[str, dict[str, Design]]:
+    """The designs of each task, the reference included (one dev-scored seed)."""
+    return {
+        name: {REFERENCE: Design(reference(TASKS[name], len(task.train)))} | designs(TASKS[name], len(task.search))
+        for name, task in tasks.items()
+    }
+
+
+def units(spaces: dict[str, int], plan: dict[str, dict[str, Design]], steps_scale: float = 1.0) -> Iterator[Unit]:
+    """Every run, structure by structure (so a partial run has whole structures), tasks in turn."""
+    for task, table in plan.items():
+        for space, count in spaces.items():
+            for index in range(count):
+                for name, design in table.items():
+                    fidelity = replace(design.fidelity, steps=max(2, round(design.fidelity.steps * steps_scale)))
+                    split = "dev" if name == REFERENCE else "search"
+                    for replicate in range(design.seeds):
+                        yield Unit(task, space, index, name, index + 1000 * replicate, fidelity, split)
+
+
+def measure(args: argparse.Namespace, spaces: dict[str, int], tasks: dict[str, Task], shard: Shard) -> None:
+    done = read_rows(args.results, "key")
+    todo = [u for position, u in enumerate(units(spaces, plans(tasks), args.steps_scale))
+            if shard.owns(position) and u.key not in done]  # fmt: skip
+    for task_name, task in tasks.items():
+        mine = [u for u in todo if u.task == task_name]
+        if not mine:
+            continue
+        trainer = ProxyTrainer(WorkerSpec(resolve_model("minilm"), task, threads=args.threads), device=args.device)
+        drawn = {space: structures(task, space, count, args.seed) for space, count in spaces.items()}
+        with row_writer(shard.path(args.results), COLUMNS) as write:
+            for unit in mine:
+                structure = drawn[unit.space][unit.index]
+                outcome = trainer.run(TrialRequest(unit.index, unit.index, structure, seed=unit.seed,
+                                                   fidelity=unit.fidelity, split=unit.split))  # fmt: skip
+                score = outcome.metrics.get(task.metric) if outcome.metrics else None
+                write({"key": unit.key, "task": unit.task, "space": unit.space, "index": unit.index,
+                       "design": unit.design, "seed": unit.seed, "params": outcome.trainable_params,
+                       "score": "" if score is None else score, "seconds": round(outcome.wall_time_s, 2),
+                       "structure": json.dumps(structure)})  # fmt: skip
+                print(unit.key, outcome.trainable_params, score, f"{outcome.wall_time_s:.1f}s", flush=True)
+
+
+def bootstrap(xs: list[float], ys: list[float], rounds: int = 2000) -> tuple[float, float]:
+    rng = random.Random(0)
+    samples = []
+    for _ in range(rounds):
+        picks = [rng.randrange(len(xs)) for _ in xs]
+        rho = spearmanr([xs[i] for i in picks], [ys[i] for i in picks]).statistic
+        if rho == rho:
+            samples.append(rho)
+    samples.sort()
+    return samples[int(0.025 * len(samples))], samples[int(0.975 * len(samples)) - 1]
+
+
+def design_scores(rows: list[dict], task: str, space: str, count: int,
+                  table: dict[str, Design]) -> dict[str, list[float | None]]:
+    """Per design (and the reference), one score per structure index: the mean over its seeds."""
+    by_design: dict[str, dict[int, list[float]]] = {}
+    for row in rows:
+        if row["task"] == task and row["space"] == space and row["score"] != "":
+            by_design.setdefault(row["design"], {}).setdefault(int(row["index"]), []).append(float(row["score"]))
+    expected = {name: design.seeds for name, design in table.items()}
+    return {
+        name: [statistics.fmean(v) if len(v := per.get(i, [])) == expected[name] else None for i in range(count)]
+        for name, per in by_design.items()
+    }
+
+
+def seconds_by_design(rows: list[dict], task: str, space: str) -> dict[str, float]:
+    """Median seconds per structure of each design (summed over its seeds)."""
+    totals: dict[tuple[str, str], float] = {}
+    for row in rows:
+        if row["task"] == task and row["space"] == space:
+            key = (row["design"], row["index"])
+            totals[key] = totals.get(key, 0.0) + float(row["seconds"])
+    designs_seen = {design for design, _ in totals}
+    return {d: statistics.median(s for (name, _), s in totals.items() if name == d) for d in designs_seen}
+
+
+def report(args: argparse.Namespace, spaces: dict[str, int], tasks: dict[str, Task]) -> str:
+    plan = plans(tasks)
+    current = {unit.key for unit in units(spaces, plan, args.steps_scale)}
+    rows = [row for key, row in read_rows(args.results, "key").items() if key in current]
+    lines = [
+        "# Proxy designs: which one ranks structures like real training?\n",
+        f"Command: `{args.command}`  ",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, device {args.device or 'auto'}, "
+        f"{args.threads} torch thread(s) per process; load average {os.getloadavg()[0]:.1f}; "
+        f"written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.  ",
+        f"Structures per task: {', '.join(f'{n} from `{s}`' for s, n in spaces.items())} (Sobol seed {args.seed}). "
+        "Proxies score the search split carved from train; the reference trains 4x the default's steps "
+        "and examples and scores dev.\n",
+        f"The design is chosen on {CHOICE[0]} / `{CHOICE[1]}` only; every other table is the verdict.\n",
+    ]
+    chosen = None
+    for task in TASKS:
+        lines.append(f"Runs on {task} (search split {len(tasks[task].search)} examples):\n")
+        lines += [f"- {name}: {design.seeds} x {design.fidelity}" for name, design in plan[task].items()]
+        lines.append("")
+        for space, count in spaces.items():
+            scores = design_scores(rows, task, space, count, plan[task])
+            truth = scores.get(REFERENCE, [])
+            seconds = seconds_by_design(rows, task, space)
+            lines += [f"## {task}, `{space}` ({count} structures)\n",
+                      "| design | structures | Spearman rho | 95% bootstrap | median s | s vs default |",
+                      "|---|---:|---:|---|---:|---:|"]
+            ranked = []
+            for name in (n for n in plan[task] if n != REFERENCE):
+                pairs = [(s, t) for s, t in zip(scores.get(name, []), truth) if s is not None and t is not None]
+                if len(pairs) < 4:
+                    lines.append(f"| {name} | {len(pairs)} | - | - | - | - |")
+                    continue
+                xs, ys = zip(*pairs)
+                rho = spearmanr(xs, ys).statistic
+                low, high = bootstrap(list(xs), list(ys))
+                ratio = seconds[name] / seconds["default"] if seconds.get("default") else float("nan")
+                lines.append(f"| {name} | {len(pairs)} | {rho:.3f} | {low:.2f} .. {high:.2f} | "
+                             f"{seconds[name]:.1f} | {ratio:.2f} |")
+                ranked.append((rho, name))
+            if (task, space) == CHOICE and ranked and len(ranked) == len(plan[task]) - 1:
+                chosen = max(ranked)[1]
+            lines.append("")
+    lines.append(f"**Chosen design (highest rho on {CHOICE[0]} / `{CHOICE[1]}`): {chosen or 'not yet: incomplete'}.**")
+    lines.append("Targets (issue 12): Spearman >= 0.7 on SST-2 with the interval's lower bound >= 0.4; >= 0.6 on MRPC.")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lora", type=int, default=SPACES["lora"], help="structures from the lora space")
+    parser.add_argument("--autopeft", type=int, default=SPACES["autopeft"], help="structures from the autopeft space")
+    parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply every run's steps (smoke tests)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--results", type=Path, default=Path("bench/results/proxy_study.csv"))
+    parser.add_argument("--shard", default="0/1", help="I/N: run every N-th unit from the I-th")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    args.command = "python -m bench.proxy_study " + " ".join(
+        f"--{name} {value}" for name, value in (("lora", args.lora), ("autopeft", args.autopeft), ("seed", args.seed),
+                                               ("threads", args.threads), ("steps-scale", args.steps_scale))
+    ) + f" --out {args.out}"
+    torch.set_num_threads(args.threads)
+    spaces = {"lora": args.lora, "autopeft": args.autopeft}
+    tasks = {name: study_task(name) for name in TASKS}
+    started = time.perf_counter()
+    measure(args, spaces, tasks, Shard.parse(args.shard))
+    keys = {unit.key for unit in units(spaces, plans(tasks), args.steps_scale)}
+    expected, measured = len(keys), len(keys & set(read_rows(args.results, "key")))
+    print(f"{measured} of {expected} runs measured ({time.perf_counter() - started:.0f} s this process)")
+    args.out.write_text(report(args, spaces, tasks))
+
+
+if __name__ == "__main__":
+    main()
