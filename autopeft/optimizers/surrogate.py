@@ -1,9 +1,10 @@
 """The models behind MOBO: one GP per learned objective, closed-form objectives computed exactly.
 
-A :class:`SurrogateModel` is a botorch ``ModelList`` whose outputs are, in order: the learned
-objectives' axes (one GP each), the closed-form objectives' axes, and a feasibility slack
-(``-1`` feasible, ``+1`` infeasible) that qLogNEHVI takes as an outcome constraint. Axes are those
-of :mod:`autopeft.optimizers.axes` (maximised, costs in log10).
+The model is a botorch ``ModelList`` whose outputs are, in order: the learned objectives' axes
+(one GP each), optionally a collapse indicator (a GP of 1 for a collapsed trial, 0 otherwise; see
+:func:`collapsed_trials`), the closed-form objectives' axes, and a feasibility slack (``-1``
+feasible, ``+1`` infeasible) that qLogNEHVI takes as an outcome constraint. Axes are those of
+:mod:`autopeft.optimizers.axes` (maximised, costs in log10).
 """
 
 from __future__ import annotations
@@ -79,21 +80,48 @@ class ClosedFormObjectives:
         return rows.reshape(*X.shape[:-1], len(self.objectives) + 1)
 
 
+MIN_COLLAPSED = 3
+"""Trials that must share the worst value of a metric exactly before it is taken for a plateau."""
+
+
+def collapsed_trials(train_y: torch.Tensor, column: int = 0, minimum: int = MIN_COLLAPSED) -> torch.Tensor | None:
+    """(n,) mask of the trials sitting on a plateau at the worst value of axis ``column``, or None.
+
+    A fine-tune that learned nothing predicts a constant and scores exactly the constant
+    prediction's level (on a fixed evaluation set, the same accuracy whatever the structure); its
+    value says that it collapsed, not how good a working fine-tune of that structure would be. A
+    plateau is recognised in the observations alone: at least ``minimum`` trials share the
+    column's lowest value exactly, and at least ``minimum`` trials lie above it.
+    """
+    values = train_y[:, column]
+    mask = values == values.min()
+    if int(mask.sum()) < minimum or int((~mask).sum()) < minimum:
+        return None
+    return mask
+
+
 def surrogate_model(
     train_x: torch.Tensor,
     train_y: torch.Tensor,
     encoded: EncodedSpace,
     closed_form: ClosedFormObjectives,
     train_yvar: torch.Tensor | None = None,
+    collapsed: torch.Tensor | None = None,
 ) -> ModelList:
     """GPs for the ``train_y`` columns ((n, L) learned axes), then the closed-form outputs.
 
     The GPs are fitted independently: one per learned objective, with the matching column of
-    ``train_yvar`` ((n, L) known noise variances) when given.
+    ``train_yvar`` ((n, L) known noise variances) when given. With a ``collapsed`` mask ((n,),
+    from :func:`collapsed_trials` on column 0), the first GP is fitted on the other trials only
+    (it models the metric of fine-tunes that learned), and a second GP, of the 0/1 collapse
+    indicator on every trial, follows the learned outputs.
     """
-    gps = [
-        fit_gp(train_x, train_y[:, [j]], encoded, None if train_yvar is None else train_yvar[:, [j]])
-        for j in range(train_y.shape[-1])
-    ]
+    gps = []
+    for j in range(train_y.shape[-1]):
+        rows = slice(None) if collapsed is None or j else ~collapsed
+        yvar = None if train_yvar is None else train_yvar[rows][:, [j]]
+        gps.append(fit_gp(train_x[rows], train_y[rows][:, [j]], encoded, yvar))
+    if collapsed is not None:
+        gps.append(fit_gp(train_x, collapsed.to(DTYPE).unsqueeze(-1), encoded))
     exact = GenericDeterministicModel(closed_form.values, num_outputs=len(closed_form.objectives) + 1)
     return ModelList(*gps, exact)
