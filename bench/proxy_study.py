@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import platform
 import random
@@ -188,6 +189,8 @@ def measure(args: argparse.Namespace, spaces: dict[str, int], tasks: dict[str, T
 
 
 def bootstrap(xs: list[float], ys: list[float], rounds: int = 2000) -> tuple[float, float]:
+    """A 95% percentile interval of Spearman's rho over resampled structures (NaN when every
+    resample has constant scores, e.g. proxies that all predict one class)."""
     rng = random.Random(0)
     samples = []
     for _ in range(rounds):
@@ -196,6 +199,8 @@ def bootstrap(xs: list[float], ys: list[float], rounds: int = 2000) -> tuple[flo
         if rho == rho:
             samples.append(rho)
     samples.sort()
+    if not samples:
+        return math.nan, math.nan
     return samples[int(0.025 * len(samples))], samples[int(0.975 * len(samples)) - 1]
 
 
@@ -263,7 +268,8 @@ def report(args: argparse.Namespace, spaces: dict[str, int], tasks: dict[str, Ta
                 ratio = seconds[name] / seconds["default"] if seconds.get("default") else float("nan")
                 lines.append(f"| {name} | {len(pairs)} | {rho:.3f} | {low:.2f} .. {high:.2f} | "
                              f"{seconds[name]:.1f} | {ratio:.2f} |")
-                ranked.append((rho, name))
+                if rho == rho:  # NaN when a design's scores are constant: it cannot be chosen
+                    ranked.append((rho, name))
             if (task, space) == CHOICE and ranked and len(ranked) == len(plan[task]) - 1:
                 chosen = max(ranked)[1]
             lines.append("")
