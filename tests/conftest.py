@@ -15,6 +15,10 @@ from tests.network import free_port
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One torch thread in this process and every process it starts (CLI runs, scripts): on 2 cores,
+# two threads run a MiniLM forward 1.5x faster on a quiet machine but 7-10x slower when one other
+# busy process shares the cores (80 ms vs 560-790 ms), and CI machines are shared.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
