@@ -22,15 +22,13 @@ from pathlib import Path
 
 import torch
 from scipy.stats import spearmanr
-from torch.quasirandom import SobolEngine
 
-from autopeft.models import TaskHead, build_skeleton, resolve_model
-from autopeft.space import load_space_spec
-from autopeft.space.search_space import bind_space
+from autopeft.models import resolve_model
 from autopeft.tasks import load_task
 from autopeft.tasks.holdout import with_search_split
 from autopeft.trials import Fidelity, TrialRequest
 from autopeft.worker import ProxyTrainer, WorkerSpec
+from bench.proxy_study import structures
 from bench.shards import Shard, read_rows, row_writer
 
 SST2 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue" / "SST-2"
@@ -41,18 +39,7 @@ COLUMNS = ["index", "structure", "params", "proxy", "high", "proxy_s", "high_s"]
 
 
 def configurations(space_name: str, count: int, seed: int) -> list[dict]:
-    task = load_task(str(SST2))
-    ref = resolve_model("minilm")
-    space = bind_space(load_space_spec(space_name), build_skeleton(ref, TaskHead.of(task)))
-    sobol = SobolEngine(len(space.dimensions), scramble=True, seed=seed)
-    structures, keys = [], set()
-    while len(structures) < count:
-        point = space.from_unit(sobol.draw(1)[0].tolist())
-        key = space.structure_key(point)
-        if space.is_feasible(point) and key not in keys:
-            keys.add(key)
-            structures.append(space.decode(point).to_json())
-    return structures
+    return structures(load_task(str(SST2)), space_name, count, seed)
 
 
 def measure(structures: list[dict], results: Path, threads: int, shard: Shard) -> None:

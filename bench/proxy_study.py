@@ -47,9 +47,9 @@ from pathlib import Path
 
 import torch
 from scipy.stats import spearmanr
-from torch.quasirandom import SobolEngine
 
 from autopeft.models import TaskHead, build_skeleton, resolve_model
+from autopeft.optimizers.random_search import RandomSearch
 from autopeft.space import load_space_spec
 from autopeft.space.search_space import bind_space
 from autopeft.tasks import Task, load_task
@@ -112,17 +112,9 @@ def study_task(name: str) -> Task:
 
 
 def structures(task: Task, space_name: str, count: int, seed: int) -> list[dict]:
-    """``count`` distinct feasible structures of ``space_name`` drawn by scrambled Sobol."""
+    """``count`` distinct feasible structures of ``space_name``: random search's scrambled Sobol draws."""
     space = bind_space(load_space_spec(space_name), build_skeleton(resolve_model("minilm"), TaskHead.of(task)))
-    sobol = SobolEngine(len(space.dimensions), scramble=True, seed=seed)
-    drawn, keys = [], set()
-    while len(drawn) < count:
-        point = space.from_unit(sobol.draw(1)[0].tolist())
-        key = space.structure_key(point)
-        if space.is_feasible(point) and key not in keys:
-            keys.add(key)
-            drawn.append(space.decode(point).to_json())
-    return drawn
+    return [space.decode(point).to_json() for point in RandomSearch(space, [], seed).ask(count)]
 
 
 @dataclass(frozen=True)
