@@ -71,7 +71,7 @@ import torch
 from autopeft.export.autopeft_format import AutopeftConfig, TaskHeadSpec, layout_facts
 from autopeft.models import TaskHead, load_base_model, resolve_model
 from autopeft.space.cost import count_trainable
-from autopeft.space.defaults import IA3_ROLES
+from autopeft.space.defaults import DEFAULT_RANK, IA3_ROLES
 from autopeft.space.layout import ModelLayout, read_layout
 from autopeft.space.structure import LoraModules, Structure
 from autopeft.tasks import Task, load_task
@@ -287,7 +287,7 @@ def search_environment() -> dict[str, str]:
 
 
 def lora_r8(layout: ModelLayout, roles: Sequence[str]) -> Structure:
-    places = {(layer, role): 8 for layer in range(layout.num_layers) for role in roles if layout.matrix(layer, role)}
+    places = {(layer, role): DEFAULT_RANK for layer in range(layout.num_layers) for role in roles if layout.matrix(layer, role)}
     return Structure(lora=LoraModules(places))
 
 
