@@ -37,7 +37,8 @@ class AppliedConfig(AppliedStructure):
     """An :class:`AppliedStructure` that remembers the config it was applied from."""
 
     def __init__(self, model: nn.Module, config: AutopeftConfig) -> None:
-        super().__init__(model, config.structure, layout_on(model, config.layout))
+        initial_a = config.eva.initial_a(config.structure.lora) if config.eva is not None else None
+        super().__init__(model, config.structure, layout_on(model, config.layout), initial_a)
         self.config = config
 
 

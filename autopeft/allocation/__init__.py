@@ -1,5 +1,6 @@
-"""Measuring sensitivity for budgeted spaces: SPT gradients (:mod:`.spt`) and IST loss probes
-(:mod:`.ist`) on a live model, once per (model, task, settings).
+"""Measurements on a live model and task data, made once per (model, task, settings): SPT
+gradients (:mod:`.spt`) and IST loss probes (:mod:`.ist`) for budgeted spaces, and EVA's input
+vectors (:mod:`.eva`) for LoRA's A.
 
 The scores (:class:`autopeft.space.sensitivity.Sensitivity`) and the allocator that turns them
 into per-matrix ranks (:mod:`autopeft.space.allocation`) belong to the search space, which decodes

@@ -121,7 +121,8 @@ def search(
     console.print(views.search_header(prepared, store.url))
     with views.SearchProgress(console, prepared.objectives[0], prepared.spec.trials) as progress:
         job_id = run_search(
-            prepared, store, ray_address=ray_address, on_created=progress.created, on_progress=progress.update
+            prepared, store, ray_address=ray_address, on_created=progress.created, on_progress=progress.update,
+            on_measure=lambda method: console.print(views.measuring_line(method)),
         )
     _print_result(store, job_id, storage)
 
@@ -288,7 +289,7 @@ def export(
         from autopeft.export import export_trial
 
         store = Store(storage)
-        written = export_trial(store.job(job), store.trial(job, trial), fmt or "peft", out)
+        written = export_trial(store.job(job), store.trial(job, trial), fmt or "peft", out, store)
     for path in written:
         console.print(f"wrote {path}")
 
@@ -312,7 +313,7 @@ def _export_compressed(job: int, trial: int, out: Path, fmt: Optional[str], dens
     from autopeft.training.sources import config_of_trial, task_of
 
     store = Store(storage)
-    config = config_of_trial(store.job(job), store.trial(job, trial))
+    config = config_of_trial(store.job(job), store.trial(job, trial), store)
     report = compress_trial(config, weights, density, task_of(config), out)
     console.print(f"trial {trial} of job {job}: {report.summary_line()}", highlight=False)
 
@@ -344,7 +345,7 @@ def train(
         structure_config, origin = AutopeftConfig.load(config), str(config)
     else:
         store = Store(storage)
-        structure_config = config_of_trial(store.job(job), store.trial(job, trial))
+        structure_config = config_of_trial(store.job(job), store.trial(job, trial), store)
         origin = f"trial {trial} of job {job}"
     options = TrainingOptions(epochs, learning_rate, batch_size, max_length, train_examples, seed)
     result = train_config(structure_config, model_of(structure_config), task_of(structure_config, task), options, out)

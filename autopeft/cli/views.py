@@ -164,6 +164,14 @@ def next_commands(job_id: int, trial: int, storage: str) -> str:
     ])
 
 
+MEASUREMENTS = {"spt": "SPT sensitivities", "ist": "IST layer importance", "eva": "EVA's vectors for LoRA's A"}
+
+
+def measuring_line(method: str) -> str:
+    """Said before a measurement the store does not hold yet (it is made once, then cached)."""
+    return f"measuring {MEASUREMENTS[method]} on the training subset (once per model, task and settings)"
+
+
 def search_header(prepared: PreparedJob, store_url: str) -> str:
     spec, layout = prepared.spec, prepared.space.layout
     return (

@@ -10,13 +10,14 @@ config to the real base model the same way and compares the trainable count with
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 import autopeft
+from autopeft.allocation.eva import EvaComponents
 from autopeft.errors import ExportError
 from autopeft.space.layout import LayerLayout, ModelLayout, matrix_shape
 from autopeft.space.structure import Structure
@@ -26,6 +27,8 @@ if TYPE_CHECKING:  # the store and the model loaders stay out of autopeft.apply'
     from autopeft.export.source import ExportSource
 
 CONFIG_NAME = "autopeft_config.json"
+EVA_NAME = "autopeft_eva.safetensors"
+"""Beside the config when the structure's LoRA starts from EVA: its A, one tensor per module."""
 FORMAT_VERSION = 1
 
 
@@ -59,6 +62,8 @@ class AutopeftConfig:
         task: how the job loaded its task (``source`` and options), or None.
         origin: where the structure came from (job, trial, proxy metrics), or None.
         autopeft_version: the version that wrote the config.
+        eva: the measured EVA vectors of the structure's LoRA modules (``init: eva``), each at its
+            rank; saved beside the config as :data:`EVA_NAME`.
     """
 
     base_model: str
@@ -70,6 +75,7 @@ class AutopeftConfig:
     task: dict[str, Any] | None = None
     origin: dict[str, Any] | None = None
     autopeft_version: str = field(default=autopeft.__version__)
+    eva: EvaComponents | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -106,10 +112,15 @@ class AutopeftConfig:
         except (KeyError, TypeError, ValueError) as exc:
             raise ExportError(f"{where} is malformed: {type(exc).__name__} {exc}") from None
 
-    def save(self, directory: Path) -> Path:
+    def save(self, directory: Path) -> list[Path]:
+        """Write the config (and the EVA vectors it needs); returns the files written."""
         path = Path(directory) / CONFIG_NAME
         path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
-        return path
+        if self.eva is None:
+            return [path]
+        vectors = Path(directory) / EVA_NAME
+        vectors.write_bytes(self.eva.to_bytes())
+        return [path, vectors]
 
     @classmethod
     def load(cls, path: str | Path) -> AutopeftConfig:
@@ -123,7 +134,14 @@ class AutopeftConfig:
             raise ExportError(f"no autopeft config at {path}") from None
         except (OSError, ValueError) as exc:
             raise ExportError(f"cannot read autopeft config {path}: {exc}") from None
-        return cls.from_json(data, str(path))
+        config = cls.from_json(data, str(path))
+        lora = config.structure.lora
+        if lora is None or lora.init != "eva":
+            return config
+        vectors = path.parent / EVA_NAME
+        if not vectors.is_file():
+            raise ExportError(f"{path} starts LoRA from EVA and there is no {EVA_NAME} beside it")
+        return replace(config, eva=EvaComponents.from_bytes(vectors.read_bytes()))
 
 
 def layout_facts(layout: ModelLayout) -> dict[str, Any]:
@@ -205,6 +223,7 @@ def config_of(source: ExportSource) -> AutopeftConfig:
         trainable_params=source.trial.trainable_params,
         task={"source": spec["task"], **spec.get("task_options", {}), "metric": info["metric"]},
         origin={"job": source.job.id, "trial": source.trial.number, "proxy_metrics": source.trial.values},
+        eva=source.eva.restricted_to(source.structure.lora) if source.eva is not None else None,
     )
 
 
@@ -216,4 +235,4 @@ def write_autopeft(source: ExportSource, out_dir: Path) -> list[Path]:
     config = config_of(source)
     applied = apply(load_base_model(source.stored.model, source.stored.head), config)
     applied.remove()
-    return [config.save(out_dir)]
+    return config.save(out_dir)

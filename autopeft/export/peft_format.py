@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from peft import PeftConfig, TaskType
+from safetensors.torch import save_file
 
 from autopeft.errors import ExportError
 from autopeft.export.source import ExportSource
@@ -84,8 +85,34 @@ def peft_config_of(source: ExportSource) -> PeftConfig:
         raise ExportError(f"{source.describe()}: {refused}") from None
 
 
+EVA_STATE_NAME = "eva_state_dict.safetensors"
+"""Beside an EVA-initialised LoRA config: peft's ``eva_state_dict`` for
+``initialize_lora_eva_weights(peft_model, eva_state_dict=load_file(...))``."""
+
+
 def write_peft(source: ExportSource, out_dir: Path) -> list[Path]:
     config = peft_config_of(source)
     validate_on_base_model(config, source)
     config.save_pretrained(str(out_dir))
-    return [out_dir / "adapter_config.json"]
+    written = [out_dir / "adapter_config.json"]
+    if source.eva is not None:
+        written.append(_write_eva_state(source, out_dir / EVA_STATE_NAME))
+    return written
+
+
+def _write_eva_state(source: ExportSource, path: Path) -> Path:
+    """The trial's EVA A per module, named as in a ``PeftModel`` (peft's loader matches those names)."""
+    initial = source.eva.initial_a(source.structure.lora)
+    tensors = {f"base_model.model.{source.layout.matrix(*place).name}": a.contiguous() for place, a in initial.items()}
+    save_file(tensors, str(path))
+    return path
+
+
+def refuse_eva(source: ExportSource, fmt: str) -> None:
+    """ExportError when the trial's LoRA starts from EVA: ``fmt`` has no way to load its vectors."""
+    lora = source.structure.lora
+    if lora is not None and lora.init == "eva":
+        raise ExportError(
+            f"{source.describe()} starts LoRA from EVA vectors, which {fmt} cannot load; export it with "
+            "--format peft (adapter_config.json plus eva_state_dict.safetensors) or --format autopeft"
+        )

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from autopeft.allocation.eva import EvaComponents
 from autopeft.models import ModelRef, TaskHead, build_skeleton, resolve_model
 from autopeft.space import SearchSpace, SpaceSpec
 from autopeft.space.layout import ModelLayout
@@ -46,11 +47,13 @@ class ExportSource:
         job: the stored job (its spec names the model, task and objectives).
         trial: the completed trial.
         stored: the job's model, task head and space, bound to the model's skeleton.
+        eva: the job's measured EVA vectors when the trial's LoRA starts from them, else None.
     """
 
     job: JobRecord
     trial: TrialRecord
     stored: StoredJob
+    eva: EvaComponents | None = None
 
     @cached_property
     def structure(self) -> Structure:

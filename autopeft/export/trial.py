@@ -5,8 +5,10 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
+from autopeft.allocation.eva import EvaComponents
 from autopeft.errors import ExportError
 from autopeft.export.autopeft_format import write_autopeft
 from autopeft.export.axolotl_format import write_axolotl
@@ -14,7 +16,8 @@ from autopeft.export.llamafactory_format import write_llamafactory
 from autopeft.export.peft_format import write_peft
 from autopeft.export.source import ExportSource, StoredJob
 from autopeft.export.trl_format import write_trl
-from autopeft.store import JobRecord, TrialRecord
+from autopeft.store import JobRecord, Store, TrialRecord
+from autopeft.store.sensitivity import cached_tensors
 from autopeft.trials import TrialState
 
 Writer = Callable[[ExportSource, Path], list[Path]]
@@ -28,14 +31,29 @@ FORMATS: dict[str, Writer] = {
     "trl": write_trl,
 }
 
-def export_source(job: JobRecord, trial: TrialRecord) -> ExportSource:
-    """The export source of a completed trial; ExportError for any other state."""
+def export_source(job: JobRecord, trial: TrialRecord, store: Store | None = None) -> ExportSource:
+    """The export source of a completed trial; ExportError for any other state.
+
+    A trial whose LoRA starts from EVA also needs the job's measured vectors, read from ``store``.
+    """
     if trial.state != TrialState.COMPLETED:
         raise ExportError(f"trial {trial.number} of job {job.id} is {trial.state}, not completed")
-    return ExportSource(job, trial, StoredJob.from_spec(job.spec))
+    source = ExportSource(job, trial, StoredJob.from_spec(job.spec))
+    lora = source.structure.lora
+    if lora is None or lora.init != "eva":
+        return source
+    return replace(source, eva=_job_eva(job, store))
 
 
-def export_trial(job: JobRecord, trial: TrialRecord, fmt: str, out_dir: Path) -> list[Path]:
+def _job_eva(job: JobRecord, store: Store | None) -> EvaComponents:
+    key = job.spec.get("eva_key")
+    found = cached_tensors(store, key) if store is not None and key is not None else None
+    if found is None:
+        raise ExportError(f"job {job.id}'s EVA vectors are not in the store, and its LoRA starts from them")
+    return EvaComponents.from_bytes(*found)
+
+
+def export_trial(job: JobRecord, trial: TrialRecord, fmt: str, out_dir: Path, store: Store | None = None) -> list[Path]:
     """Write ``trial`` of ``job`` in format ``fmt`` into ``out_dir``; returns the files written.
 
     The writer works in a staging folder; its files are moved into ``out_dir`` only when the
@@ -48,7 +66,7 @@ def export_trial(job: JobRecord, trial: TrialRecord, fmt: str, out_dir: Path) ->
     out_dir = Path(out_dir).expanduser().resolve()
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"--out {out_dir} exists and is not a folder")
-    source = export_source(job, trial)
+    source = export_source(job, trial, store)
     with tempfile.TemporaryDirectory(prefix="autopeft-export-") as staging:
         staged = Path(staging).resolve()
         written = [Path(path).resolve() for path in writer(source, staged)]

@@ -17,7 +17,7 @@ from typing import Any
 from peft import PeftConfig
 
 import autopeft
-from autopeft.export.peft_format import peft_config_of
+from autopeft.export.peft_format import peft_config_of, refuse_eva
 from autopeft.export.source import ExportSource
 from autopeft.export.validation import validate_on_base_model
 from autopeft.tasks import TaskKind
@@ -73,6 +73,7 @@ def render_script(source: ExportSource, config: PeftConfig) -> str:
 
 
 def write_trl(source: ExportSource, out_dir: Path) -> list[Path]:
+    refuse_eva(source, "a TRL script")
     config = peft_config_of(source)
     validate_on_base_model(config, source)
     path = out_dir / FILE_NAME

@@ -9,14 +9,18 @@ a worker can run trial after trial on one loaded model.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
 from autopeft.injection.bottleneck import Bottleneck, attach_parallel, attach_serial
-from autopeft.injection.peft_modules import ia3_config, inject, lora_config, remove_peft_layers, tuner_config
+from autopeft.injection.peft_modules import (
+    ADAPTER_NAME, ia3_config, inject, lora_config, remove_peft_layers, tuner_config,
+)
 from autopeft.injection.prefix import PrefixInjection
 from autopeft.space.layout import ModelLayout
-from autopeft.space.structure import Structure
+from autopeft.space.structure import DATA_DRIVEN_INITS, LoraModules, Place, Structure
 
 
 def head_parameters(model: nn.Module, layout: ModelLayout) -> list[nn.Parameter]:
@@ -45,7 +49,10 @@ class AppliedStructure:
         native: the hand-written modules (bottleneck adapters, prefixes) by name, for saving.
     """
 
-    def __init__(self, model: nn.Module, structure: Structure, layout: ModelLayout) -> None:
+    def __init__(
+        self, model: nn.Module, structure: Structure, layout: ModelLayout,
+        initial_lora_a: Mapping[Place, torch.Tensor] | None = None,
+    ) -> None:
         self.model = model
         self._hooks = []
         self._prefix: PrefixInjection | None = None
@@ -55,7 +62,7 @@ class AppliedStructure:
         self._own: list[nn.Parameter] = []
         self._own_before: list[torch.Tensor] = []
         try:
-            self.parameters = self._attach(structure, layout)
+            self.parameters = self._attach(structure, layout, initial_lora_a)
         except BaseException:
             self.remove()
             raise
@@ -63,13 +70,17 @@ class AppliedStructure:
         for parameter in self.parameters:
             parameter.requires_grad_(True)
 
-    def _attach(self, structure: Structure, layout: ModelLayout) -> list[nn.Parameter]:
+    def _attach(
+        self, structure: Structure, layout: ModelLayout, initial_lora_a: Mapping[Place, torch.Tensor] | None
+    ) -> list[nn.Parameter]:
         model = self.model
         new = []
         if structure.lora is not None:
             if structure.lora.changes_base_weights:
                 self._keep(model.get_submodule(layout.matrix(*place).name).weight for place in structure.lora.ranks)
             new += inject(model, lora_config(structure.lora, layout))
+            if structure.lora.init in DATA_DRIVEN_INITS:
+                _load_initial_a(model, layout, structure.lora, initial_lora_a)
         if structure.ia3:
             new += inject(model, ia3_config(structure.ia3, layout))
         if structure.tuner is not None and structure.tuner.method == "bias":
@@ -152,6 +163,29 @@ class AppliedStructure:
         self.model.requires_grad_(False)
 
 
-def apply_structure(model: nn.Module, structure: Structure, layout: ModelLayout) -> AppliedStructure:
-    """Insert ``structure``'s modules into ``model`` (freezing everything else but the head)."""
-    return AppliedStructure(model, structure, layout)
+def _load_initial_a(
+    model: nn.Module, layout: ModelLayout, lora: LoraModules, initial_a: Mapping[Place, torch.Tensor] | None
+) -> None:
+    """Copy a data-driven init's A (place -> tensor (rank, in_features)) into every LoRA module.
+
+    peft's own loader (``initialize_lora_eva_weights``) works on a ``PeftModel`` only; injection
+    here is in place, so the copy is done directly, as that loader does it.
+    """
+    missing = [place for place in lora.ranks if initial_a is None or place not in initial_a]
+    if missing:
+        raise ValueError(f"LoRA init '{lora.init}' needs its measured A for {missing[0]}, and none was given")
+    with torch.no_grad():
+        for place in lora.ranks:
+            module = model.get_submodule(layout.matrix(*place).name)
+            module.lora_A[ADAPTER_NAME].weight.copy_(initial_a[place])
+
+
+def apply_structure(
+    model: nn.Module, structure: Structure, layout: ModelLayout,
+    initial_lora_a: Mapping[Place, torch.Tensor] | None = None,
+) -> AppliedStructure:
+    """Insert ``structure``'s modules into ``model`` (freezing everything else but the head).
+
+    ``initial_lora_a`` is the measured A of a data-driven LoRA init (EVA): place -> (rank, in_features).
+    """
+    return AppliedStructure(model, structure, layout, initial_lora_a)

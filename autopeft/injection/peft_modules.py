@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from peft import IA3Config, KasaConfig, LoraConfig, PeftConfig
+from peft import EvaConfig, IA3Config, KasaConfig, LoraConfig, PeftConfig
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
@@ -26,7 +26,11 @@ from autopeft.space.tuners import build_tuner, peft_config
 ADAPTER_NAME = "autopeft"
 # Exact PiSSA (a full SVD) rather than its randomised fast form: an export must rebuild the same
 # A, B and residual on the user's copy of the base model.
-PEFT_INIT = {"default": True, "gaussian": "gaussian", "orthogonal": "orthogonal", "pissa": "pissa", "olora": "olora"}
+PEFT_INIT = {"default": True, "gaussian": "gaussian", "orthogonal": "orthogonal", "pissa": "pissa", "olora": "olora",
+             "eva": "eva"}
+# EVA with rho = 1 keeps every module at the structure's rank (rho > 1 redistributes ranks by
+# explained variance, which would change the structure after it was chosen).
+EVA_CONFIG = EvaConfig(rho=1.0)
 
 
 def anchored_key(module_name: str) -> str:
@@ -50,6 +54,7 @@ def lora_config(lora: LoraModules, layout: ModelLayout, **extra) -> LoraConfig:
         use_rslora=lora.variant == "rslora",
         kasa_config=KasaConfig() if lora.variant == "kasa" else None,
         init_lora_weights=PEFT_INIT[lora.init],
+        eva_config=EVA_CONFIG if lora.init == "eva" else None,
         fan_in_fan_out=_uses_conv1d(lora.ranks, layout),
         bias="none",
         **extra,

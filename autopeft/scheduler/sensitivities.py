@@ -1,4 +1,5 @@
-"""SPT / IST scores for budgeted spaces: looked up in the store, measured once when missing.
+"""SPT / IST scores for budgeted spaces and EVA's vectors for the ``eva`` LoRA init: looked up in
+the store, measured once when missing.
 
 Measuring runs in the driver before any worker starts (it needs the real model and the job's
 training subset, and would otherwise compete with the workers for the CPU). Scores are keyed by
@@ -10,12 +11,14 @@ and settings reuses them, and an edited file or other columns never do.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from collections.abc import Callable
 from typing import Any
 
 from autopeft.space.sensitivity import Sensitivity
+from autopeft.allocation.eva import EVA_BATCHES, EVA_BATCH_SIZE, EvaComponents, measure_eva
 from autopeft.allocation.ist import measure_ist
 from autopeft.allocation.spt import measure_spt
 from autopeft.models import load_base_model, load_tokenizer
@@ -23,7 +26,9 @@ from autopeft.scheduler.spec import PreparedJob
 from autopeft.space.layout import read_layout
 from autopeft.space.search_space import declared_architecture_of
 from autopeft.store import Store
-from autopeft.store.sensitivity import cached_sensitivity, save_sensitivity
+from autopeft.store.sensitivity import (
+    cached_sensitivity, cached_tensors, save_sensitivity, save_tensors, sensitivity_key,
+)
 from autopeft.tasks import Split, tokenize_split
 
 
@@ -67,7 +72,41 @@ def split_digest(split: Split) -> str:
 def provide_sensitivities(
     prepared: PreparedJob, store: Store, on_measure: Callable[[str], None] | None = None
 ) -> PreparedJob:
-    """``prepared`` with its space decoding under the scores it needs (from cache or measured)."""
+    """``prepared`` with its space decoding under the scores it needs and, when its space offers
+    the ``eva`` init, EVA's vectors (each from the cache, or measured and cached)."""
+    measure = _Measurer(prepared)
+    return _provide_eva(_provide_scores(prepared, store, measure, on_measure), store, measure, on_measure)
+
+
+def eva_params(prepared: PreparedJob, rank: int) -> dict[str, Any]:
+    """Every setting EVA's vectors depend on, the data's digest included (the cache key)."""
+    fidelity = prepared.spec.fidelity
+    return {"rank": rank, "train_examples": fidelity.train_examples, "max_length": fidelity.max_length,
+            "seed": prepared.spec.seed, "batches": EVA_BATCHES, "batch_size": EVA_BATCH_SIZE,
+            **data_params(prepared)}
+
+
+def _provide_eva(
+    prepared: PreparedJob, store: Store, measure: _Measurer, on_measure: Callable[[str], None] | None
+) -> PreparedJob:
+    rank = prepared.space.eva_rank
+    if rank is None:
+        return prepared
+    key = dict(model=prepared.spec.model, task=prepared.task.source, method="eva", params=eva_params(prepared, rank))
+    cached = cached_tensors(store, sensitivity_key(**key))
+    if cached is not None:
+        eva = EvaComponents.from_bytes(*cached)
+    else:
+        if on_measure is not None:
+            on_measure("eva")
+        eva = measure.eva(rank)
+        save_tensors(store, eva.to_bytes(), eva.seconds, **key)
+    return dataclasses.replace(prepared, eva=eva, eva_key=sensitivity_key(**key))
+
+
+def _provide_scores(
+    prepared: PreparedJob, store: Store, measure: _Measurer, on_measure: Callable[[str], None] | None
+) -> PreparedJob:
     needed = prepared.space.needed_sensitivities
     if not needed:
         return prepared
@@ -83,7 +122,6 @@ def provide_sensitivities(
         else:
             found[method] = cached
     if missing:
-        measure = _Measurer(prepared)
         for method, key in missing:
             if on_measure is not None:
                 on_measure(method)
@@ -93,22 +131,32 @@ def provide_sensitivities(
 
 
 class _Measurer:
-    """Loads the model and the job's training subset once, for every missing measurement."""
+    """Loads the model and the job's training subset once, on the first missing measurement."""
 
     def __init__(self, prepared: PreparedJob) -> None:
         self.prepared = prepared
+
+    @functools.cached_property
+    def _loaded(self) -> tuple[Any, Any, Any]:
+        """(model, layout, tokenized training subset)."""
+        prepared = self.prepared
         task, fidelity = prepared.task, prepared.spec.fidelity
-        self.model = load_base_model(prepared.model, task)
-        self.model.requires_grad_(False)
-        self.layout = read_layout(self.model, declared_architecture_of(prepared.space_spec))
+        model = load_base_model(prepared.model, task)
+        model.requires_grad_(False)
+        layout = read_layout(model, declared_architecture_of(prepared.space_spec))
         train = task.train.subset(fidelity.train_examples, prepared.spec.seed)
-        self.data = tokenize_split(train, task.kind, load_tokenizer(prepared.model), fidelity.max_length)
+        return model, layout, tokenize_split(train, task.kind, load_tokenizer(prepared.model), fidelity.max_length)
+
+    def eva(self, rank: int) -> EvaComponents:
+        model, layout, data = self._loaded
+        return measure_eva(model, layout, data, rank=rank, seed=self.prepared.spec.seed)
 
     def __call__(self, method: str) -> Sensitivity:
         settings = self.prepared.space_spec.budget.sensitivity
         seed = self.prepared.spec.seed
+        model, layout, data = self._loaded
         if method == "spt":
-            return measure_spt(self.model, self.layout, self.data, batches=settings.batches,
+            return measure_spt(model, layout, data, batches=settings.batches,
                                batch_size=settings.batch_size, seed=seed)
-        return measure_ist(self.model, self.layout, self.data, steps=settings.ist_steps,
+        return measure_ist(model, layout, data, steps=settings.ist_steps,
                            probe_batches=settings.ist_probe_batches, batch_size=settings.batch_size, seed=seed)

@@ -9,7 +9,7 @@ stored with the job, so that ``resume``, ``export`` and ``train`` rebuild exactl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch.quasirandom import SobolEngine
 
@@ -22,6 +22,9 @@ from autopeft.space.search_space import bind_space
 from autopeft.tasks import METRIC_GOALS, Task, load_task
 from autopeft.tasks.holdout import with_search_split
 
+if TYPE_CHECKING:
+    from autopeft.allocation.eva import EvaComponents
+
 @dataclass(frozen=True)
 class PreparedJob:
     """A validated job: everything the scheduler and workers need, nothing stored yet."""
@@ -32,6 +35,10 @@ class PreparedJob:
     space_spec: SpaceSpec
     space: SearchSpace
     objectives: tuple[Objective, ...]
+    eva: EvaComponents | None = None
+    """EVA's vectors when the space offers the ``eva`` init (:mod:`autopeft.scheduler.sensitivities`)."""
+    eva_key: str | None = None
+    """Their key in the store's measurement cache, kept with the job so that exports find them."""
 
     def stored_spec(self) -> dict[str, Any]:
         """The JSON kept with the job: the request, plus the resolved space and task facts."""
@@ -47,6 +54,8 @@ class PreparedJob:
         }
         spec["model_hub_id"] = self.model.hub_id
         spec["total_params"] = self.space.layout.total_params
+        if self.eva_key is not None:
+            spec["eva_key"] = self.eva_key
         return spec
 
 

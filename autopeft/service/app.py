@@ -228,7 +228,7 @@ def create_app(
         if fmt not in FORMATS:
             raise HTTPException(status_code=400, detail=f"unknown export format '{fmt}' (choose from {', '.join(FORMATS)})")
         with tempfile.TemporaryDirectory() as folder:
-            written = export_trial(store.job(job_id), store.trial(job_id, trial), fmt, Path(folder) / "export")
+            written = export_trial(store.job(job_id), store.trial(job_id, trial), fmt, Path(folder) / "export", store)
             archive = _zip(written, Path(folder) / "export")
         filename = f"autopeft-job{job_id}-trial{trial}-{fmt}.zip"
         return Response(archive, media_type="application/zip",

@@ -10,7 +10,7 @@ Dimension names say what they control::
     lora.rank.q             rank for role q in every layer      (per: role)
     lora.rank.L3.q          rank of one placement               (per: placement)
     lora.variant            lora | dora | rslora | kasa
-    lora.init               default | gaussian | orthogonal | pissa | olora
+    lora.init               default | gaussian | orthogonal | pissa | olora | eva
     ia3[.L3][.q]            IA3 switched on, at the granularity of ia3.per
     serial_adapter.size[.L3], parallel_adapter.size[.L3], prefix.length[.L3]
     method, method.<name>.size, method.role.q   the peft method and its size (autopeft.space.methods)
@@ -89,6 +89,15 @@ class SearchSpace(DimensionVectors):
         rules = self.spec.budget.rules if self.spec.budget is not None else []
         schedules = self.spec.schedule.kinds if self.spec.schedule is not None else []
         return tuple(m for m in ("spt", "ist") if m in rules or m in schedules)
+
+    @property
+    def eva_rank(self) -> int | None:
+        """The largest LoRA rank a structure can take when the space offers the ``eva`` init
+        (its vectors are measured once at that rank), else None."""
+        lora = self.spec.modules.lora if self.spec.modules is not None else None
+        if lora is None or "eva" not in self._on_model(lora.inits, "modules.lora.inits"):
+            return None
+        return max(lora.rank.resolve(self.layout.hidden_size))
 
     def with_sensitivities(self, sensitivities: Mapping[str, Sensitivity]) -> SearchSpace:
         """The same space, decoding with these measured scores."""

@@ -15,9 +15,11 @@ from typing import Any, Literal
 
 LoraVariant = Literal["lora", "dora", "rslora", "kasa"]
 LORA_VARIANTS: tuple[LoraVariant, ...] = ("lora", "dora", "rslora", "kasa")
-LoraInit = Literal["default", "gaussian", "orthogonal", "pissa", "olora"]
-LORA_INITS: tuple[LoraInit, ...] = ("default", "gaussian", "orthogonal", "pissa", "olora")
+LoraInit = Literal["default", "gaussian", "orthogonal", "pissa", "olora", "eva"]
+LORA_INITS: tuple[LoraInit, ...] = ("default", "gaussian", "orthogonal", "pissa", "olora", "eva")
 BASE_CHANGING_INITS = ("pissa", "olora")
+DATA_DRIVEN_INITS = ("eva",)
+"""Inits whose A comes from a measurement on task data, made once per job and handed to injection."""
 """Inits that move the principal part of each base weight into A and B (base = residual)."""
 NOT_ON_CONV1D = ("kasa", "olora")
 """LoRA options peft 0.21 cannot apply to Conv1D (fan_in_fan_out) matrices: KaSA refuses them and
@@ -53,7 +55,8 @@ class LoraModules:
             between A and B).
         init: how A and B start: ``default`` (peft's: Kaiming A, zero B), ``gaussian``,
             ``orthogonal``, ``pissa`` (A, B from the top-r singular vectors of the base weight,
-            which keeps the residual) or ``olora`` (from its QR decomposition).
+            which keeps the residual), ``olora`` (from its QR decomposition) or ``eva`` (A from
+            the top-r right-singular vectors of the matrix's inputs on task data, B zero).
         alpha_ratio: ``lora_alpha = alpha_ratio * rank`` for every module, so that plain LoRA's
             scaling alpha / r is the same at every rank.
         dropout: dropout on the LoRA input.

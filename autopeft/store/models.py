@@ -8,7 +8,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import (
-    JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false,
+    JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -161,10 +162,12 @@ class Event(Base):
 
 
 class SensitivityRecord(Base):
-    """SPT or IST scores of one model on one task, measured once and reused by every trial.
+    """A measurement of one model on one task, made once and reused by every trial: SPT or IST
+    scores, or EVA's vectors.
 
     ``key`` digests model, task, method and the measurement settings in ``params``
-    (:func:`autopeft.store.sensitivity.sensitivity_key`); ``scores`` is ``Sensitivity.to_json()``.
+    (:func:`autopeft.store.sensitivity.sensitivity_key`); ``scores`` is ``Sensitivity.to_json()``
+    (empty for EVA), ``tensors`` the safetensors bytes of a measurement made of tensors.
     """
 
     __tablename__ = "sensitivities"
@@ -177,5 +180,6 @@ class SensitivityRecord(Base):
     params: Mapped[dict[str, Any]]
     key: Mapped[str] = mapped_column(String(64))
     scores: Mapped[dict[str, Any]]
+    tensors: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     seconds: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -6,13 +6,14 @@ from autopeft.errors import AutopeftError, ModelError
 from autopeft.export import export_source
 from autopeft.export.autopeft_format import AutopeftConfig, config_of
 from autopeft.models import ModelRef, resolve_model
-from autopeft.store import JobRecord, TrialRecord
+from autopeft.store import JobRecord, Store, TrialRecord
 from autopeft.tasks import Task, load_task
 
 
-def config_of_trial(job: JobRecord, trial: TrialRecord) -> AutopeftConfig:
-    """The autopeft config of a completed trial (ExportError for any other)."""
-    return config_of(export_source(job, trial))
+def config_of_trial(job: JobRecord, trial: TrialRecord, store: Store | None = None) -> AutopeftConfig:
+    """The autopeft config of a completed trial (ExportError for any other); ``store`` holds the
+    job's EVA vectors when the trial's LoRA starts from them."""
+    return config_of(export_source(job, trial, store))
 
 
 def model_of(config: AutopeftConfig) -> ModelRef:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import psutil
 import torch
 
+from autopeft.allocation.eva import EvaComponents
 from autopeft.injection import apply_structure, reset_head
 from autopeft.injection.apply import AppliedStructure
 from autopeft.models import ModelRef, load_base_model, load_tokenizer
@@ -69,6 +70,8 @@ class WorkerSpec:
     architecture: Architecture | None = None
     data_seed: int = 0
     threads: int | None = None
+    eva: EvaComponents | None = None
+    """EVA's measured vectors, for structures whose LoRA starts from them."""
 
 
 class ProxyTrainer:
@@ -144,11 +147,17 @@ class ProxyTrainer:
         _, scored = self.data(request.fidelity, request.split)
         torch.manual_seed(request.seed)
         reset_head(self.model, self.layout, request.seed)
-        applied = apply_structure(self.model, Structure.from_json(request.structure), self.layout)
+        structure = Structure.from_json(request.structure)
+        applied = self._apply(structure)
         try:
             return self._score(scored)
         finally:
             applied.remove()
+
+    def _apply(self, structure: Structure) -> AppliedStructure:
+        eva = self.spec.eva
+        initial_a = eva.initial_a(structure.lora) if eva is not None else None
+        return apply_structure(self.model, structure, self.layout, initial_a)
 
     def _failed(
         self, request: TrialRequest, reason: str, started: float, peak: _Peak, timings: dict[str, float]
@@ -186,7 +195,7 @@ class ProxyTrainer:
                 torch.manual_seed(request.seed)
                 reset_head(self.model, self.layout, request.seed)
                 structure = Structure.from_json(request.structure)
-                applied = apply_structure(self.model, structure, self.layout)
+                applied = self._apply(structure)
             try:
                 with _timed(timings, "train"):
                     run = self._train(applied, structure.schedule, train, fidelity, request.seed, learning_rate,

@@ -18,7 +18,9 @@ from autopeft.scheduler import JobSpec, TaskOptions, prepare
 from autopeft.scheduler.sensitivities import provide_sensitivities
 from autopeft.store import Store
 from autopeft.store.database import migrate
-from autopeft.store.sensitivity import cached_sensitivity, save_sensitivity, sensitivity_key
+from autopeft.store.sensitivity import (
+    cached_sensitivity, cached_tensors, save_sensitivity, save_tensors, sensitivity_key,
+)
 from autopeft.trials import Fidelity
 
 POSTGRES_SERVER = "host=127.0.0.1 port=5432 dbname=test"
@@ -74,6 +76,16 @@ def test_scores_come_back_exactly_for_the_same_settings_only(store):
     assert cached_sensitivity(store, **where, method="ist", params=PARAMS) == IST
     assert cached_sensitivity(store, **where, method="spt", params={**PARAMS, "seed": 1}) is None
     assert cached_sensitivity(store, model="smollm2", task="glue/SST-2", method="spt", params=PARAMS) is None
+
+
+def test_tensors_come_back_byte_for_byte_beside_the_scores(store):
+    """EVA's vectors are one safetensors blob (bytea on PostgreSQL), kept under the same kind of key."""
+    where = {"model": "minilm", "task": "glue/SST-2"}
+    blob = bytes(range(256)) * 4096  # 1 MiB, every byte value
+    key = save_tensors(store, blob, 10.5, **where, method="eva", params=PARAMS)
+    assert cached_tensors(store, key) == (blob, 10.5)
+    save_sensitivity(store, SPT, **where, params=PARAMS)
+    assert cached_tensors(store, sensitivity_key(**where, method="spt", params=PARAMS)) is None
 
 
 def test_saving_the_same_settings_twice_keeps_the_first_record(store):

@@ -122,8 +122,9 @@ def test_lora_inits_and_kasa_count_exactly_and_restore_the_base_weights_they_rew
             if conv1d and (init in NOT_ON_CONV1D or variant in NOT_ON_CONV1D):
                 continue
             structure = Structure(lora=LoraModules({(0, r): 4 for r in roles}, variant=variant, init=init))
+            initial_a = {(0, r): torch.randn(4, layout.matrix(0, r).in_features) for r in roles} if init == "eva" else None
             before = state(model)
-            applied = apply_structure(model, structure, layout)
+            applied = apply_structure(model, structure, layout, initial_a)
             try:
                 assert built_trainable(model, applied) == count_trainable(structure, layout), (init, variant)
             finally:

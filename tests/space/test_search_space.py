@@ -175,6 +175,21 @@ modules:
     gpt2 = bind_space(parse_space(text.replace("[query, value]", "[c_attn]")), tiny_gpt2())
     assert "lora.variant" not in {d.name for d in gpt2.dimensions}  # only plain LoRA is left
     assert {d.name: d for d in gpt2.dimensions}["lora.init"].values == ("default", "pissa")
+    assert bert.eva_rank is None
+
+
+def test_a_space_offering_eva_asks_for_vectors_at_its_largest_rank_on_the_model():
+    text = """
+name: eva
+modules:
+  lora:
+    roles: [query, value]
+    rank: {choices: [0, 4, 16, 64]}
+    inits: [default, eva]
+"""
+    bert = bind_space(parse_space(text), tiny_bert())
+    assert {d.name: d for d in bert.dimensions}["lora.init"].values == ("default", "eva")
+    assert bert.layout.hidden_size == 32 and bert.eva_rank == 16  # ranks above the width are dropped
 
 
 def test_a_schedule_is_searched_on_top_of_the_structure_and_ist_needs_its_scores():

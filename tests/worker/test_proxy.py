@@ -91,3 +91,18 @@ def test_a_run_whose_loss_stays_at_the_constant_level_restarts_at_other_rates(tr
     assert outcome.metrics["lr_rescues"] == 2 and outcome.metrics["learning_rate"] == 0.0
     fixed = trainer.run(TrialRequest(9, 8, LORA_QV.to_json(), seed=0, fidelity=replace(frozen, lr_rescues=0)))
     assert fixed.metrics["lr_rescues"] == 0 and fixed.wall_time_s < outcome.wall_time_s
+
+
+def test_an_eva_trial_trains_from_the_worker_s_vectors(trainer):
+    from autopeft.allocation.eva import measure_eva
+
+    train, _ = trainer.data(QUICK)
+    eva = measure_eva(trainer.model, trainer.layout, train, rank=4, batches=4, batch_size=8, seed=0)
+    structure = Structure(lora=LoraModules({place: 4 for place in LORA_QV.lora.ranks}, init="eva"))
+    with_vectors = ProxyTrainer.__new__(ProxyTrainer)
+    with_vectors.__dict__.update(trainer.__dict__, spec=replace(trainer.spec, eva=eva))
+    outcome = with_vectors.run(TrialRequest(10, 9, structure.to_json(), seed=0, fidelity=QUICK))
+    assert outcome.state == TrialState.COMPLETED, outcome.error
+    assert outcome.trainable_params == 12 * 4 * (384 + 384) + 384 * 2 + 2
+    failed = trainer.run(TrialRequest(11, 10, structure.to_json(), seed=0, fidelity=QUICK))  # no vectors given
+    assert failed.state == TrialState.FAILED and "needs its measured A" in failed.error
