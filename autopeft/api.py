@@ -36,18 +36,25 @@ NATIVE_PREFIX = "autopeft_native."
 class AppliedConfig(AppliedStructure):
     """An :class:`AppliedStructure` that remembers the config it was applied from."""
 
-    def __init__(self, model: nn.Module, config: AutopeftConfig) -> None:
+    def __init__(self, model: nn.Module, config: AutopeftConfig, total_steps: int | None = None) -> None:
         initial_a = config.eva.initial_a(config.structure.lora) if config.eva is not None else None
-        super().__init__(model, config.structure, layout_on(model, config.layout), initial_a)
+        super().__init__(model, config.structure, layout_on(model, config.layout), initial_a, total_steps)
         self.config = config
 
 
-def apply(model: nn.Module, config: AutopeftConfig | str | Path) -> AppliedConfig:
+def apply(model: nn.Module, config: AutopeftConfig | str | Path, total_steps: int | None = None) -> AppliedConfig:
     """Insert the structure of ``config`` (an :class:`AutopeftConfig`, a config file or its folder)
-    into ``model``; ExportError when the model lacks a named module or the parameter count differs."""
+    into ``model``; ExportError when the model lacks a named module or the parameter count differs.
+
+    AdaLoRA prunes ranks on a schedule of the run's length: give ``total_steps``, and call
+    ``applied.after_optimizer_step(step)`` after every optimizer step, before clearing gradients.
+    """
     if not isinstance(config, AutopeftConfig):
         config = AutopeftConfig.load(config)
-    applied = AppliedConfig(model, config)
+    try:
+        applied = AppliedConfig(model, config, total_steps)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
     if applied.num_trainable != config.trainable_params:
         applied.remove()
         raise ExportError(

@@ -28,7 +28,9 @@ def structure_summary(structure: dict[str, Any]) -> str:
         ranks = sorted(set(lora["ranks"].values()))
         roles = sorted({key.split(".", 1)[1] for key in lora["ranks"]})
         layers = {key.split(".", 1)[0] for key in lora["ranks"]}
-        variant = "" if lora["variant"] == "lora" else f" ({lora['variant']})"
+        options = [lora["variant"]] if lora["variant"] != "lora" else []
+        options += [f"{lora['init']} init"] if lora.get("init", "default") != "default" else []
+        variant = f" ({', '.join(options)})" if options else ""
         parts.append(f"lora{variant} r{{{','.join(map(str, ranks))}}} on {','.join(roles)} in {len(layers)} layers")
     if "ia3" in structure:
         parts.append(f"ia3 x{len(structure['ia3'])}")

@@ -64,8 +64,13 @@ def fits_one_peft_adapter(structure: Structure) -> bool:
     return not _why_not_peft(structure)
 
 
-def peft_config_for(structure: Structure, layout: ModelLayout, kind: TaskKind, hub_id: str) -> PeftConfig:
-    """The one peft config that rebuilds ``structure``; ExportError saying why when there is none."""
+def peft_config_for(
+    structure: Structure, layout: ModelLayout, kind: TaskKind, hub_id: str, total_steps: int | None = None
+) -> PeftConfig:
+    """The one peft config that rebuilds ``structure``; ExportError saying why when there is none.
+
+    ``total_steps`` is the training run's length, for a method that prunes on a schedule (AdaLoRA).
+    """
     blocked = _why_not_peft(structure)
     if blocked:
         raise ExportError(f"a single peft adapter cannot hold {'; '.join(blocked)}; export it with --format autopeft")
@@ -73,14 +78,18 @@ def peft_config_for(structure: Structure, layout: ModelLayout, kind: TaskKind, h
     if structure.lora is not None:
         return lora_config(structure.lora, layout, **extra)
     if structure.tuner is not None:
+        if TUNER_METHODS[structure.tuner.method].scheduled:
+            extra["total_steps"] = total_steps
         return tuner_config(structure.tuner, layout, **extra)
     return ia3_config(structure.ia3, layout, **extra)
 
 
 def peft_config_of(source: ExportSource) -> PeftConfig:
-    """The peft config of an export source's trial (not yet validated)."""
+    """The peft config of an export source's trial (not yet validated); a scheduled method
+    (AdaLoRA) gets the trial's own schedule, over its proxy steps."""
     try:
-        return peft_config_for(source.structure, source.layout, source.task_kind, source.hub_id)
+        return peft_config_for(source.structure, source.layout, source.task_kind, source.hub_id,
+                               source.trial.fidelity.get("steps"))
     except ExportError as refused:
         raise ExportError(f"{source.describe()}: {refused}") from None
 

@@ -17,9 +17,11 @@ from typing import Any
 from peft import PeftConfig
 
 import autopeft
+from autopeft.errors import ExportError
 from autopeft.export.peft_format import peft_config_of, refuse_eva
 from autopeft.export.source import ExportSource
 from autopeft.export.validation import validate_on_base_model
+from autopeft.space.tuners import TUNER_METHODS
 from autopeft.tasks import TaskKind
 
 FILE_NAME = "train_trl.py"
@@ -74,6 +76,12 @@ def render_script(source: ExportSource, config: PeftConfig) -> str:
 
 def write_trl(source: ExportSource, out_dir: Path) -> list[Path]:
     refuse_eva(source, "a TRL script")
+    tuner = source.structure.tuner
+    if tuner is not None and TUNER_METHODS[tuner.method].scheduled:
+        raise ExportError(
+            f"{source.describe()} uses {tuner.method}, which must update its ranks after every optimizer step, "
+            "and the TRL script's trainer does not; export it with --format peft or train it with autopeft train"
+        )
     config = peft_config_of(source)
     validate_on_base_model(config, source)
     path = out_dir / FILE_NAME

@@ -21,6 +21,7 @@ from autopeft.injection.peft_modules import (
 from autopeft.injection.prefix import PrefixInjection
 from autopeft.space.layout import ModelLayout
 from autopeft.space.structure import DATA_DRIVEN_INITS, LoraModules, Place, Structure
+from autopeft.space.tuners import TUNER_METHODS
 
 
 def head_parameters(model: nn.Module, layout: ModelLayout) -> list[nn.Parameter]:
@@ -51,9 +52,11 @@ class AppliedStructure:
 
     def __init__(
         self, model: nn.Module, structure: Structure, layout: ModelLayout,
-        initial_lora_a: Mapping[Place, torch.Tensor] | None = None,
+        initial_lora_a: Mapping[Place, torch.Tensor] | None = None, total_steps: int | None = None,
     ) -> None:
         self.model = model
+        self.total_steps = total_steps
+        self._scheduled: nn.Module | None = None
         self._hooks = []
         self._prefix: PrefixInjection | None = None
         self.native = nn.ModuleDict()
@@ -78,16 +81,20 @@ class AppliedStructure:
         if structure.lora is not None:
             if structure.lora.changes_base_weights:
                 self._keep(model.get_submodule(layout.matrix(*place).name).weight for place in structure.lora.ranks)
-            new += inject(model, lora_config(structure.lora, layout))
+            new += inject(model, lora_config(structure.lora, layout))[0]
             if structure.lora.init in DATA_DRIVEN_INITS:
                 _load_initial_a(model, layout, structure.lora, initial_lora_a)
         if structure.ia3:
-            new += inject(model, ia3_config(structure.ia3, layout))
+            new += inject(model, ia3_config(structure.ia3, layout))[0]
         if structure.tuner is not None and structure.tuner.method == "bias":
             places = sorted(structure.tuner.places)
             new += self._keep(model.get_submodule(layout.matrix(*place).name).bias for place in places)
         elif structure.tuner is not None:
-            new += inject(model, tuner_config(structure.tuner, layout))
+            scheduled = TUNER_METHODS[structure.tuner.method].scheduled
+            extra = {"total_steps": self.total_steps} if scheduled else {}
+            parameters, tuner = inject(model, tuner_config(structure.tuner, layout, **extra))
+            new += parameters
+            self._scheduled = tuner if scheduled else None
         new += self._attach_adapters(structure, layout)
         if structure.prefix:
             self._prefix = PrefixInjection(
@@ -99,6 +106,23 @@ class AppliedStructure:
             self.native["prefix"] = nn.ModuleDict(self._prefix.prefixes)
             new += self._prefix.parameters()
         return new + self._keep(head_parameters(model, layout))
+
+    def training_loss(self, **batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss to minimise, the task's loss alone) on ``batch`` (with ``labels``).
+
+        They differ for AdaLoRA, which adds the orthogonality penalty of its A and B.
+        """
+        task = self.model(**batch).loss
+        if self._scheduled is None:
+            return task, task.detach()
+        weight = self._scheduled.peft_config[ADAPTER_NAME].orth_reg_weight
+        return task + weight * _orthogonality_penalty(self.model), task.detach()
+
+    def after_optimizer_step(self, step: int) -> None:
+        """Call after every optimizer step, before gradients are cleared: AdaLoRA scores its
+        singular values from the gradients and prunes ranks on its schedule (0-based ``step``)."""
+        if self._scheduled is not None:
+            self._scheduled.update_and_allocate(step)
 
     def _keep(self, parameters) -> list[nn.Parameter]:
         """The model's own ``parameters`` (to train, or that peft rewrites), restored by :meth:`remove`."""
@@ -157,10 +181,27 @@ class AppliedStructure:
         if self._prefix is not None:
             self._prefix.remove()
         remove_peft_layers(self.model)
+        self._scheduled = None
         with torch.no_grad():
             for parameter, saved in zip(self._own, self._own_before):
                 parameter.copy_(saved)
         self.model.requires_grad_(False)
+
+
+def _orthogonality_penalty(model: nn.Module) -> torch.Tensor:
+    """AdaLoRA's regulariser: the mean over its A and B matrices of ||P P^T - I|| (Frobenius;
+    P^T P for B). peft adds it inside ``AdaLoraModel.forward``, which returns only the sum with the
+    task loss and calls the model's forward directly (no hook sees the loss before); the proxy's
+    stall check needs the task loss alone, so the same sum is formed here."""
+    from peft.tuners.adalora.layer import AdaLoraLayer
+
+    norms = []
+    for module in model.modules():
+        if isinstance(module, AdaLoraLayer):
+            a, b = module.lora_A[ADAPTER_NAME], module.lora_B[ADAPTER_NAME]
+            for gram in (a @ a.T, b.T @ b):
+                norms.append(torch.linalg.matrix_norm(gram - torch.eye(len(gram), device=gram.device)))
+    return torch.stack(norms).mean()
 
 
 def _load_initial_a(
@@ -182,10 +223,11 @@ def _load_initial_a(
 
 def apply_structure(
     model: nn.Module, structure: Structure, layout: ModelLayout,
-    initial_lora_a: Mapping[Place, torch.Tensor] | None = None,
+    initial_lora_a: Mapping[Place, torch.Tensor] | None = None, total_steps: int | None = None,
 ) -> AppliedStructure:
     """Insert ``structure``'s modules into ``model`` (freezing everything else but the head).
 
     ``initial_lora_a`` is the measured A of a data-driven LoRA init (EVA): place -> (rank, in_features).
+    ``total_steps`` is the training run's length, which AdaLoRA's rank schedule needs.
     """
-    return AppliedStructure(model, structure, layout, initial_lora_a)
+    return AppliedStructure(model, structure, layout, initial_lora_a, total_steps)

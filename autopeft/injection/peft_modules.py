@@ -88,15 +88,16 @@ def _uses_conv1d(places, layout: ModelLayout) -> bool:
     return any(layout.matrix(layer, role).conv1d for layer, role in places)
 
 
-def inject(model: nn.Module, config: PeftConfig) -> list[nn.Parameter]:
-    """Inject ``config``'s modules into ``model`` in place; return the new parameters.
+def inject(model: nn.Module, config: PeftConfig) -> tuple[list[nn.Parameter], nn.Module]:
+    """Inject ``config``'s modules into ``model`` in place; return the new parameters and peft's
+    tuner object (which a scheduled tuner, AdaLoRA, needs while training).
 
     peft marks everything but its own parameters as frozen while injecting; the caller decides
     what trains, from the returned list.
     """
     before = {id(p) for p in model.parameters()}
-    build_tuner(model, config, ADAPTER_NAME)
-    return [p for p in model.parameters() if id(p) not in before and p.requires_grad]
+    tuner = build_tuner(model, config, ADAPTER_NAME)
+    return [p for p in model.parameters() if id(p) not in before and p.requires_grad], tuner
 
 
 def remove_peft_layers(model: nn.Module) -> None:

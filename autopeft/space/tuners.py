@@ -42,15 +42,21 @@ class TunerMethod:
         config_class: the peft config class name (``LoHaConfig``).
         size_field: the config field the searched size sets, or None for a method without one.
         settings: fixed config fields; ``alpha_ratio`` entries scale with the size
-            (``{"alpha": 2.0}`` means alpha = 2 * size, the constant scaling used for LoRA).
+            (``{"alpha": 2.0}`` means alpha = 2 * size, the constant scaling used for LoRA), and
+            ``rank_ratio`` entries too, rounded to an integer.
         mask: for SHiRA, the rule that picks the trained entries (:mod:`autopeft.space.sparse_masks`).
+        scheduled: the method changes itself during training on a schedule of the run's length
+            (AdaLoRA prunes ranks), so its config needs the run's total steps and its training
+            loop a call after every optimizer step.
     """
 
     config_class: str
     size_field: str | None
     settings: dict[str, Any] = field(default_factory=dict)
     alpha_ratio: dict[str, float] = field(default_factory=dict)
+    rank_ratio: dict[str, float] = field(default_factory=dict)
     mask: str | None = None
+    scheduled: bool = False
 
 
 SHIRA_RANDOM = TunerMethod("ShiraConfig", "r", {"random_seed": 0})
@@ -76,6 +82,10 @@ TUNER_METHODS: dict[str, TunerMethod] = {
     "hira": TunerMethod("HiraConfig", "r"),
     "gralora": TunerMethod("GraloraConfig", "r"),
     "ln_tuning": TunerMethod("LNTuningConfig", None),
+    # The size is AdaLoRA's target (mean final) rank; every module starts at 1.5x it, as peft's
+    # defaults do (init_r 12, target_r 8), with alpha = 2 * init_r, the constant scaling of LoRA.
+    "adalora": TunerMethod("AdaLoraConfig", "target_r", rank_ratio={"init_r": 1.5}, alpha_ratio={"lora_alpha": 3.0},
+                           scheduled=True),
 }
 """peft tuners offered by ``method`` spaces, by the name a space uses."""
 
@@ -86,16 +96,29 @@ def method_names() -> tuple[str, ...]:
     return (*TUNER_METHODS, *NATIVE_METHODS)
 
 
-def peft_config(method: str, size: int, target_modules: Iterable[str], *, conv1d: bool = False, **extra):
-    """The peft config of ``method`` at ``size`` on the named modules; ``extra`` goes to the config."""
+def peft_config(
+    method: str, size: int, target_modules: Iterable[str], *, conv1d: bool = False, total_steps: int | None = None,
+    **extra,
+):
+    """The peft config of ``method`` at ``size`` on the named modules; ``extra`` goes to the config.
+
+    ``total_steps`` is the training run's length, which a scheduled method (AdaLoRA) needs;
+    ValueError when it needs it and it is missing.
+    """
     import peft
 
     spec = TUNER_METHODS[method]
-    fields: dict[str, Any] = {**spec.settings, **{name: ratio * size for name, ratio in spec.alpha_ratio.items()}}
+    fields: dict[str, Any] = {
+        **spec.settings,
+        **{name: ratio * size for name, ratio in spec.alpha_ratio.items()},
+        **{name: max(1, round(ratio * size)) for name, ratio in spec.rank_ratio.items()},
+    }
     if spec.size_field is not None:
         fields[spec.size_field] = size
     if conv1d:
         fields["fan_in_fan_out"] = True
+    if spec.scheduled:
+        fields.update(rank_schedule(method, total_steps))
     config = getattr(peft, spec.config_class)(target_modules=sorted(target_modules), **fields, **extra)
     if spec.mask is not None:
         from autopeft.space.sparse_masks import MASK_FUNCTIONS
@@ -104,11 +127,24 @@ def peft_config(method: str, size: int, target_modules: Iterable[str], *, conv1d
     return config
 
 
+def rank_schedule(method: str, total_steps: int | None) -> dict[str, int]:
+    """AdaLoRA's schedule over a run of ``total_steps``: the first 10% train at the initial ranks,
+    the budget then shrinks until the last 20%, which train at the final ranks."""
+    if total_steps is None or total_steps < 1:
+        raise ValueError(f"{method} prunes ranks on a schedule of the run's length: give its total steps")
+    return {"total_step": total_steps, "tinit": total_steps // 10, "tfinal": total_steps // 5}
+
+
 def matrix_params(method: str, size: int, shape: MatrixShape) -> int | None:
     """Trainable parameters ``method`` at ``size`` adds on one matrix of ``shape``; None if it cannot."""
     if method == "bias":
         return shape.out_features if shape.bias else None
     spec = TUNER_METHODS.get(method)
+    if method == "adalora":
+        # A (r x in), B (out x r) and E (r); a meta-device build would also count its rank
+        # counter, which peft freezes only on a real device
+        initial_rank = max(1, round(spec.rank_ratio["init_r"] * size))
+        return initial_rank * (shape.in_features + shape.out_features + 1)
     if spec is not None and spec.config_class == "ShiraConfig":
         # SHiRA's masks need real tensors (torch.nonzero, top-k): r * (in + out) entries train
         entries = size * (shape.in_features + shape.out_features)
@@ -134,7 +170,8 @@ def _built_count(method: str, size: int, shape: MatrixShape) -> int | None:
         )
     before = {id(p) for p in holder.parameters()}
     try:
-        build_tuner(holder, peft_config(method, size, ["matrix"], conv1d=shape.conv1d), "count")
+        # A schedule's length changes no parameter count
+        build_tuner(holder, peft_config(method, size, ["matrix"], conv1d=shape.conv1d, total_steps=100), "count")
     except (ValueError, TypeError, RuntimeError, NotImplementedError, AssertionError):
         return None
     if not isinstance(holder.matrix, BaseTunerLayer):
@@ -142,12 +179,13 @@ def _built_count(method: str, size: int, shape: MatrixShape) -> int | None:
     return sum(p.numel() for p in holder.parameters() if id(p) not in before)
 
 
-def build_tuner(model, config, adapter_name: str) -> None:
+def build_tuner(model, config, adapter_name: str):
     """Wrap the matrices ``config`` targets in ``model`` with its tuner's layers, in place.
 
     Calls peft's tuner class directly rather than ``inject_adapter_in_model``, which refuses
     tuners that keep shared state on the tuner object (VeRA's and RandLoRA's frozen random
     projections): the wrapped layers hold references to that state, so they work without it.
+    Returns the tuner object: AdaLoRA's holds its rank allocator and orthogonality penalty.
     """
     from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
 
@@ -155,7 +193,8 @@ def build_tuner(model, config, adapter_name: str) -> None:
         # BOFT announces its missing CUDA kernel and LN tuning its "unsupported" norms on every
         # build; both work on CPU, and the notes would repeat for every trial.
         warnings.filterwarnings("ignore", category=UserWarning, module=r"peft\.tuners\.")
-        PEFT_TYPE_TO_TUNER_MAPPING[config.peft_type](model, config, adapter_name=adapter_name)
+        tuner = PEFT_TYPE_TO_TUNER_MAPPING[config.peft_type](model, config, adapter_name=adapter_name)
     # peft leaves its config on the model; autopeft keeps the structure itself, and a second
     # tuner on the same model (IA3 after LoRA) would read it as an existing adapter.
     del model.peft_config
+    return tuner

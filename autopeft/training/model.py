@@ -34,25 +34,32 @@ class TrainableModel:
         model: what the Trainer trains (a PeftModel, or the base model with native modules).
         adapter_format: ``peft`` or ``autopeft``: what :attr:`save` writes.
         save: writes the adapter (trained tensors and config) into a folder.
+        after_optimizer_step: what must run after every optimizer step, before gradients are
+            cleared (AdaLoRA's rank allocation), or None.
     """
 
     model: PreTrainedModel
     adapter_format: str
     save: Callable[[Path], object]
+    after_optimizer_step: Callable[[int], None] | None = None
 
     @property
     def trainable_params(self) -> int:
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
 
-def prepare_model(base: PreTrainedModel, config: AutopeftConfig) -> TrainableModel:
-    """Put ``config``'s structure into ``base``; ExportError when its trainable count differs."""
+def prepare_model(base: PreTrainedModel, config: AutopeftConfig, total_steps: int | None = None) -> TrainableModel:
+    """Put ``config``'s structure into ``base``; ExportError when its trainable count differs.
+
+    ``total_steps`` is the run's length, which AdaLoRA's rank schedule needs.
+    """
     if fits_one_peft_adapter(config.structure):
-        trainable = _peft_model(base, config)
+        trainable = _peft_model(base, config, total_steps)
     else:
-        applied = apply(base, config)
+        applied = apply(base, config, total_steps=total_steps)
         base.add_module(NATIVE_MODULE_NAME, applied.native)
-        trainable = TrainableModel(base, "autopeft", lambda folder: save_adapter(applied, folder))
+        trainable = TrainableModel(base, "autopeft", lambda folder: save_adapter(applied, folder),
+                                   applied.after_optimizer_step)
     if trainable.trainable_params != config.trainable_params:
         raise ExportError(
             f"the structure trains {trainable.trainable_params:,} parameters on this model, the config "
@@ -61,13 +68,15 @@ def prepare_model(base: PreTrainedModel, config: AutopeftConfig) -> TrainableMod
     return trainable
 
 
-def _peft_model(base: PreTrainedModel, config: AutopeftConfig) -> TrainableModel:
+def _peft_model(base: PreTrainedModel, config: AutopeftConfig, total_steps: int | None) -> TrainableModel:
     layout = layout_on(base, config.layout)
-    peft_config = peft_config_for(config.structure, layout, config.head.kind, config.base_model)
+    peft_config = peft_config_for(config.structure, layout, config.head.kind, config.base_model, total_steps)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = get_peft_model(base, peft_config)
     # get_peft_model records the local folder the weights came from; saved adapters name the hub id.
     model.peft_config["default"].base_model_name_or_path = config.base_model
     # No embedding layer ever trains; "auto" would look the base model up on the hub to decide.
-    return TrainableModel(model, "peft", lambda folder: model.save_pretrained(str(folder), save_embedding_layers=False))
+    allocate = getattr(model.base_model, "update_and_allocate", None)  # AdaLoRA's
+    return TrainableModel(model, "peft", lambda folder: model.save_pretrained(str(folder), save_embedding_layers=False),
+                          allocate)

@@ -16,6 +16,7 @@ import math
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,17 @@ class _KeepBestAdapter(TrainerCallback):
                     parameter.copy_(self._best_weights[name])
 
 
+class _AfterOptimizerStep(TrainerCallback):
+    """Runs a structure's per-step update (AdaLoRA's rank allocation) after each optimizer step,
+    while the gradients it scores are still there (the Trainer clears them before ``on_step_end``)."""
+
+    def __init__(self, update: Callable[[int], None]) -> None:
+        self.update = update
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.update(state.global_step)
+
+
 def _eval_scores(metrics: dict[str, float], kind: TaskKind) -> dict[str, float]:
     """The Trainer's ``eval_*`` metrics as the task's metrics (perplexity added for causal LM)."""
     scores = {name: metrics[f"eval_{name}"] for name in METRICS_BY_KIND[kind] if f"eval_{name}" in metrics}
@@ -160,8 +172,16 @@ def train_config(
     options.check()
     set_seed(options.seed)
     head = TaskHead(config.head.kind, config.head.num_labels)
-    trainable = prepare_model(load_base_model(model, head), config)
+    if task.search is None:
+        task = with_search_split(task, seed=options.seed)
+    trainable = prepare_model(load_base_model(model, head), config, total_steps(len(task.train), options))
     return train_model(trainable, model, task, options, out_dir, origin=config.origin)
+
+
+def total_steps(available: int, options: TrainingOptions) -> int:
+    """Optimizer steps of a run over ``available`` training examples, counted as the Trainer counts them."""
+    examples = min(available, options.train_examples or available)
+    return max(1, math.ceil(options.epochs * math.ceil(examples / options.batch_size)))
 
 
 def train_model(
@@ -196,7 +216,8 @@ def train_model(
             eval_dataset=RowDataset(search),
             data_collator=collate_rows,
             compute_metrics=_metric_function(task.kind),
-            callbacks=[keeper],
+            callbacks=[keeper] + ([_AfterOptimizerStep(trainable.after_optimizer_step)]
+                                  if trainable.after_optimizer_step else []),
         )
         # Without progress bars the Trainer prints every log dict; the caller reports the result.
         trainer.remove_callback(PrinterCallback)

@@ -148,16 +148,16 @@ class ProxyTrainer:
         torch.manual_seed(request.seed)
         reset_head(self.model, self.layout, request.seed)
         structure = Structure.from_json(request.structure)
-        applied = self._apply(structure)
+        applied = self._apply(structure, request.fidelity.steps)
         try:
             return self._score(scored)
         finally:
             applied.remove()
 
-    def _apply(self, structure: Structure) -> AppliedStructure:
+    def _apply(self, structure: Structure, total_steps: int) -> AppliedStructure:
         eva = self.spec.eva
         initial_a = eva.initial_a(structure.lora) if eva is not None else None
-        return apply_structure(self.model, structure, self.layout, initial_a)
+        return apply_structure(self.model, structure, self.layout, initial_a, total_steps)
 
     def _failed(
         self, request: TrialRequest, reason: str, started: float, peak: _Peak, timings: dict[str, float]
@@ -195,7 +195,7 @@ class ProxyTrainer:
                 torch.manual_seed(request.seed)
                 reset_head(self.model, self.layout, request.seed)
                 structure = Structure.from_json(request.structure)
-                applied = self._apply(structure)
+                applied = self._apply(structure, fidelity.steps)
             try:
                 with _timed(timings, "train"):
                     run = self._train(applied, structure.schedule, train, fidelity, request.seed, learning_rate,
@@ -246,7 +246,7 @@ class ProxyTrainer:
                     group["lr"] = learning_rate * _warmup_decay(step, warmup, fidelity.steps)
                 batch = {k: v.to(self.device) for k, v in train.batch(indices).items()}
                 with self._autocast():
-                    loss = self.model(**batch).loss
+                    loss, task_loss = applied.training_loss(**batch)
                 if not torch.isfinite(loss):
                     run.stalled = f"non-finite loss ({loss.item()}) at step {step} (learning rate {learning_rate:g})"
                     if constant_loss is None:
@@ -254,8 +254,9 @@ class ProxyTrainer:
                     break
                 loss.backward()
                 optimizer.step()
+                applied.after_optimizer_step(step)
                 optimizer.zero_grad(set_to_none=True)
-                run.losses.append(loss.item())
+                run.losses.append(task_loss.item())
                 if constant_loss is not None and step + 1 in checks:
                     recent = sum(run.losses[-window:]) / len(run.losses[-window:])
                     if recent >= constant_loss * (1 - STALL_MARGIN):

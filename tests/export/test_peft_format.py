@@ -55,7 +55,7 @@ def test_pissa_and_kasa_export_as_the_lora_config_that_rebuilds_them(mrpc_job, m
 
 @pytest.mark.parametrize(
     ("method", "size"),
-    [("loha", 4), ("lokr", 4), ("vera", 64), ("oft", 32), ("hra", 4), ("c3a", 64), ("shira", 8), ("sparse_random", 8),
+    [("adalora", 4), ("loha", 4), ("lokr", 4), ("vera", 64), ("oft", 32), ("hra", 4), ("c3a", 64), ("shira", 8), ("sparse_random", 8),
      ("ln_tuning", 0)],
 )
 def test_other_peft_tuners_export_through_their_own_config_class(mrpc_job, minilm_ref, tmp_path, method, size):

@@ -15,7 +15,7 @@ from peft import PeftConfig, PeftModel
 from autopeft.errors import ExportError
 from autopeft.export import export_trial
 from autopeft.models import TaskHead, load_base_model, resolve_model
-from autopeft.space.structure import Structure
+from autopeft.space.structure import Structure, TunerModules
 from autopeft.tasks import TaskKind, load_task
 from tests.export.conftest import grid, lora
 
@@ -69,6 +69,10 @@ def test_trl_refuses_what_peft_cannot_hold(mrpc_job, tmp_path):
     trial = mrpc_job.trial(Structure(parallel_adapter={0: 16}))
     with pytest.raises(ExportError, match="cannot hold parallel bottleneck adapters .* --format autopeft"):
         export_trial(*mrpc_job.records(trial), "trl", tmp_path / "out")
+    adalora = mrpc_job.trial(Structure(tuner=TunerModules("adalora", 4, frozenset(grid((4, 5), ("q", "v"))))))
+    with pytest.raises(ExportError, match="adalora, which must update its ranks after every optimizer step"):
+        export_trial(*mrpc_job.records(adalora), "trl", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def write_jsonl(path, records):

@@ -61,16 +61,17 @@ def test_every_method_trains_changes_outputs_and_is_removed_bit_for_bit(bound):
         before = state(model)
         with torch.no_grad():
             reference = model.eval()(**inputs).logits
-        applied = apply_structure(model, structure, space.layout)
+        applied = apply_structure(model, structure, space.layout, total_steps=10)
         try:
             assert built_trainable(model, applied) == count_trainable(structure, space.layout), method
             own = [p for p in applied.parameters if all(p is not h for h in head)]
             optimizer = torch.optim.Adam(own, lr=0.05)
             model.train()
-            for _ in range(2):
+            for step in range(2):
                 (model(**inputs).logits.float() - 10).pow(2).mean().backward()
                 assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in own), method
                 optimizer.step()
+                applied.after_optimizer_step(step)
                 optimizer.zero_grad()
             with torch.no_grad():
                 assert not torch.allclose(model.eval()(**inputs).logits, reference), method
@@ -89,7 +90,7 @@ def test_exact_count_equals_built_count_over_random_points(bound):
         if not space.is_feasible(point):
             continue
         structure = space.decode(point)
-        applied = apply_structure(model, structure, space.layout)
+        applied = apply_structure(model, structure, space.layout, total_steps=10)
         try:
             assert built_trainable(model, applied) == space.trainable_params(point), structure.to_json()
         finally:

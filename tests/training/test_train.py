@@ -20,7 +20,7 @@ from peft import PeftModel
 import autopeft
 from autopeft.errors import AutopeftError, ExportError
 from autopeft.models import TaskHead, load_base_model, load_tokenizer
-from autopeft.space.structure import LoraModules, Structure
+from autopeft.space.structure import LoraModules, Structure, TunerModules
 from autopeft.tasks import TaskKind, evaluate_predictions, tokenize_split
 from autopeft.tasks.holdout import with_search_split
 from autopeft.training import TrainingOptions
@@ -82,6 +82,23 @@ def test_structures_peft_cannot_hold_train_and_save_in_autopeft_format(mrpc_stor
     applied = autopeft.load_adapter(model, tmp_path / "adapter")
     assert applied.num_trainable == config.trainable_params
     assert set(applied.native) == {"serial_adapter", "prefix"}
+
+
+def test_adalora_trains_with_its_rank_schedule_and_saves_a_peft_adapter(mrpc_store_job, mrpc, minilm_ref, tmp_path):
+    from peft import AdaLoraConfig
+
+    _, job = mrpc_store_job
+    places = frozenset(grid((4, 5), ("q", "v")))
+    config = config_of_trial(*job.records(job.trial(Structure(tuner=TunerModules("adalora", 4, places)))))
+    small = with_search_split(dataclasses.replace(mrpc, dev=mrpc.dev.subset(48, 0)), size=48)
+    result = train_config(config, minilm_ref, small, QUICK, tmp_path / "adapter")
+    assert result.adapter_format == "peft" and result.steps == 4
+    saved = AdaLoraConfig.from_pretrained(str(tmp_path / "adapter"))
+    assert saved.total_step == 4 and saved.target_r == 4 and saved.init_r == 6
+    assert saved.rank_pattern  # the allocator ran after the optimizer steps and recorded its ranks
+    loaded = PeftModel.from_pretrained(load_base_model(minilm_ref, TaskHead(TaskKind.CLASSIFICATION, 2)),
+                                       str(tmp_path / "adapter"))
+    assert isinstance(loaded.peft_config["default"], AdaLoraConfig)
 
 
 def test_a_task_that_does_not_fit_the_head_is_refused(mrpc_store_job, shared_data):

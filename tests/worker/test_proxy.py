@@ -106,3 +106,13 @@ def test_an_eva_trial_trains_from_the_worker_s_vectors(trainer):
     assert outcome.trainable_params == 12 * 4 * (384 + 384) + 384 * 2 + 2
     failed = trainer.run(TrialRequest(11, 10, structure.to_json(), seed=0, fidelity=QUICK))  # no vectors given
     assert failed.state == TrialState.FAILED and "needs its measured A" in failed.error
+
+
+def test_an_adalora_trial_prunes_on_the_proxy_s_schedule(trainer):
+    from autopeft.space.structure import TunerModules
+
+    structure = Structure(tuner=TunerModules("adalora", 4, frozenset(LORA_QV.lora.ranks)))
+    outcome = trainer.run(TrialRequest(12, 11, structure.to_json(), seed=0, fidelity=replace(QUICK, steps=10)))
+    assert outcome.state == TrialState.COMPLETED, outcome.error
+    assert outcome.trainable_params == 12 * 6 * (384 + 384 + 1) + 384 * 2 + 2  # modules start at 1.5 x rank 4
+    assert outcome.metrics["lr_rescues"] == 0  # the penalty is not mistaken for a stalled task loss
