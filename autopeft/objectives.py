@@ -138,10 +138,25 @@ def maximisation_values(trials: Sequence[MeasuredTrial], objectives: Sequence[Ob
     """Objective values of shape (n_trials, n_objectives), ``min`` objectives negated."""
     import torch
 
-    return torch.tensor(
-        [[t.value(o.name) * (1.0 if o.goal == "max" else -1.0) for o in objectives] for t in trials],
-        dtype=torch.double,
-    ).reshape(len(trials), len(objectives))
+    return torch.tensor(_maximised(trials, objectives), dtype=torch.double).reshape(len(trials), len(objectives))
+
+
+def _maximised(trials: Sequence[MeasuredTrial], objectives: Sequence[Objective]) -> list[list[float]]:
+    return [[t.value(o.name) * (1.0 if o.goal == "max" else -1.0) for o in objectives] for t in trials]
+
+
+def _non_dominated_mask(values: Sequence[Sequence[float]]) -> list[bool]:
+    """Per row of ``values`` (n, m), maximised: whether no other row is >= in every objective and
+    > in one. botorch's ``is_non_dominated(..., deduplicate=False)``, the definition the optimizers
+    and promotion use, written in numpy for the reports: botorch needs torch, whose import alone
+    (1.5-2.5 s here) would exceed what ``autopeft status`` and ``pareto`` may take. A test keeps the
+    two equal."""
+    import numpy as np
+
+    y = np.asarray(values, dtype=float).reshape(len(values), -1)
+    at_least = (y[None, :, :] >= y[:, None, :]).all(-1)  # [i, j]: row j >= row i everywhere
+    better = (y[None, :, :] > y[:, None, :]).any(-1)
+    return (~(at_least & better).any(1)).tolist()
 
 
 def pareto_front(trials: Sequence[Measured], objectives: Sequence[Objective]) -> list[Measured]:
@@ -153,9 +168,7 @@ def non_dominated(records: Sequence[Measured], objectives: Sequence[Objective]) 
     """The records (each with every objective's value) that no other dominates, best first."""
     if not records:
         return []
-    from botorch.utils.multi_objective.pareto import is_non_dominated
-
-    mask = is_non_dominated(maximisation_values(records, objectives), deduplicate=False)
-    front = [t for t, keep in zip(records, mask.tolist()) if keep]
+    mask = _non_dominated_mask(_maximised(records, objectives))
+    front = [t for t, keep in zip(records, mask) if keep]
     first = objectives[0]
     return sorted(front, key=lambda t: t.value(first.name), reverse=first.goal == "max")

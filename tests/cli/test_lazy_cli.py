@@ -36,6 +36,14 @@ def test_help_and_jobs_load_no_search_stack(args, tmp_path):
     assert heavy_modules_after(args, tmp_path) == []
 
 
+@pytest.mark.parametrize("verb", ["status", "pareto"])
+def test_status_and_pareto_of_a_finished_job_load_no_search_stack(verb, tmp_path):
+    from bench.cli_startup import seeded_store
+
+    url = seeded_store(tmp_path / "store.db")
+    assert heavy_modules_after([verb, "1", "--json", "--storage", url], tmp_path) == []
+
+
 def test_the_optimizer_names_a_job_may_give_are_the_implemented_ones():
     from autopeft.optimizers import OPTIMIZERS
     from autopeft.scheduler.job_spec import OPTIMIZER_NAMES
