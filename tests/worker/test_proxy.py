@@ -21,7 +21,7 @@ LORA_QV = Structure(lora=LoraModules({(layer, role): 8 for layer in range(6) for
 
 @pytest.fixture(scope="module")
 def trainer(minilm_ref, sst2):
-    return ProxyTrainer(WorkerSpec(minilm_ref, with_search_split(sst2), threads=2))
+    return ProxyTrainer(WorkerSpec(minilm_ref, with_search_split(sst2), threads=1))
 
 
 def test_lora_trial_learns_sst2_and_reports_costs(trainer):
@@ -80,7 +80,7 @@ def test_a_crashing_structure_fails_with_its_reason(trainer):
 def test_trials_score_on_the_search_split_and_only_validation_reads_dev(trainer, sst2, minilm_ref):
     whole = Fidelity(train_examples=200, steps=2, batch_size=8, max_length=32, eval_examples=None)
     assert (len(trainer.data(whole)[1]), len(trainer.data(whole, "dev")[1])) == (1000, 872)
-    unsplit = ProxyTrainer(WorkerSpec(minilm_ref, sst2, threads=2)).run(TrialRequest(1, 0, LORA_QV.to_json(), 0, whole))
+    unsplit = ProxyTrainer(WorkerSpec(minilm_ref, sst2, threads=1)).run(TrialRequest(1, 0, LORA_QV.to_json(), 0, whole))
     assert unsplit.state == TrialState.FAILED and "no search split" in unsplit.error
 
 
