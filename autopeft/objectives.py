@@ -145,12 +145,22 @@ def _maximised(trials: Sequence[MeasuredTrial], objectives: Sequence[Objective])
     return [[t.value(o.name) * (1.0 if o.goal == "max" else -1.0) for o in objectives] for t in trials]
 
 
+NUMPY_FRONT_MAX_ROWS = 2048
+"""Up to this many rows the reports sort in numpy; above it, pairwise arrays (rows^2 x objectives)
+would take too much memory and botorch's loop over candidates is used."""
+
+
 def _non_dominated_mask(values: Sequence[Sequence[float]]) -> list[bool]:
     """Per row of ``values`` (n, m), maximised: whether no other row is >= in every objective and
     > in one. botorch's ``is_non_dominated(..., deduplicate=False)``, the definition the optimizers
-    and promotion use, written in numpy for the reports: botorch needs torch, whose import alone
-    (1.5-2.5 s here) would exceed what ``autopeft status`` and ``pareto`` may take. A test keeps the
-    two equal."""
+    and promotion use, written in numpy for the reports' usual few hundred rows (what the store
+    narrows a front to): botorch needs torch, whose import alone (1.5-2.5 s here) would exceed what
+    ``autopeft status`` and ``pareto`` may take. A test keeps the two equal."""
+    if len(values) > NUMPY_FRONT_MAX_ROWS:
+        import torch
+        from botorch.utils.multi_objective.pareto import is_non_dominated
+
+        return is_non_dominated(torch.tensor(values, dtype=torch.double), deduplicate=False).tolist()
     import numpy as np
 
     y = np.asarray(values, dtype=float).reshape(len(values), -1)
