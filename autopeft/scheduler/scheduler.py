@@ -373,8 +373,13 @@ class Scheduler:
             log.error("job %s: could not record %s (%s); the job stays resumable", self.job_id, state, exc)
 
     def _abandon_running(self, reason: str) -> None:
+        """Fail the trials on workers and those still waiting for one (replicates queued for a
+        free slot), so that a cancelled job leaves nothing pending or running."""
         for slot in self.pool.busy:
             self.store.record_outcome(
                 TrialOutcome(slot.request.trial_id, TrialState.FAILED, slot.name, error=reason)
             )
         self.pool.shutdown()
+        for trial in self.store.trials(self.job_id):
+            if trial.role != TrialRole.VALIDATION and trial.state in (TrialState.RUNNING, TrialState.PENDING):
+                self.store.record_outcome(TrialOutcome(trial.id, TrialState.FAILED, self.driver, error=reason))
