@@ -54,7 +54,7 @@ class EvaComponents:
     def initial_a(self, lora: LoraModules | None) -> dict[Place, torch.Tensor] | None:
         """Place -> LoRA A (rank, in_features) of every module of ``lora`` when it starts from EVA
         (else None); ValueError when a module's rank exceeds the vectors measured for its matrix."""
-        if lora is None or lora.init != "eva":
+        if lora is None or not lora.starts_from_measurement:
             return None
         initial = {}
         for place, rank in lora.ranks.items():

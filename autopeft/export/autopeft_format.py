@@ -136,7 +136,7 @@ class AutopeftConfig:
             raise ExportError(f"cannot read autopeft config {path}: {exc}") from None
         config = cls.from_json(data, str(path))
         lora = config.structure.lora
-        if lora is None or lora.init != "eva":
+        if lora is None or not lora.starts_from_measurement:
             return config
         vectors = path.parent / EVA_NAME
         if not vectors.is_file():

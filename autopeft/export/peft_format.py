@@ -78,9 +78,7 @@ def peft_config_for(
     if structure.lora is not None:
         return lora_config(structure.lora, layout, **extra)
     if structure.tuner is not None:
-        if TUNER_METHODS[structure.tuner.method].scheduled:
-            extra["total_steps"] = total_steps
-        return tuner_config(structure.tuner, layout, **extra)
+        return tuner_config(structure.tuner, layout, total_steps=total_steps, **extra)
     return ia3_config(structure.ia3, layout, **extra)
 
 
@@ -120,7 +118,7 @@ def _write_eva_state(source: ExportSource, path: Path) -> Path:
 def refuse_eva(source: ExportSource, fmt: str) -> None:
     """ExportError when the trial's LoRA starts from EVA: ``fmt`` has no way to load its vectors."""
     lora = source.structure.lora
-    if lora is not None and lora.init == "eva":
+    if lora is not None and lora.starts_from_measurement:
         raise ExportError(
             f"{source.describe()} starts LoRA from EVA vectors, which {fmt} cannot load; export it with "
             "--format peft (adapter_config.json plus eva_state_dict.safetensors) or --format autopeft"

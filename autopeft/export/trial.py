@@ -40,7 +40,7 @@ def export_source(job: JobRecord, trial: TrialRecord, store: Store | None = None
         raise ExportError(f"trial {trial.number} of job {job.id} is {trial.state}, not completed")
     source = ExportSource(job, trial, StoredJob.from_spec(job.spec))
     lora = source.structure.lora
-    if lora is None or lora.init != "eva":
+    if lora is None or not lora.starts_from_measurement:
         return source
     return replace(source, eva=_job_eva(job, store))
 

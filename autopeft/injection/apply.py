@@ -20,7 +20,7 @@ from autopeft.injection.peft_modules import (
 )
 from autopeft.injection.prefix import PrefixInjection
 from autopeft.space.layout import ModelLayout
-from autopeft.space.structure import DATA_DRIVEN_INITS, LoraModules, Place, Structure
+from autopeft.space.structure import LoraModules, Place, Structure
 from autopeft.space.tuners import TUNER_METHODS
 
 
@@ -55,7 +55,6 @@ class AppliedStructure:
         initial_lora_a: Mapping[Place, torch.Tensor] | None = None, total_steps: int | None = None,
     ) -> None:
         self.model = model
-        self.total_steps = total_steps
         self._scheduled: nn.Module | None = None
         self._hooks = []
         self._prefix: PrefixInjection | None = None
@@ -65,7 +64,7 @@ class AppliedStructure:
         self._own: list[nn.Parameter] = []
         self._own_before: list[torch.Tensor] = []
         try:
-            self.parameters = self._attach(structure, layout, initial_lora_a)
+            self.parameters = self._attach(structure, layout, initial_lora_a, total_steps)
         except BaseException:
             self.remove()
             raise
@@ -74,7 +73,8 @@ class AppliedStructure:
             parameter.requires_grad_(True)
 
     def _attach(
-        self, structure: Structure, layout: ModelLayout, initial_lora_a: Mapping[Place, torch.Tensor] | None
+        self, structure: Structure, layout: ModelLayout, initial_lora_a: Mapping[Place, torch.Tensor] | None,
+        total_steps: int | None,
     ) -> list[nn.Parameter]:
         model = self.model
         new = []
@@ -82,7 +82,7 @@ class AppliedStructure:
             if structure.lora.changes_base_weights:
                 self._keep(model.get_submodule(layout.matrix(*place).name).weight for place in structure.lora.ranks)
             new += inject(model, lora_config(structure.lora, layout))[0]
-            if structure.lora.init in DATA_DRIVEN_INITS:
+            if structure.lora.starts_from_measurement:
                 _load_initial_a(model, layout, structure.lora, initial_lora_a)
         if structure.ia3:
             new += inject(model, ia3_config(structure.ia3, layout))[0]
@@ -90,11 +90,9 @@ class AppliedStructure:
             places = sorted(structure.tuner.places)
             new += self._keep(model.get_submodule(layout.matrix(*place).name).bias for place in places)
         elif structure.tuner is not None:
-            scheduled = TUNER_METHODS[structure.tuner.method].scheduled
-            extra = {"total_steps": self.total_steps} if scheduled else {}
-            parameters, tuner = inject(model, tuner_config(structure.tuner, layout, **extra))
+            parameters, tuner = inject(model, tuner_config(structure.tuner, layout, total_steps=total_steps))
             new += parameters
-            self._scheduled = tuner if scheduled else None
+            self._scheduled = tuner if TUNER_METHODS[structure.tuner.method].scheduled else None
         new += self._attach_adapters(structure, layout)
         if structure.prefix:
             self._prefix = PrefixInjection(

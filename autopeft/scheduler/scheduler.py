@@ -380,6 +380,6 @@ class Scheduler:
                 TrialOutcome(slot.request.trial_id, TrialState.FAILED, slot.name, error=reason)
             )
         self.pool.shutdown()
-        for trial in self.store.trials(self.job_id):
-            if trial.role != TrialRole.VALIDATION and trial.state in (TrialState.RUNNING, TrialState.PENDING):
-                self.store.record_outcome(TrialOutcome(trial.id, TrialState.FAILED, self.driver, error=reason))
+        while self._queue:
+            queued = self._queue.popleft()
+            self.store.record_outcome(TrialOutcome(queued.id, TrialState.FAILED, self.driver, error=reason))

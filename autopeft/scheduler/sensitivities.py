@@ -93,7 +93,8 @@ def _provide_eva(
     if rank is None:
         return prepared
     key = dict(model=prepared.spec.model, task=prepared.task.source, method="eva", params=eva_params(prepared, rank))
-    cached = cached_tensors(store, sensitivity_key(**key))
+    stored_as = sensitivity_key(**key)
+    cached = cached_tensors(store, stored_as)
     if cached is not None:
         eva = EvaComponents.from_bytes(*cached)
     else:
@@ -101,7 +102,7 @@ def _provide_eva(
             on_measure("eva")
         eva = measure.eva(rank)
         save_tensors(store, eva.to_bytes(), eva.seconds, **key)
-    return dataclasses.replace(prepared, eva=eva, eva_key=sensitivity_key(**key))
+    return dataclasses.replace(prepared, eva=eva, eva_key=stored_as)
 
 
 def _provide_scores(

@@ -18,9 +18,9 @@ LORA_VARIANTS: tuple[LoraVariant, ...] = ("lora", "dora", "rslora", "kasa")
 LoraInit = Literal["default", "gaussian", "orthogonal", "pissa", "olora", "eva"]
 LORA_INITS: tuple[LoraInit, ...] = ("default", "gaussian", "orthogonal", "pissa", "olora", "eva")
 BASE_CHANGING_INITS = ("pissa", "olora")
+"""Inits that move the principal part of each base weight into A and B (base = residual)."""
 DATA_DRIVEN_INITS = ("eva",)
 """Inits whose A comes from a measurement on task data, made once per job and handed to injection."""
-"""Inits that move the principal part of each base weight into A and B (base = residual)."""
 NOT_ON_CONV1D = ("kasa", "olora")
 """LoRA options peft 0.21 cannot apply to Conv1D (fan_in_fan_out) matrices: KaSA refuses them and
 OLoRA builds factors of the wrong shape."""
@@ -75,6 +75,11 @@ class LoraModules:
     def changes_base_weights(self) -> bool:
         """PiSSA, OLoRA and KaSA rewrite the weights they act on when injected."""
         return self.init in BASE_CHANGING_INITS or self.variant == "kasa"
+
+    @property
+    def starts_from_measurement(self) -> bool:
+        """EVA: A is given from a measurement on task data, which injection and exports must carry."""
+        return self.init in DATA_DRIVEN_INITS
 
     def alpha(self, rank: int) -> float:
         return self.alpha_ratio * rank

@@ -111,7 +111,7 @@ def peft_config(
     fields: dict[str, Any] = {
         **spec.settings,
         **{name: ratio * size for name, ratio in spec.alpha_ratio.items()},
-        **{name: max(1, round(ratio * size)) for name, ratio in spec.rank_ratio.items()},
+        **_scaled_ranks(spec, size),
     }
     if spec.size_field is not None:
         fields[spec.size_field] = size
@@ -125,6 +125,11 @@ def peft_config(
 
         config.mask_fn = MASK_FUNCTIONS[spec.mask]
     return config
+
+
+def _scaled_ranks(spec: TunerMethod, size: int) -> dict[str, int]:
+    """The config's integer fields that scale with the size (``rank_ratio``)."""
+    return {name: max(1, round(ratio * size)) for name, ratio in spec.rank_ratio.items()}
 
 
 def rank_schedule(method: str, total_steps: int | None) -> dict[str, int]:
@@ -143,7 +148,7 @@ def matrix_params(method: str, size: int, shape: MatrixShape) -> int | None:
     if method == "adalora":
         # A (r x in), B (out x r) and E (r); a meta-device build would also count its rank
         # counter, which peft freezes only on a real device
-        initial_rank = max(1, round(spec.rank_ratio["init_r"] * size))
+        initial_rank = _scaled_ranks(spec, size)["init_r"]
         return initial_rank * (shape.in_features + shape.out_features + 1)
     if spec is not None and spec.config_class == "ShiraConfig":
         # SHiRA's masks need real tensors (torch.nonzero, top-k): r * (in + out) entries train
