@@ -37,8 +37,10 @@ class AppliedConfig(AppliedStructure):
     """An :class:`AppliedStructure` that remembers the config it was applied from."""
 
     def __init__(self, model: nn.Module, config: AutopeftConfig, total_steps: int | None = None) -> None:
-        initial_a = config.eva.initial_a(config.structure.lora) if config.eva is not None else None
-        super().__init__(model, config.structure, layout_on(model, config.layout), initial_a, total_steps)
+        structure, layout = config.structure, layout_on(model, config.layout)
+        initial_a = config.eva.initial_a(structure.lora) if config.eva is not None else None
+        entries = config.sparse_entries.entries_for(structure.tuner, layout) if config.sparse_entries else None
+        super().__init__(model, structure, layout, initial_a, total_steps, entries)
         self.config = config
 
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from autopeft.injection import head_parameters, reset_head
 from autopeft.space.layout import ModelLayout
+from autopeft.space.structure import place_key
 from autopeft.tasks import TokenizedSplit
 
 
@@ -37,6 +38,12 @@ def batch_indices(size: int, batches: int, batch_size: int, seed: int) -> list[l
 def model_batch(data: TokenizedSplit, indices: list[int], device: torch.device) -> dict[str, torch.Tensor]:
     """Model inputs and ``labels`` for ``indices`` on ``device`` (see :meth:`TokenizedSplit.batch`)."""
     return {name: tensor.to(device) for name, tensor in data.batch(indices).items()}
+
+
+def role_weights(model: nn.Module, layout: ModelLayout) -> dict[str, nn.Parameter]:
+    """Place key (``"3.q"``) -> the weight of every role matrix of ``layout``."""
+    return {place_key((layer.index, role)): model.get_submodule(shape.name).weight
+            for layer in layout.layers for role, shape in layer.matrices.items()}
 
 
 @contextmanager

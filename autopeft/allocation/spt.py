@@ -24,10 +24,9 @@ from functools import partial
 import torch
 from torch import nn
 
-from autopeft.allocation.measurement import batch_indices, measuring, model_batch
+from autopeft.allocation.measurement import batch_indices, measuring, model_batch, role_weights
 from autopeft.space.sensitivity import TAU_GRID, Sensitivity
 from autopeft.space.layout import ModelLayout
-from autopeft.space.structure import place_key
 from autopeft.tasks import TokenizedSplit
 
 
@@ -46,13 +45,9 @@ def measure_spt(
     ``seed``; it comes back unchanged. Batches are drawn by :func:`batch_indices` with ``seed``.
     """
     started = time.perf_counter()
-    weights = {
-        place_key((layer.index, role)): model.get_submodule(shape.name).weight
-        for layer in layout.layers
-        for role, shape in layer.matrices.items()
-    }
+    weights = role_weights(model, layout)
     with measuring(model, layout, seed):
-        squared = _squared_gradients(model, weights, data, batch_indices(len(data), batches, batch_size, seed))
+        squared = squared_gradients(model, weights, data, batch_indices(len(data), batches, batch_size, seed))
     scores = {key: float(values.sum(dtype=torch.float64)) for key, values in squared.items()}
     counts = top_fraction_counts(squared, TAU_GRID)
     return Sensitivity(
@@ -65,7 +60,7 @@ def measure_spt(
     )
 
 
-def _squared_gradients(
+def squared_gradients(
     model: nn.Module, weights: Mapping[str, nn.Parameter], data: TokenizedSplit, batches: Sequence[list[int]]
 ) -> dict[str, torch.Tensor]:
     """Key -> float32 tensor shaped like the weight: Σ over batches of the squared loss gradient."""

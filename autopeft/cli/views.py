@@ -166,7 +166,13 @@ def next_commands(job_id: int, trial: int, storage: str) -> str:
     ])
 
 
-MEASUREMENTS = {"spt": "SPT sensitivities", "ist": "IST layer importance", "eva": "EVA's vectors for LoRA's A"}
+MEASUREMENTS = {
+    "spt": "SPT sensitivities",
+    "ist": "IST layer importance",
+    "eva": "EVA's vectors for LoRA's A",
+    "sparse_sensitivity": "per-entry SPT sensitivities for sparse updates",
+    "sparse_lottery": "LT-SFT's dense warm-up for sparse updates",
+}
 
 
 def measuring_line(method: str) -> str:

@@ -18,9 +18,11 @@ from torch import nn
 
 import autopeft
 from autopeft.allocation.eva import EvaComponents
+from autopeft.allocation.sparse_rankings import SparseRanking
 from autopeft.errors import ExportError
 from autopeft.space.layout import LayerLayout, ModelLayout, matrix_shape
 from autopeft.space.structure import Structure
+from autopeft.space.tuners import measured_mask
 from autopeft.tasks import TaskKind
 
 if TYPE_CHECKING:  # the store and the model loaders stay out of autopeft.apply's imports
@@ -29,6 +31,9 @@ if TYPE_CHECKING:  # the store and the model loaders stay out of autopeft.apply'
 CONFIG_NAME = "autopeft_config.json"
 EVA_NAME = "autopeft_eva.safetensors"
 """Beside the config when the structure's LoRA starts from EVA: its A, one tensor per module."""
+SPARSE_ENTRIES_NAME = "autopeft_sparse_entries.safetensors"
+"""Beside the config when the structure is a sparse update with a measured rule: the flat indices
+each matrix trains, one tensor per module."""
 FORMAT_VERSION = 1
 
 
@@ -64,6 +69,8 @@ class AutopeftConfig:
         autopeft_version: the version that wrote the config.
         eva: the measured EVA vectors of the structure's LoRA modules (``init: eva``), each at its
             rank; saved beside the config as :data:`EVA_NAME`.
+        sparse_entries: the entries a sparse update with a measured rule trains, per module;
+            saved beside the config as :data:`SPARSE_ENTRIES_NAME`.
     """
 
     base_model: str
@@ -76,6 +83,7 @@ class AutopeftConfig:
     origin: dict[str, Any] | None = None
     autopeft_version: str = field(default=autopeft.__version__)
     eva: EvaComponents | None = None
+    sparse_entries: SparseRanking | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -113,14 +121,15 @@ class AutopeftConfig:
             raise ExportError(f"{where} is malformed: {type(exc).__name__} {exc}") from None
 
     def save(self, directory: Path) -> list[Path]:
-        """Write the config (and the EVA vectors it needs); returns the files written."""
+        """Write the config (and the measured tensors it needs); returns the files written."""
         path = Path(directory) / CONFIG_NAME
         path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
-        if self.eva is None:
-            return [path]
-        vectors = Path(directory) / EVA_NAME
-        vectors.write_bytes(self.eva.to_bytes())
-        return [path, vectors]
+        written = [path]
+        for name, measured in ((EVA_NAME, self.eva), (SPARSE_ENTRIES_NAME, self.sparse_entries)):
+            if measured is not None:
+                written.append(Path(directory) / name)
+                written[-1].write_bytes(measured.to_bytes())
+        return written
 
     @classmethod
     def load(cls, path: str | Path) -> AutopeftConfig:
@@ -135,13 +144,22 @@ class AutopeftConfig:
         except (OSError, ValueError) as exc:
             raise ExportError(f"cannot read autopeft config {path}: {exc}") from None
         config = cls.from_json(data, str(path))
-        lora = config.structure.lora
-        if lora is None or not lora.starts_from_measurement:
-            return config
-        vectors = path.parent / EVA_NAME
-        if not vectors.is_file():
-            raise ExportError(f"{path} starts LoRA from EVA and there is no {EVA_NAME} beside it")
-        return replace(config, eva=EvaComponents.from_bytes(vectors.read_bytes()))
+        lora, tuner = config.structure.lora, config.structure.tuner
+        if lora is not None and lora.starts_from_measurement:
+            config = replace(config, eva=EvaComponents.from_bytes(_sidecar(path, EVA_NAME, "starts LoRA from EVA")))
+        rule = measured_mask(tuner.method) if tuner is not None else None
+        if rule is not None:
+            entries = _sidecar(path, SPARSE_ENTRIES_NAME, f"trains entries ranked by {rule}")
+            config = replace(config, sparse_entries=SparseRanking.from_bytes(rule, entries))
+        return config
+
+
+def _sidecar(config_path: Path, name: str, why: str) -> bytes:
+    """The bytes of the measured-tensor file ``name`` beside a config; ExportError when it is missing."""
+    path = config_path.parent / name
+    if not path.is_file():
+        raise ExportError(f"{config_path} {why} and there is no {name} beside it")
+    return path.read_bytes()
 
 
 def layout_facts(layout: ModelLayout) -> dict[str, Any]:
@@ -224,6 +242,8 @@ def config_of(source: ExportSource) -> AutopeftConfig:
         task={"source": spec["task"], **spec.get("task_options", {}), "metric": info["metric"]},
         origin={"job": source.job.id, "trial": source.trial.number, "proxy_metrics": source.trial.values},
         eva=source.eva.restricted_to(source.structure.lora) if source.eva is not None else None,
+        sparse_entries=source.ranking.restricted_to(source.structure.tuner, source.layout)
+        if source.ranking is not None else None,
     )
 
 

@@ -7,6 +7,7 @@ from functools import cached_property
 from typing import Any
 
 from autopeft.allocation.eva import EvaComponents
+from autopeft.allocation.sparse_rankings import SparseRanking
 from autopeft.models import ModelRef, TaskHead, build_skeleton, resolve_model
 from autopeft.space import SearchSpace, SpaceSpec
 from autopeft.space.layout import ModelLayout
@@ -48,12 +49,14 @@ class ExportSource:
         trial: the completed trial.
         stored: the job's model, task head and space, bound to the model's skeleton.
         eva: the job's measured EVA vectors when the trial's LoRA starts from them, else None.
+        ranking: the job's entry ranking when the trial is a sparse update with a measured rule, else None.
     """
 
     job: JobRecord
     trial: TrialRecord
     stored: StoredJob
     eva: EvaComponents | None = None
+    ranking: SparseRanking | None = None
 
     @cached_property
     def structure(self) -> Structure:

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from autopeft.allocation.eva import EvaComponents
+from autopeft.allocation.sparse_rankings import SparseRanking
 from autopeft.errors import ExportError
 from autopeft.export.autopeft_format import write_autopeft
 from autopeft.export.axolotl_format import write_axolotl
@@ -18,6 +19,7 @@ from autopeft.export.source import ExportSource, StoredJob
 from autopeft.export.trl_format import write_trl
 from autopeft.store import JobRecord, Store, TrialRecord
 from autopeft.store.sensitivity import cached_tensors
+from autopeft.space.tuners import measured_mask
 from autopeft.trials import TrialState
 
 Writer = Callable[[ExportSource, Path], list[Path]]
@@ -34,23 +36,29 @@ FORMATS: dict[str, Writer] = {
 def export_source(job: JobRecord, trial: TrialRecord, store: Store | None = None) -> ExportSource:
     """The export source of a completed trial; ExportError for any other state.
 
-    A trial whose LoRA starts from EVA also needs the job's measured vectors, read from ``store``.
+    A trial whose LoRA starts from EVA, or whose sparse update trains entries ranked on task data,
+    also needs the job's measurement, read from ``store``.
     """
     if trial.state != TrialState.COMPLETED:
         raise ExportError(f"trial {trial.number} of job {job.id} is {trial.state}, not completed")
     source = ExportSource(job, trial, StoredJob.from_spec(job.spec))
-    lora = source.structure.lora
-    if lora is None or not lora.starts_from_measurement:
-        return source
-    return replace(source, eva=_job_eva(job, store))
+    lora, tuner = source.structure.lora, source.structure.tuner
+    if lora is not None and lora.starts_from_measurement:
+        found = _job_tensors(job, store, job.spec.get("eva_key"), "EVA vectors", "its LoRA starts from them")
+        source = replace(source, eva=EvaComponents.from_bytes(*found))
+    rule = measured_mask(tuner.method) if tuner is not None else None
+    if rule is not None:
+        key = job.spec.get("ranking_keys", {}).get(rule)
+        found = _job_tensors(job, store, key, f"{rule} rankings", "its sparse update trains entries by them")
+        source = replace(source, ranking=SparseRanking.from_bytes(rule, *found))
+    return source
 
 
-def _job_eva(job: JobRecord, store: Store | None) -> EvaComponents:
-    key = job.spec.get("eva_key")
+def _job_tensors(job: JobRecord, store: Store | None, key: str | None, what: str, why: str) -> tuple[bytes, float]:
     found = cached_tensors(store, key) if store is not None and key is not None else None
     if found is None:
-        raise ExportError(f"job {job.id}'s EVA vectors are not in the store, and its LoRA starts from them")
-    return EvaComponents.from_bytes(*found)
+        raise ExportError(f"job {job.id}'s {what} are not in the store, and {why}")
+    return found
 
 
 def export_trial(job: JobRecord, trial: TrialRecord, fmt: str, out_dir: Path, store: Store | None = None) -> list[Path]:

@@ -20,6 +20,7 @@ from autopeft.injection.peft_modules import (
 )
 from autopeft.injection.prefix import PrefixInjection
 from autopeft.space.layout import ModelLayout
+from autopeft.space.sparse_masks import EntriesMask
 from autopeft.space.structure import LoraModules, Place, Structure
 from autopeft.space.tuners import TUNER_METHODS
 
@@ -53,6 +54,7 @@ class AppliedStructure:
     def __init__(
         self, model: nn.Module, structure: Structure, layout: ModelLayout,
         initial_lora_a: Mapping[Place, torch.Tensor] | None = None, total_steps: int | None = None,
+        sparse_entries: Mapping[Place, torch.Tensor] | None = None,
     ) -> None:
         self.model = model
         self._scheduled: nn.Module | None = None
@@ -64,7 +66,7 @@ class AppliedStructure:
         self._own: list[nn.Parameter] = []
         self._own_before: list[torch.Tensor] = []
         try:
-            self.parameters = self._attach(structure, layout, initial_lora_a, total_steps)
+            self.parameters = self._attach(structure, layout, initial_lora_a, total_steps, sparse_entries)
         except BaseException:
             self.remove()
             raise
@@ -74,7 +76,7 @@ class AppliedStructure:
 
     def _attach(
         self, structure: Structure, layout: ModelLayout, initial_lora_a: Mapping[Place, torch.Tensor] | None,
-        total_steps: int | None,
+        total_steps: int | None, sparse_entries: Mapping[Place, torch.Tensor] | None,
     ) -> list[nn.Parameter]:
         model = self.model
         new = []
@@ -90,7 +92,9 @@ class AppliedStructure:
             places = sorted(structure.tuner.places)
             new += self._keep(model.get_submodule(layout.matrix(*place).name).bias for place in places)
         elif structure.tuner is not None:
-            parameters, tuner = inject(model, tuner_config(structure.tuner, layout, total_steps=total_steps))
+            mask_fn = _entries_mask(model, layout, structure.tuner.places, sparse_entries)
+            config = tuner_config(structure.tuner, layout, total_steps=total_steps, mask_fn=mask_fn)
+            parameters, tuner = inject(model, config)
             new += parameters
             self._scheduled = tuner if TUNER_METHODS[structure.tuner.method].scheduled else None
         new += self._attach_adapters(structure, layout)
@@ -219,13 +223,26 @@ def _load_initial_a(
             module.lora_A[ADAPTER_NAME].weight.copy_(initial_a[place])
 
 
+def _entries_mask(
+    model: nn.Module, layout: ModelLayout, places, sparse_entries: Mapping[Place, torch.Tensor] | None
+) -> EntriesMask | None:
+    """The mask function of a sparse update over measured entries, or None when none were given."""
+    if sparse_entries is None:
+        return None
+    return EntriesMask({model.get_submodule(layout.matrix(*place).name): sparse_entries[place]
+                        for place in places if place in sparse_entries})
+
+
 def apply_structure(
     model: nn.Module, structure: Structure, layout: ModelLayout,
     initial_lora_a: Mapping[Place, torch.Tensor] | None = None, total_steps: int | None = None,
+    sparse_entries: Mapping[Place, torch.Tensor] | None = None,
 ) -> AppliedStructure:
     """Insert ``structure``'s modules into ``model`` (freezing everything else but the head).
 
     ``initial_lora_a`` is the measured A of a data-driven LoRA init (EVA): place -> (rank, in_features).
     ``total_steps`` is the training run's length, which AdaLoRA's rank schedule needs.
+    ``sparse_entries`` ranks the entries a sparse update with a measured rule (``sparse_sensitivity``,
+    ``sparse_lottery``) trains: place -> 1-D flat indices into the weight, best first.
     """
-    return AppliedStructure(model, structure, layout, initial_lora_a, total_steps)
+    return AppliedStructure(model, structure, layout, initial_lora_a, total_steps, sparse_entries)

@@ -28,6 +28,7 @@ def worker_pool(prepared: PreparedJob, store: Store, ray_address: str | None) ->
         architecture=declared_architecture_of(prepared.space_spec),
         data_seed=spec.seed,
         eva=prepared.eva,
+        rankings=prepared.rankings,
     )
     return WorkerPool(
         worker_spec,

@@ -1,5 +1,5 @@
-"""SPT / IST scores for budgeted spaces and EVA's vectors for the ``eva`` LoRA init: looked up in
-the store, measured once when missing.
+"""SPT / IST scores for budgeted spaces, EVA's vectors for the ``eva`` LoRA init and entry rankings
+for sparse updates with a measured rule: looked up in the store, measured once when missing.
 
 Measuring runs in the driver before any worker starts (it needs the real model and the job's
 training subset, and would otherwise compete with the workers for the CPU). Scores are keyed by
@@ -20,10 +20,15 @@ from typing import Any
 from autopeft.space.sensitivity import Sensitivity
 from autopeft.allocation.eva import EVA_BATCHES, EVA_BATCH_SIZE, EvaComponents, measure_eva
 from autopeft.allocation.ist import measure_ist
+from autopeft.allocation.sparse_rankings import (
+    LOTTERY_BATCH_SIZE, LOTTERY_LEARNING_RATE, LOTTERY_STEPS, SparseRanking, measure_lottery_ranking,
+    measure_sensitivity_ranking,
+)
 from autopeft.allocation.spt import measure_spt
 from autopeft.models import load_base_model, load_tokenizer
 from autopeft.scheduler.spec import PreparedJob
 from autopeft.space.layout import read_layout
+from autopeft.space.schema import SensitivitySettings
 from autopeft.space.search_space import declared_architecture_of
 from autopeft.store import Store
 from autopeft.store.sensitivity import (
@@ -73,9 +78,12 @@ def provide_sensitivities(
     prepared: PreparedJob, store: Store, on_measure: Callable[[str], None] | None = None
 ) -> PreparedJob:
     """``prepared`` with its space decoding under the scores it needs and, when its space offers
-    the ``eva`` init, EVA's vectors (each from the cache, or measured and cached)."""
+    them, EVA's vectors and the entry rankings of measured sparse rules (each from the cache, or
+    measured and cached)."""
     measure = _Measurer(prepared)
-    return _provide_eva(_provide_scores(prepared, store, measure, on_measure), store, measure, on_measure)
+    prepared = _provide_scores(prepared, store, measure, on_measure)
+    prepared = _provide_eva(prepared, store, measure, on_measure)
+    return _provide_rankings(prepared, store, measure, on_measure)
 
 
 def eva_params(prepared: PreparedJob, rank: int) -> dict[str, Any]:
@@ -86,6 +94,35 @@ def eva_params(prepared: PreparedJob, rank: int) -> dict[str, Any]:
             **data_params(prepared)}
 
 
+def ranking_params(prepared: PreparedJob, rule: str, size: int) -> dict[str, Any]:
+    """Every setting a measured rule's entry ranking depends on, the data's digest included (the cache key)."""
+    fidelity = prepared.spec.fidelity
+    params: dict[str, Any] = {"size": size, "train_examples": fidelity.train_examples,
+                              "max_length": fidelity.max_length, "seed": prepared.spec.seed}
+    if rule == "sensitivity":
+        settings = SensitivitySettings()
+        params.update(batches=settings.batches, batch_size=settings.batch_size)
+    else:
+        params.update(steps=LOTTERY_STEPS, batch_size=LOTTERY_BATCH_SIZE, learning_rate=LOTTERY_LEARNING_RATE)
+    return {**params, **data_params(prepared)}
+
+
+def _cached_or_measured(
+    store: Store, key: dict[str, Any], decode: Callable[[bytes, float], Any], measure: Callable[[], Any],
+    on_measure: Callable[[str], None] | None,
+) -> tuple[Any, str]:
+    """(tensors read from the cache under ``key``, or measured and cached; their stored key)."""
+    stored_as = sensitivity_key(**key)
+    cached = cached_tensors(store, stored_as)
+    if cached is not None:
+        return decode(*cached), stored_as
+    if on_measure is not None:
+        on_measure(key["method"])
+    measured = measure()
+    save_tensors(store, measured.to_bytes(), measured.seconds, **key)
+    return measured, stored_as
+
+
 def _provide_eva(
     prepared: PreparedJob, store: Store, measure: _Measurer, on_measure: Callable[[str], None] | None
 ) -> PreparedJob:
@@ -93,16 +130,24 @@ def _provide_eva(
     if rank is None:
         return prepared
     key = dict(model=prepared.spec.model, task=prepared.task.source, method="eva", params=eva_params(prepared, rank))
-    stored_as = sensitivity_key(**key)
-    cached = cached_tensors(store, stored_as)
-    if cached is not None:
-        eva = EvaComponents.from_bytes(*cached)
-    else:
-        if on_measure is not None:
-            on_measure("eva")
-        eva = measure.eva(rank)
-        save_tensors(store, eva.to_bytes(), eva.seconds, **key)
+    eva, stored_as = _cached_or_measured(store, key, EvaComponents.from_bytes, lambda: measure.eva(rank), on_measure)
     return dataclasses.replace(prepared, eva=eva, eva_key=stored_as)
+
+
+def _provide_rankings(
+    prepared: PreparedJob, store: Store, measure: _Measurer, on_measure: Callable[[str], None] | None
+) -> PreparedJob:
+    rankings, keys = {}, {}
+    for rule, size in prepared.space.measured_masks.items():
+        key = dict(model=prepared.spec.model, task=prepared.task.source, method=f"sparse_{rule}",
+                   params=ranking_params(prepared, rule, size))
+        rankings[rule], keys[rule] = _cached_or_measured(
+            store, key, functools.partial(SparseRanking.from_bytes, rule), lambda: measure.ranking(rule, size),
+            on_measure,
+        )
+    if not rankings:
+        return prepared
+    return dataclasses.replace(prepared, rankings=rankings, ranking_keys=keys)
 
 
 def _provide_scores(
@@ -151,6 +196,15 @@ class _Measurer:
     def eva(self, rank: int) -> EvaComponents:
         model, layout, data = self._loaded
         return measure_eva(model, layout, data, rank=rank, seed=self.prepared.spec.seed)
+
+    def ranking(self, rule: str, size: int) -> SparseRanking:
+        model, layout, data = self._loaded
+        seed = self.prepared.spec.seed
+        if rule == "sensitivity":
+            settings = SensitivitySettings()
+            return measure_sensitivity_ranking(model, layout, data, size=size, batches=settings.batches,
+                                               batch_size=settings.batch_size, seed=seed)
+        return measure_lottery_ranking(model, layout, data, size=size, seed=seed)
 
     def __call__(self, method: str) -> Sensitivity:
         settings = self.prepared.space_spec.budget.sensitivity

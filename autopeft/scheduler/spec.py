@@ -8,7 +8,8 @@ stored with the job, so that ``resume``, ``export`` and ``train`` rebuild exactl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from torch.quasirandom import SobolEngine
@@ -24,6 +25,7 @@ from autopeft.tasks.holdout import with_search_split
 
 if TYPE_CHECKING:
     from autopeft.allocation.eva import EvaComponents
+    from autopeft.allocation.sparse_rankings import SparseRanking
 
 @dataclass(frozen=True)
 class PreparedJob:
@@ -39,6 +41,10 @@ class PreparedJob:
     """EVA's vectors when the space offers the ``eva`` init (:mod:`autopeft.scheduler.sensitivities`)."""
     eva_key: str | None = None
     """Their key in the store's measurement cache, kept with the job so that exports find them."""
+    rankings: Mapping[str, SparseRanking] = field(default_factory=dict)
+    """Measured mask rule -> its entry ranking, for each rule the space's sparse updates use."""
+    ranking_keys: Mapping[str, str] = field(default_factory=dict)
+    """Measured mask rule -> the ranking's key in the store's measurement cache (for exports)."""
 
     def stored_spec(self) -> dict[str, Any]:
         """The JSON kept with the job: the request, plus the resolved space and task facts."""
@@ -56,6 +62,8 @@ class PreparedJob:
         spec["total_params"] = self.space.layout.total_params
         if self.eva_key is not None:
             spec["eva_key"] = self.eva_key
+        if self.ranking_keys:
+            spec["ranking_keys"] = dict(self.ranking_keys)
         return spec
 
 

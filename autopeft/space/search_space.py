@@ -36,6 +36,7 @@ from autopeft.space.layout import ModelLayout, read_layout
 from autopeft.space.methods import MethodChoices, bind_methods, canonical, decode_method
 from autopeft.space.schema import Granularity, Sizes, SpaceSpec
 from autopeft.space.structure import NOT_ON_CONV1D, LayerSchedule, LoraModules, Place, Structure
+from autopeft.space.tuners import measured_mask
 
 
 def _granular_name(prefix: str, per: Granularity, unit: str, role: str | None = None) -> str:
@@ -98,6 +99,19 @@ class SearchSpace(DimensionVectors):
         if lora is None or "eva" not in self._on_model(lora.inits, "modules.lora.inits"):
             return None
         return max(lora.rank.resolve(self.layout.hidden_size))
+
+    @property
+    def measured_masks(self) -> dict[str, int]:
+        """Measured mask rule (``sensitivity``, ``lottery``) -> the largest size a sparse update by
+        it can take, for each rule the space offers on this model (its entries are ranked once)."""
+        if self.methods is None:
+            return {}
+        largest: dict[str, int] = {}
+        for method, sizes in self.methods.sizes.items():
+            rule = measured_mask(method)
+            if rule is not None:
+                largest[rule] = max(largest.get(rule, 0), *sizes)
+        return largest
 
     def with_sensitivities(self, sensitivities: Mapping[str, Sensitivity]) -> SearchSpace:
         """The same space, decoding with these measured scores."""

@@ -10,10 +10,14 @@ random mask (HFT-style). It accepts any other rule as a mask function ``mask(bas
   principal components), from an exact SVD, so a reload picks the same entries.
 
 Both are deterministic functions of the base weight, so an export rebuilds the trial's mask on
-the user's copy of the model.
+the user's copy of the model. The measured rules (``sensitivity``, ``lottery``) rank entries on
+task data once per job (:mod:`autopeft.allocation.sparse_rankings`); :class:`EntriesMask` trains
+the top of that ranking, and an export carries the chosen entries beside its config.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -48,3 +52,26 @@ def principal_mask(base_layer: nn.Module, r: int, **_) -> torch.Tensor:
 
 
 MASK_FUNCTIONS = {"magnitude": magnitude_mask, "principal": principal_mask}
+
+
+class EntriesMask:
+    """A SHiRA mask function over given entries: each matrix trains the first ``r * (in + out)``
+    of its ranked flat indices (row-major into the weight, best first).
+
+    ``entries`` maps each base module (by identity) to its ranking, a 1-D integer tensor.
+    ValueError for a module without a ranking, or with fewer ranked entries than ``r`` needs.
+    """
+
+    def __init__(self, entries: Mapping[nn.Module, torch.Tensor]) -> None:
+        self._entries = dict(entries)
+
+    def __call__(self, base_layer: nn.Module, r: int, **_) -> torch.Tensor:
+        ranked = self._entries.get(base_layer)
+        wanted = _entries(base_layer, r)
+        if ranked is None or ranked.numel() < wanted:
+            have = 0 if ranked is None else ranked.numel()
+            raise ValueError(f"{have} measured entries for a matrix whose sparse update at r={r} trains {wanted}")
+        weight = base_layer.weight
+        flat = torch.zeros(weight.numel(), dtype=weight.dtype, device=weight.device)
+        flat[ranked[:wanted].to(device=weight.device, dtype=torch.long)] = 1
+        return flat.view_as(weight)

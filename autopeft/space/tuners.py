@@ -22,6 +22,7 @@ Two methods are not peft tuners on weight matrices:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 from collections.abc import Iterable
@@ -44,7 +45,8 @@ class TunerMethod:
         settings: fixed config fields; ``alpha_ratio`` entries scale with the size
             (``{"alpha": 2.0}`` means alpha = 2 * size, the constant scaling used for LoRA), and
             ``rank_ratio`` entries too, rounded to an integer.
-        mask: for SHiRA, the rule that picks the trained entries (:mod:`autopeft.space.sparse_masks`).
+        mask: for SHiRA, the rule that picks the trained entries (:mod:`autopeft.space.sparse_masks`);
+            a rule of :data:`MEASURED_MASKS` ranks entries on task data, measured once per job.
         scheduled: the method changes itself during training on a schedule of the run's length
             (AdaLoRA prunes ranks), so its config needs the run's total steps and its training
             loop a call after every optimizer step.
@@ -78,6 +80,8 @@ TUNER_METHODS: dict[str, TunerMethod] = {
     "sparse_random": SHIRA_RANDOM,  # HFT-style random subsets: SHiRA's own rule, named with the other sparse rules
     "sparse_magnitude": TunerMethod("ShiraConfig", "r", {"mask_type": "magnitude"}, mask="magnitude"),
     "sparse_principal": TunerMethod("ShiraConfig", "r", {"mask_type": "principal"}, mask="principal"),
+    "sparse_sensitivity": TunerMethod("ShiraConfig", "r", {"mask_type": "sensitivity"}, mask="sensitivity"),
+    "sparse_lottery": TunerMethod("ShiraConfig", "r", {"mask_type": "lottery"}, mask="lottery"),
     "delora": TunerMethod("DeloraConfig", "r"),
     "hira": TunerMethod("HiraConfig", "r"),
     "gralora": TunerMethod("GraloraConfig", "r"),
@@ -91,6 +95,16 @@ TUNER_METHODS: dict[str, TunerMethod] = {
 
 NATIVE_METHODS = ("bias",)
 
+MEASURED_MASKS = ("sensitivity", "lottery")
+"""SHiRA mask rules whose entries come from a measurement on task data (SPT's accumulated squared
+gradients; LT-SFT's movement in a dense warm-up), not from the weight alone."""
+
+
+def measured_mask(method: str) -> str | None:
+    """The measured mask rule ``method`` trains entries by, or None."""
+    spec = TUNER_METHODS.get(method)
+    return spec.mask if spec is not None and spec.mask in MEASURED_MASKS else None
+
 
 def method_names() -> tuple[str, ...]:
     return (*TUNER_METHODS, *NATIVE_METHODS)
@@ -98,12 +112,13 @@ def method_names() -> tuple[str, ...]:
 
 def peft_config(
     method: str, size: int, target_modules: Iterable[str], *, conv1d: bool = False, total_steps: int | None = None,
-    **extra,
+    mask_fn=None, **extra,
 ):
     """The peft config of ``method`` at ``size`` on the named modules; ``extra`` goes to the config.
 
     ``total_steps`` is the training run's length, which a scheduled method (AdaLoRA) needs;
-    ValueError when it needs it and it is missing.
+    ValueError when it needs it and it is missing. ``mask_fn`` picks a measured rule's entries
+    (see :func:`autopeft.space.sparse_masks.entries_mask`); ValueError when it needs one and it is missing.
     """
     import peft
 
@@ -119,8 +134,13 @@ def peft_config(
         fields["fan_in_fan_out"] = True
     if spec.scheduled:
         fields.update(rank_schedule(method, total_steps))
-    config = getattr(peft, spec.config_class)(target_modules=sorted(target_modules), **fields, **extra)
-    if spec.mask is not None:
+    with quiet_peft_tuners():
+        config = getattr(peft, spec.config_class)(target_modules=sorted(target_modules), **fields, **extra)
+    if spec.mask in MEASURED_MASKS:
+        if mask_fn is None:
+            raise ValueError(f"{method} trains entries ranked on task data: give the measured entries")
+        config.mask_fn = mask_fn
+    elif spec.mask is not None:
         from autopeft.space.sparse_masks import MASK_FUNCTIONS
 
         config.mask_fn = MASK_FUNCTIONS[spec.mask]
@@ -184,6 +204,16 @@ def _built_count(method: str, size: int, shape: MatrixShape) -> int | None:
     return sum(p.numel() for p in holder.parameters() if id(p) not in before)
 
 
+@contextlib.contextmanager
+def quiet_peft_tuners():
+    """Silence peft's tuner notes that would repeat for every trial: BOFT's missing CUDA kernel,
+    LN tuning's "unsupported" norms (both work on CPU), and SHiRA's unknown ``mask_type`` for
+    autopeft's own mask rules (their mask function is set right after)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"peft\.tuners\.")
+        yield
+
+
 def build_tuner(model, config, adapter_name: str):
     """Wrap the matrices ``config`` targets in ``model`` with its tuner's layers, in place.
 
@@ -194,10 +224,7 @@ def build_tuner(model, config, adapter_name: str):
     """
     from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
 
-    with warnings.catch_warnings():
-        # BOFT announces its missing CUDA kernel and LN tuning its "unsupported" norms on every
-        # build; both work on CPU, and the notes would repeat for every trial.
-        warnings.filterwarnings("ignore", category=UserWarning, module=r"peft\.tuners\.")
+    with quiet_peft_tuners():
         tuner = PEFT_TYPE_TO_TUNER_MAPPING[config.peft_type](model, config, adapter_name=adapter_name)
     # peft leaves its config on the model; autopeft keeps the structure itself, and a second
     # tuner on the same model (IA3 after LoRA) would read it as an existing adapter.

@@ -18,7 +18,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -26,12 +26,14 @@ import psutil
 import torch
 
 from autopeft.allocation.eva import EvaComponents
+from autopeft.allocation.sparse_rankings import SparseRanking
 from autopeft.injection import apply_structure, reset_head
 from autopeft.injection.apply import AppliedStructure
 from autopeft.models import ModelRef, load_base_model, load_tokenizer
 from autopeft.space.architectures import Architecture
-from autopeft.space.layout import read_layout
-from autopeft.space.structure import LayerSchedule, Structure
+from autopeft.space.layout import ModelLayout, read_layout
+from autopeft.space.structure import LayerSchedule, Place, Structure
+from autopeft.space.tuners import measured_mask
 from autopeft.tasks import Task, TaskKind, TokenizedSplit, evaluate_predictions, tokenize_split
 from autopeft.tasks.metrics import constant_prediction_loss
 from autopeft.trials import Fidelity, TrialOutcome, TrialRequest, TrialState
@@ -72,6 +74,19 @@ class WorkerSpec:
     threads: int | None = None
     eva: EvaComponents | None = None
     """EVA's measured vectors, for structures whose LoRA starts from them."""
+    rankings: Mapping[str, SparseRanking] = field(default_factory=dict)
+    """Measured mask rule -> its entry ranking, for sparse updates by that rule."""
+
+
+def _sparse_entries(rankings: Mapping[str, SparseRanking], structure: Structure, layout: ModelLayout
+                    ) -> dict[Place, torch.Tensor] | None:
+    """The measured entries ``structure``'s sparse update trains, or None when it uses none."""
+    rule = measured_mask(structure.tuner.method) if structure.tuner is not None else None
+    if rule is None:
+        return None
+    if rule not in rankings:
+        raise TrialFailure(f"{structure.tuner.method} needs the job's {rule} ranking, and the worker has none")
+    return rankings[rule].entries_for(structure.tuner, layout)
 
 
 class ProxyTrainer:
@@ -157,7 +172,8 @@ class ProxyTrainer:
     def _apply(self, structure: Structure, total_steps: int) -> AppliedStructure:
         eva = self.spec.eva
         initial_a = eva.initial_a(structure.lora) if eva is not None else None
-        return apply_structure(self.model, structure, self.layout, initial_a, total_steps)
+        return apply_structure(self.model, structure, self.layout, initial_a, total_steps,
+                               _sparse_entries(self.spec.rankings, structure, self.layout))
 
     def _failed(
         self, request: TrialRequest, reason: str, started: float, peak: _Peak, timings: dict[str, float]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import random
 
+import torch
+
 from autopeft.space.layout import ModelLayout
-from autopeft.space.structure import LORA_VARIANTS, NOT_ON_CONV1D, LoraModules, Structure, TunerModules
-from autopeft.space.tuners import TUNER_METHODS, matrix_params
+from autopeft.space.structure import LORA_VARIANTS, NOT_ON_CONV1D, LoraModules, Place, Structure, TunerModules
+from autopeft.space.tuners import TUNER_METHODS, matrix_params, measured_mask
 
 SPARSE_METHODS = sorted(name for name, spec in TUNER_METHODS.items() if spec.config_class == "ShiraConfig")
-"""Every rule of sparse updates (SHiRA layers): random, magnitude, principal."""
+"""Every rule of sparse updates (SHiRA layers): random, magnitude, principal, sensitivity, lottery."""
 
 
 def random_structure(layout: ModelLayout, rng: random.Random) -> Structure:
@@ -46,6 +48,16 @@ def _sparse(layout: ModelLayout, places: list, rng: random.Random) -> TunerModul
     if any(matrix_params(method, size, layout.matrix(*place)) is None for place in places):
         return None
     return TunerModules(method, size, frozenset(places))
+
+
+def random_entries(structure: Structure, layout: ModelLayout, seed: int) -> dict[Place, torch.Tensor] | None:
+    """A random ranking of every matrix's entries for a sparse update with a measured rule (whose
+    real ranking needs task data), else None."""
+    tuner = structure.tuner
+    if tuner is None or measured_mask(tuner.method) is None:
+        return None
+    generator = torch.Generator().manual_seed(seed)
+    return {place: torch.randperm(layout.matrix(*place).numel, generator=generator) for place in tuner.places}
 
 
 def union_structure(layout: ModelLayout) -> Structure:

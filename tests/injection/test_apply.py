@@ -9,7 +9,7 @@ from autopeft.injection import apply_structure
 from autopeft.injection.apply import head_parameters
 from autopeft.space.cost import count_trainable
 from autopeft.space.layout import read_layout
-from tests.injection.random_structures import SPARSE_METHODS, random_structure, union_structure
+from tests.injection.random_structures import SPARSE_METHODS, random_entries, random_structure, union_structure
 from tests.space.tiny_models import TINY_MODELS, example_inputs
 
 CONFIGS_PER_ARCHITECTURE = 200
@@ -31,9 +31,10 @@ def test_exact_count_equals_built_count_for_random_structures(model):
     layout = read_layout(model)
     rng = random.Random(0)
     sparse_rules = set()
-    for _ in range(CONFIGS_PER_ARCHITECTURE):
+    for index in range(CONFIGS_PER_ARCHITECTURE):
         structure = random_structure(layout, rng)
-        applied = apply_structure(model, structure, layout)
+        applied = apply_structure(model, structure, layout,
+                                  sparse_entries=random_entries(structure, layout, seed=index))
         try:
             assert built_trainable(model, applied) == count_trainable(structure, layout), structure.to_json()
         finally:

@@ -108,6 +108,22 @@ def test_an_eva_trial_trains_from_the_worker_s_vectors(trainer):
     assert failed.state == TrialState.FAILED and "needs its measured A" in failed.error
 
 
+def test_a_sparse_trial_trains_the_worker_s_measured_entries(trainer):
+    from autopeft.allocation.sparse_rankings import measure_sensitivity_ranking
+    from autopeft.space.structure import TunerModules
+
+    train, _ = trainer.data(QUICK)
+    ranking = measure_sensitivity_ranking(trainer.model, trainer.layout, train, size=1, batches=2, batch_size=8)
+    structure = Structure(tuner=TunerModules("sparse_sensitivity", 1, frozenset(LORA_QV.lora.ranks)))
+    with_ranking = ProxyTrainer.__new__(ProxyTrainer)
+    with_ranking.__dict__.update(trainer.__dict__, spec=replace(trainer.spec, rankings={"sensitivity": ranking}))
+    outcome = with_ranking.run(TrialRequest(13, 12, structure.to_json(), seed=0, fidelity=QUICK))
+    assert outcome.state == TrialState.COMPLETED, outcome.error
+    assert outcome.trainable_params == 12 * (384 + 384) + 384 * 2 + 2
+    failed = trainer.run(TrialRequest(14, 13, structure.to_json(), seed=0, fidelity=QUICK))  # no ranking given
+    assert failed.state == TrialState.FAILED and "needs the job's sensitivity ranking" in failed.error
+
+
 def test_an_adalora_trial_prunes_on_the_proxy_s_schedule(trainer):
     from autopeft.space.structure import TunerModules
 

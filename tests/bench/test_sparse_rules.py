@@ -1,0 +1,23 @@
+"""The sparse-rules benchmark's table: every rule paired with LoRA at the same r and seed."""
+
+from bench.sparse_rules import structure, table
+from autopeft.space.structure import Structure
+
+
+def test_the_table_pairs_each_rule_with_lora_at_the_same_size_and_seed():
+    rows = [
+        {"arm": arm, "size": 6, "seed": seed, "accuracy": accuracy, "lr_rescues": 0.0, "trainable": 55_298,
+         "step_time_s": step}
+        for arm, accuracies, step in [("lora", (0.80, 0.82, 0.81), 0.5), ("lottery", (0.82, 0.83, 0.83), 0.6)]
+        for seed, accuracy in enumerate(accuracies)
+    ]
+    lines = table(rows, total_params=22_713_986).splitlines()
+    assert lines[2].startswith("| 6 | lora | 55,298 (0.24%) | 0.8100 | 0.0100 | 3 | — | 1.00 | 0 |")
+    assert lines[3].startswith("| 6 | lottery | 55,298 (0.24%) | 0.8267 | 0.0058 | 3 | +0.0167 [")
+    assert lines[3].endswith("| 1.20 | 0 |") and len(lines) == 4
+
+
+def test_lora_and_a_sparse_update_at_the_same_r_train_the_same_count_on_the_same_matrices():
+    lora, sparse = structure("lora", 6, layers=6), structure("sensitivity", 6, layers=6)
+    assert isinstance(sparse, Structure) and sparse.tuner.method == "sparse_sensitivity" and sparse.tuner.size == 6
+    assert set(lora.lora.ranks) == sparse.tuner.places and set(lora.lora.ranks.values()) == {6}
