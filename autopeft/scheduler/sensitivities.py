@@ -37,9 +37,16 @@ from autopeft.store.sensitivity import (
 from autopeft.tasks import Split, tokenize_split
 
 
+def sensitivity_settings(prepared: PreparedJob) -> SensitivitySettings:
+    """How SPT gradients and IST probes are measured: a budgeted space's own settings, else the
+    defaults (an IST layer schedule or a sparse update by sensitivity in another space)."""
+    budget = prepared.space_spec.budget
+    return budget.sensitivity if budget is not None else SensitivitySettings()
+
+
 def measurement_params(prepared: PreparedJob, method: str) -> dict[str, Any]:
     """Every measurement setting the scores of ``method`` depend on (with :func:`data_params`, the cache key)."""
-    settings = prepared.space_spec.budget.sensitivity
+    settings = sensitivity_settings(prepared)
     fidelity, seed = prepared.spec.fidelity, prepared.spec.seed
     params: dict[str, Any] = {
         "train_examples": fidelity.train_examples,
@@ -100,7 +107,7 @@ def ranking_params(prepared: PreparedJob, rule: str, size: int) -> dict[str, Any
     params: dict[str, Any] = {"size": size, "train_examples": fidelity.train_examples,
                               "max_length": fidelity.max_length, "seed": prepared.spec.seed}
     if rule == "sensitivity":
-        settings = SensitivitySettings()
+        settings = sensitivity_settings(prepared)
         params.update(batches=settings.batches, batch_size=settings.batch_size)
     else:
         params.update(steps=LOTTERY_STEPS, batch_size=LOTTERY_BATCH_SIZE, learning_rate=LOTTERY_LEARNING_RATE)
@@ -201,13 +208,13 @@ class _Measurer:
         model, layout, data = self._loaded
         seed = self.prepared.spec.seed
         if rule == "sensitivity":
-            settings = SensitivitySettings()
+            settings = sensitivity_settings(self.prepared)
             return measure_sensitivity_ranking(model, layout, data, size=size, batches=settings.batches,
                                                batch_size=settings.batch_size, seed=seed)
         return measure_lottery_ranking(model, layout, data, size=size, seed=seed)
 
     def __call__(self, method: str) -> Sensitivity:
-        settings = self.prepared.space_spec.budget.sensitivity
+        settings = sensitivity_settings(self.prepared)
         seed = self.prepared.spec.seed
         model, layout, data = self._loaded
         if method == "spt":

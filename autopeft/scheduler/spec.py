@@ -106,7 +106,8 @@ def _check_feasible(space: SearchSpace, probes: int = 4096) -> None:
     points = [space.from_unit(u) for u in draws]
     if space.needed_sensitivities:
         points = [{**p, "budget.rule": "uniform"} if "budget.rule" in p else p for p in points]
-        if "budget.rule" not in space.names and space.spec.budget.rules != ["uniform"]:
+        budget = space.spec.budget  # None when only an IST layer schedule needs scores
+        if budget is not None and "budget.rule" not in space.names and budget.rules != ["uniform"]:
             return  # one non-uniform rule: feasibility shows once its scores are measured
     if not any(space.is_feasible(p) for p in points):
         raise BudgetError(f"{space.spec.source}: {_infeasibility(space)}")

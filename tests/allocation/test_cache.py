@@ -165,3 +165,17 @@ def test_edited_data_or_other_columns_are_measured_again(tmp_path):
     assert measured(flip_labels=True) == ["spt"]
     assert measured(options=TaskOptions(text_columns=("alt",), label_column="label")) == ["spt"]
     store.close()
+
+
+def test_a_space_without_a_budget_measures_its_ist_schedule_and_rankings_with_the_default_settings():
+    """The shipped sparse space needs IST scores (its IST schedule) and two entry rankings, but has
+    no budget block to hold measurement settings: it prepares, and its keys use the defaults."""
+    from autopeft.scheduler.sensitivities import measurement_params, ranking_params
+    from autopeft.space.schema import SensitivitySettings
+
+    prepared = prepare(JobSpec(model="minilm", task="demo", space="sparse", trials=2, optimizer="random"))
+    defaults = SensitivitySettings()
+    assert prepared.space.needed_sensitivities == ("ist",)
+    assert prepared.space.measured_masks == {"sensitivity": 16, "lottery": 16}
+    assert measurement_params(prepared, "ist")["steps"] == defaults.ist_steps
+    assert ranking_params(prepared, "sensitivity", 16)["batches"] == defaults.batches
