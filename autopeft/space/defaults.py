@@ -10,7 +10,8 @@ first when its space can express them, and the Pareto report marks where they la
 - ``IA3``: IA3 vectors on key, value and the FFN output of every layer (peft's IA3 defaults).
 
 A default is found by setting each dimension by its name (layers on, the default's roles on, rank
-8, plain LoRA, no adapter or prefix) and kept only if the point decodes to exactly that structure;
+8, plain LoRA, no adapter, prefix or layer schedule; in a ``methods`` space, the method ``lora`` or
+``ia3``) and kept only if the point decodes to exactly that structure;
 a space that cannot express it (no rank 8, a layer subset, a budget space) simply has no such
 default.
 """
@@ -21,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from autopeft.errors import SpaceError
-from autopeft.space.dimensions import Categorical, Choice, Point, Value
+from autopeft.space.dimensions import Categorical, Choice, Dimension, Point, Value
 from autopeft.space.search_space import SearchSpace
 from autopeft.space.structure import Place
 
@@ -80,12 +81,32 @@ def _guess(space: SearchSpace, lora_roles: set[str], ia3: bool) -> Point | None:
             value = ia3 and (last not in space.ia3_roles or last in IA3_ROLES)
         elif kind in ("serial_adapter", "parallel_adapter", "prefix"):
             value = 0
+        elif kind == "method":
+            value = _method_value(dimension, lora_roles, ia3)
+        elif dimension.name == "schedule.kind":
+            value = "none"
+        elif kind == "schedule" and isinstance(dimension, (Choice, Categorical)):
+            value = dimension.values[0]  # inactive without a schedule
         else:
             return None
         if isinstance(dimension, (Choice, Categorical)) and value not in dimension.values:
             return None
         point[dimension.name] = value
     return point
+
+
+def _method_value(dimension: Dimension, lora_roles: set[str], ia3: bool) -> Value:
+    """A ``method`` space's setting for a default: the method (``lora`` or ``ia3``), its roles, rank
+    8 for LoRA, and any value for the sizes of methods not chosen (they do not decode)."""
+    name, last = dimension.name, dimension.name.rsplit(".", 1)[-1]
+    chosen = "ia3" if ia3 else "lora"
+    if name == "method":
+        return chosen
+    if name.startswith("method.role."):
+        return last in (IA3_ROLES if ia3 else lora_roles)
+    if name == f"method.{chosen}.size":
+        return DEFAULT_RANK
+    return dimension.values[0]
 
 
 def _decodes_to(space: SearchSpace, point: Mapping[str, Value], lora: set[Place], ia3: set[Place]) -> bool:

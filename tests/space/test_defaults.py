@@ -52,3 +52,15 @@ def test_a_space_without_rank_8_or_with_a_layer_subset_cannot_express_them():
     subset = "name: y\nlayers: {include: [0, 1]}\nmodules: {lora: {roles: [q, v], rank: {choices: [0, 8], per: layer}}}\n"
     assert practitioner_defaults(bind_space(parse_space(no_eight), model)) == []
     assert practitioner_defaults(bind_space(parse_space(subset), model)) == []
+
+
+def test_method_spaces_hold_them_through_the_method_choice_and_leave_schedules_off(minilm_skeleton):
+    methods = bind_space(load_space_spec("methods"), minilm_skeleton)
+    found = {d.label: d.point for d in practitioner_defaults(methods)}
+    assert list(found) == ["LoRA r8 q,v", "LoRA r8 all-linear", "IA3"]
+    assert methods.trainable_params(found["LoRA r8 q,v"]) == 74_498  # as in the lora space
+    assert {role for _, role in methods.decode(found["IA3"]).ia3} == {"k", "v", "down"}
+    sparse = bind_space(load_space_spec("sparse"), minilm_skeleton)  # LoRA, no IA3, plus layer schedules
+    found = {d.label: d.point for d in practitioner_defaults(sparse)}
+    assert list(found) == ["LoRA r8 q,v", "LoRA r8 all-linear"]
+    assert sparse.decode(found["LoRA r8 q,v"]).schedule is None
