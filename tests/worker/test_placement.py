@@ -22,10 +22,18 @@ from autopeft.trials import Fidelity, TrialRequest
 from autopeft.worker.pool import WorkerPool, WorkerPoolError
 from autopeft.worker.proxy import WorkerSpec
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
+pytestmark = pytest.mark.slow
 
 TINY = Fidelity(train_examples=16, steps=2, batch_size=8, max_length=16, eval_examples=16)
 REQUEST = TrialRequest(1, 0, Structure(lora=LoraModules({(0, "q"): 2})).to_json(), seed=0, fidelity=TINY)
+
+
+@pytest.fixture(autouse=True)
+def connected(ray_cluster):
+    """These tests ask Ray for its resources before any pool connects: this process must be
+    connected to the session's head, even after an earlier test in it shut its connection down."""
+    if not ray.is_initialized():
+        ray.init(address=ray_cluster, log_to_driver=False)
 
 
 @pytest.fixture
