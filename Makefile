@@ -18,5 +18,10 @@ install:
 demo: install
 	autopeft search --model minilm --task demo --trials 8 --workers 2 --steps 100
 
+# Two pytest workers, one per core, each with its own Ray head and loaded models; whole files stay
+# on one worker so module fixtures load once. One worker leaves a core idle while a test waits on
+# a subprocess or a Ray actor starting.
+TEST_WORKERS ?= 2
+
 test: install
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest -n $(TEST_WORKERS) --dist loadfile

@@ -65,7 +65,7 @@ def ray_cluster(tmp_path_factory):
     head = subprocess.Popen(
         [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--node-ip-address", "127.0.0.1",
          "--port", str(port), "--num-cpus", "8", "--include-dashboard=false", "--disable-usage-stats", "--block",
-         "--temp-dir", str(folder)],
+         "--temp-dir", str(folder), *_own_fixed_ports()],
         stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_stop_with_parent,
     )
     try:
@@ -85,6 +85,12 @@ def ray_cluster(tmp_path_factory):
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def _own_fixed_ports() -> list[str]:
+    """Free ports for the head's services that Ray otherwise binds at fixed numbers (client server
+    10001, dashboard agent 52365), so that two test processes (pytest-xdist workers) each run a head."""
+    return ["--ray-client-server-port", str(free_port()), "--dashboard-agent-listen-port", str(free_port())]
 
 
 def _stop_with_parent() -> None:
