@@ -646,7 +646,7 @@ def report(bench: Bench, rows: dict[str, dict[str, str]], names: Sequence[str], 
         "",
         *machine_lines(measured),
         "",
-        "Commands: the rows were measured by " + "; ".join(f"`nice -n 19 {c}`" for c in commands)
+        "Commands: the rows were measured by " + "; ".join(f"`{c}`" for c in commands)
         + f", which ran per task `autopeft search ...` and `autopeft pareto ...` as listed below (with "
         "`RAY_TMPDIR` set to a fresh folder so that the search starts its own local Ray, and "
         f"`OMP_NUM_THREADS=1`); this report: `{report_command}`. Raw rows: "
