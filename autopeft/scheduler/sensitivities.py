@@ -47,18 +47,18 @@ def sensitivity_settings(prepared: PreparedJob) -> SensitivitySettings:
 def measurement_params(prepared: PreparedJob, method: str) -> dict[str, Any]:
     """Every measurement setting the scores of ``method`` depend on (with :func:`data_params`, the cache key)."""
     settings = sensitivity_settings(prepared)
-    fidelity, seed = prepared.spec.fidelity, prepared.spec.seed
-    params: dict[str, Any] = {
-        "train_examples": fidelity.train_examples,
-        "max_length": fidelity.max_length,
-        "seed": seed,
-        "batch_size": settings.batch_size,
-    }
+    params: dict[str, Any] = {**_subset_params(prepared), "batch_size": settings.batch_size}
     if method == "spt":
         params["batches"] = settings.batches
     else:
         params.update(steps=settings.ist_steps, probe_batches=settings.ist_probe_batches)
     return params
+
+
+def _subset_params(prepared: PreparedJob) -> dict[str, Any]:
+    """The settings of the training subset every measurement reads: its size, length and seed."""
+    fidelity = prepared.spec.fidelity
+    return {"train_examples": fidelity.train_examples, "max_length": fidelity.max_length, "seed": prepared.spec.seed}
 
 
 def data_params(prepared: PreparedJob) -> dict[str, Any]:
@@ -95,17 +95,13 @@ def provide_sensitivities(
 
 def eva_params(prepared: PreparedJob, rank: int) -> dict[str, Any]:
     """Every setting EVA's vectors depend on, the data's digest included (the cache key)."""
-    fidelity = prepared.spec.fidelity
-    return {"rank": rank, "train_examples": fidelity.train_examples, "max_length": fidelity.max_length,
-            "seed": prepared.spec.seed, "batches": EVA_BATCHES, "batch_size": EVA_BATCH_SIZE,
+    return {"rank": rank, **_subset_params(prepared), "batches": EVA_BATCHES, "batch_size": EVA_BATCH_SIZE,
             **data_params(prepared)}
 
 
 def ranking_params(prepared: PreparedJob, rule: str, size: int) -> dict[str, Any]:
     """Every setting a measured rule's entry ranking depends on, the data's digest included (the cache key)."""
-    fidelity = prepared.spec.fidelity
-    params: dict[str, Any] = {"size": size, "train_examples": fidelity.train_examples,
-                              "max_length": fidelity.max_length, "seed": prepared.spec.seed}
+    params: dict[str, Any] = {"size": size, **_subset_params(prepared)}
     if rule == "sensitivity":
         settings = sensitivity_settings(prepared)
         params.update(batches=settings.batches, batch_size=settings.batch_size)
