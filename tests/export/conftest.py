@@ -6,12 +6,17 @@ would report it), so exports can be validated on the real base models.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from autopeft.models import TaskHead
 from autopeft.scheduler import JobSpec, prepare
+from autopeft.scheduler.sensitivities import provide_sensitivities
 from autopeft.space import count_trainable
 from autopeft.space.structure import LoraModules, Structure
 from autopeft.store import JobState, Store
+from autopeft.tasks import TaskKind
 from autopeft.trials import Fidelity, TrialOutcome, TrialState
 
 
@@ -71,3 +76,30 @@ def lora(places, rank=8, variant="lora", **kwargs) -> Structure:
 
 def grid(layers, roles):
     return [(layer, role) for layer in layers for role in roles]
+
+
+def measured_job(store: Store, space_yaml: str, task: str, structure: Structure, folder: Path):
+    """A stored MiniLM job over the space ``space_yaml`` (written into ``folder``) whose measurements
+    (EVA's vectors, entry rankings) were provided twice, measured then read from the cache, and one
+    completed trial of ``structure``.
+
+    Returns (prepared, prepared again, the measurements announced, job record, trial record).
+    """
+    space = folder / "space.yaml"
+    space.write_text(space_yaml)
+    spec = JobSpec(model="minilm", task=task, space=str(space), fidelity=Fidelity(train_examples=256, max_length=48))
+    measured: list[str] = []
+    prepared = provide_sensitivities(prepare(spec), store, measured.append)
+    again = provide_sensitivities(prepare(spec), store, measured.append)
+    job_id = store.create_job(prepared.stored_spec(), budget_trials=4)
+    store.set_job_state(job_id, JobState.RUNNING)
+    params = count_trainable(structure, prepared.space.layout)
+    record = store.add_trial(job_id, config={}, structure=structure.to_json(), trainable_params=params,
+                             seed=0, fidelity=spec.fidelity.to_json())
+    store.record_outcome(TrialOutcome(record.id, TrialState.COMPLETED, "test", metrics={"accuracy": 0.8},
+                                      trainable_params=params))
+    return prepared, again, measured, store.job(job_id), store.trial(job_id, record.number)
+
+
+def classification_head() -> TaskHead:
+    return TaskHead(TaskKind.CLASSIFICATION, 2)

@@ -17,15 +17,9 @@ from autopeft.errors import ExportError
 from autopeft.export import export_trial
 from autopeft.export.autopeft_format import EVA_NAME
 from autopeft.export.peft_format import EVA_STATE_NAME
-from autopeft.models import TaskHead, load_base_model
-from autopeft.scheduler import JobSpec, prepare
-from autopeft.scheduler.sensitivities import provide_sensitivities
-from autopeft.space import count_trainable
+from autopeft.models import load_base_model
 from autopeft.space.structure import place_key
-from autopeft.store import JobState
-from autopeft.tasks import TaskKind
-from autopeft.trials import Fidelity, TrialOutcome, TrialState
-from tests.export.conftest import grid, lora
+from tests.export.conftest import classification_head, grid, lora, measured_job
 
 pytestmark = pytest.mark.slow
 
@@ -43,25 +37,7 @@ STRUCTURE = lora(grid((4, 5), ("q", "v")), rank=4, init="eva")
 @pytest.fixture(scope="module")
 def eva_job(export_store, sst2, tmp_path_factory):
     """A stored job whose space offers EVA, its vectors measured, and one completed EVA trial."""
-    space = tmp_path_factory.mktemp("space") / "eva.yaml"
-    space.write_text(SPACE)
-    spec = JobSpec(model="minilm", task=str(sst2.source), space=str(space),
-                   fidelity=Fidelity(train_examples=256, max_length=48))
-    measured = []
-    prepared = provide_sensitivities(prepare(spec), export_store, measured.append)
-    again = provide_sensitivities(prepare(spec), export_store, measured.append)
-    job_id = export_store.create_job(prepared.stored_spec(), budget_trials=4)
-    export_store.set_job_state(job_id, JobState.RUNNING)
-    params = count_trainable(STRUCTURE, prepared.space.layout)
-    record = export_store.add_trial(job_id, config={}, structure=STRUCTURE.to_json(), trainable_params=params,
-                                    seed=0, fidelity=spec.fidelity.to_json())
-    export_store.record_outcome(TrialOutcome(record.id, TrialState.COMPLETED, "test", metrics={"accuracy": 0.8},
-                                             trainable_params=params))
-    return prepared, again, measured, export_store.job(job_id), export_store.trial(job_id, record.number)
-
-
-def head():
-    return TaskHead(TaskKind.CLASSIFICATION, 2)
+    return measured_job(export_store, SPACE, str(sst2.source), STRUCTURE, tmp_path_factory.mktemp("space"))
 
 
 def test_the_job_measures_once_at_its_largest_rank_and_records_where_they_are(eva_job):
@@ -76,7 +52,7 @@ def test_the_autopeft_export_carries_the_vectors_and_apply_starts_from_them(eva_
     prepared, _, _, job, trial = eva_job
     written = export_trial(job, trial, "autopeft", tmp_path / "out", export_store)
     assert sorted(p.name for p in written) == sorted(["autopeft_config.json", EVA_NAME])
-    model = load_base_model(minilm_ref, head())
+    model = load_base_model(minilm_ref, classification_head())
     applied = autopeft.apply(model, tmp_path / "out")
     for place in STRUCTURE.lora.ranks:
         lora_a = model.get_submodule(prepared.space.layout.matrix(*place).name).lora_A["autopeft"].weight
@@ -84,7 +60,7 @@ def test_the_autopeft_export_carries_the_vectors_and_apply_starts_from_them(eva_
     assert applied.num_trainable == trial.trainable_params
     (tmp_path / "out" / EVA_NAME).unlink()
     with pytest.raises(ExportError, match=f"no {EVA_NAME} beside it"):
-        autopeft.apply(load_base_model(minilm_ref, head()), tmp_path / "out")
+        autopeft.apply(load_base_model(minilm_ref, classification_head()), tmp_path / "out")
 
 
 def test_the_peft_export_loads_with_peft_s_own_eva_loader(eva_job, export_store, minilm_ref, tmp_path):
@@ -92,7 +68,7 @@ def test_the_peft_export_loads_with_peft_s_own_eva_loader(eva_job, export_store,
     export_trial(job, trial, "peft", tmp_path / "out", export_store)
     config = PeftConfig.from_pretrained(str(tmp_path / "out"))
     assert config.init_lora_weights == "eva" and config.eva_config.rho == 1.0
-    model = get_peft_model(load_base_model(minilm_ref, head()), copy.deepcopy(config))
+    model = get_peft_model(load_base_model(minilm_ref, classification_head()), copy.deepcopy(config))
     initialize_lora_eva_weights(model, eva_state_dict=load_file(str(tmp_path / "out" / EVA_STATE_NAME)))
     assert model.get_nb_trainable_parameters()[0] == trial.trainable_params
     for place in STRUCTURE.lora.ranks:

@@ -11,15 +11,9 @@ import autopeft
 from autopeft.errors import ExportError
 from autopeft.export import export_trial
 from autopeft.export.autopeft_format import SPARSE_ENTRIES_NAME
-from autopeft.models import TaskHead, load_base_model
-from autopeft.scheduler import JobSpec, prepare
-from autopeft.scheduler.sensitivities import provide_sensitivities
-from autopeft.space import count_trainable
+from autopeft.models import load_base_model
 from autopeft.space.structure import Structure, TunerModules, place_key
-from autopeft.store import JobState
-from autopeft.tasks import TaskKind
-from autopeft.trials import Fidelity, TrialOutcome, TrialState
-from tests.export.conftest import grid
+from tests.export.conftest import classification_head, grid, measured_job
 
 pytestmark = pytest.mark.slow
 
@@ -38,25 +32,7 @@ STRUCTURE = Structure(tuner=TunerModules("sparse_sensitivity", 2, frozenset(grid
 @pytest.fixture(scope="module")
 def sparse_job(export_store, sst2, tmp_path_factory):
     """A stored job whose space offers the sensitivity rule, its ranking measured, and one completed trial."""
-    space = tmp_path_factory.mktemp("space") / "sparse.yaml"
-    space.write_text(SPACE)
-    spec = JobSpec(model="minilm", task=str(sst2.source), space=str(space),
-                   fidelity=Fidelity(train_examples=256, max_length=48))
-    measured = []
-    prepared = provide_sensitivities(prepare(spec), export_store, measured.append)
-    again = provide_sensitivities(prepare(spec), export_store, measured.append)
-    job_id = export_store.create_job(prepared.stored_spec(), budget_trials=4)
-    export_store.set_job_state(job_id, JobState.RUNNING)
-    params = count_trainable(STRUCTURE, prepared.space.layout)
-    record = export_store.add_trial(job_id, config={}, structure=STRUCTURE.to_json(), trainable_params=params,
-                                    seed=0, fidelity=spec.fidelity.to_json())
-    export_store.record_outcome(TrialOutcome(record.id, TrialState.COMPLETED, "test", metrics={"accuracy": 0.8},
-                                             trainable_params=params))
-    return prepared, again, measured, export_store.job(job_id), export_store.trial(job_id, record.number)
-
-
-def head():
-    return TaskHead(TaskKind.CLASSIFICATION, 2)
+    return measured_job(export_store, SPACE, str(sst2.source), STRUCTURE, tmp_path_factory.mktemp("space"))
 
 
 def test_the_job_ranks_once_for_its_largest_size_and_records_where_the_ranking_is(sparse_job):
@@ -75,7 +51,7 @@ def test_the_autopeft_export_carries_the_trained_entries_and_apply_trains_exactl
     prepared, _, _, job, trial = sparse_job
     written = export_trial(job, trial, "autopeft", tmp_path / "out", export_store)
     assert sorted(p.name for p in written) == sorted(["autopeft_config.json", SPARSE_ENTRIES_NAME])
-    model = load_base_model(minilm_ref, head())
+    model = load_base_model(minilm_ref, classification_head())
     applied = autopeft.apply(model, tmp_path / "out")
     assert applied.num_trainable == trial.trainable_params
     for place in STRUCTURE.tuner.places:
@@ -89,13 +65,13 @@ def test_the_autopeft_export_carries_the_trained_entries_and_apply_trains_exactl
         inputs = {"input_ids": torch.tensor([[101, 2023, 3185, 2001, 2307, 102]])}
         expected = model(**inputs).logits
     autopeft.save_adapter(applied, tmp_path / "adapter")  # a trained update reloads onto the same entries
-    fresh = load_base_model(minilm_ref, head())
+    fresh = load_base_model(minilm_ref, classification_head())
     autopeft.load_adapter(fresh, tmp_path / "adapter")
     with torch.no_grad():
         assert torch.allclose(fresh(**inputs).logits, expected, atol=1e-5)
     (tmp_path / "out" / SPARSE_ENTRIES_NAME).unlink()
     with pytest.raises(ExportError, match=f"no {SPARSE_ENTRIES_NAME} beside it"):
-        autopeft.apply(load_base_model(minilm_ref, head()), tmp_path / "out")
+        autopeft.apply(load_base_model(minilm_ref, classification_head()), tmp_path / "out")
 
 
 def test_peft_s_format_refuses_and_a_store_without_the_ranking_fails_clearly(sparse_job, export_store, tmp_path):
