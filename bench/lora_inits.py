@@ -13,17 +13,12 @@ the raw rows as CSV.
 from __future__ import annotations
 
 import argparse
-import csv
-import os
-import platform
 import statistics
 import time
 from dataclasses import replace
-from datetime import date
 from pathlib import Path
 
 import torch
-from scipy import stats
 
 from autopeft.allocation.eva import measure_eva
 from autopeft.models import resolve_model
@@ -33,6 +28,7 @@ from autopeft.tasks.holdout import with_search_split
 from autopeft.trials import TrialRequest
 from autopeft.worker import ProxyTrainer, WorkerSpec
 from bench.module_types import SETUPS
+from bench.reporting import machine_line, paired_interval, write_rows
 
 RANK = 8
 RAW = Path(__file__).parent / "results" / "lora_inits.csv"
@@ -62,14 +58,6 @@ def dev_accuracy(trainer: ProxyTrainer, init: str, seed: int) -> dict[str, float
     return {"init": init, "seed": seed, "accuracy": outcome.metrics["accuracy"], "loss": outcome.metrics["loss"],
             "lr_rescues": outcome.metrics["lr_rescues"], "trainable": outcome.trainable_params,
             "seconds": round(time.perf_counter() - started, 1)}
-
-
-def paired_interval(diffs: list[float]) -> str:
-    if len(diffs) < 2:
-        return "n/a"
-    half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
-    mean = statistics.mean(diffs)
-    return f"{mean:+.4f} [{mean - half:+.4f}, {mean + half:+.4f}]"
 
 
 def table(rows: list[dict], inits: list[str]) -> str:
@@ -105,18 +93,13 @@ def main() -> None:
         for init in args.inits:
             rows.append(dev_accuracy(trainer, init, seed))
             print(rows[-1], flush=True)
-    with RAW.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(rows, RAW)
     command = (f"python -m bench.lora_inits --threads {args.threads} --seeds {' '.join(map(str, args.seeds))} "
                f"--inits {' '.join(args.inits)} --out {args.out}")
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     args.out.write_text(
         "# LoRA initialisations on real weights\n\n"
         f"Command: `{command}`  \n"
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} torch "
-        f"threads, no GPU; load average at the end {load}; date {date.today()}.  \n"
+        f"{machine_line(args.threads)}  \n"
         f"Structure: LoRA r{RANK} on q and v of every MiniLM layer. Proxy: {SETUPS['minilm']['fidelity']}; "
         "every run scored once on SST-2's dev split (872 examples). Raw rows: `bench/results/lora_inits.csv`.\n\n"
         + table(rows, args.inits) + "\n"

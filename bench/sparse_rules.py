@@ -15,13 +15,9 @@ to LoRA's in the same run) and the raw rows as CSV.
 from __future__ import annotations
 
 import argparse
-import csv
-import os
-import platform
 import statistics
 import time
 from dataclasses import replace
-from datetime import date
 from pathlib import Path
 
 import torch
@@ -33,8 +29,8 @@ from autopeft.tasks import load_task
 from autopeft.tasks.holdout import with_search_split
 from autopeft.trials import TrialRequest
 from autopeft.worker import ProxyTrainer, WorkerSpec
-from bench.lora_inits import paired_interval
 from bench.module_types import SETUPS
+from bench.reporting import machine_line, paired_interval, write_rows
 
 RULES = ("random", "magnitude", "principal", "sensitivity", "lottery")
 ROLES = ("q", "v")
@@ -117,18 +113,13 @@ def main() -> None:
             for arm in ("lora", *RULES):
                 rows.append(run(trainer, arm, size, seed))
                 print(rows[-1], flush=True)
-    with RAW.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(rows, RAW)
     command = (f"python -m bench.sparse_rules --threads {args.threads} --seeds {' '.join(map(str, args.seeds))} "
                f"--sizes {' '.join(map(str, args.sizes))} --out {args.out}")
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     args.out.write_text(
         "# Sparse updates against LoRA at equal trainable parameters\n\n"
         f"Command: `{command}`  \n"
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} torch "
-        f"threads, no GPU; load average at the end {load}; date {date.today()}.  \n"
+        f"{machine_line(args.threads)}  \n"
         f"Structures: LoRA rank r, or a sparse update of r * (in + out) entries per matrix (the same count), on q "
         f"and v of every MiniLM layer; the head trains in both. Proxy: {SETUPS['minilm']['fidelity']}, the same rate "
         "for every arm with the proxy's stall rescue; every run scored once on SST-2's dev split (872 examples). "
