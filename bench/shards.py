@@ -39,12 +39,14 @@ class Shard:
         return results if self.count == 1 else results.with_name(f"{results.stem}.shard{self.index}{results.suffix}")
 
 
-def read_rows(results: Path, key: str) -> dict[str, dict[str, str]]:
-    """Rows measured so far by every shard whose file sits next to ``results``, by column ``key``."""
+def read_rows(results: Path, key: str | Callable[[dict[str, str]], str]) -> dict[str, dict[str, str]]:
+    """Rows measured so far by every shard whose file sits next to ``results``, by column ``key``
+    (or by ``key(row)``, for results whose runs are named by several columns)."""
+    key_of = key if callable(key) else (lambda row: row[key])
     rows: dict[str, dict[str, str]] = {}
     for path in sorted(results.parent.glob(f"{results.stem}*{results.suffix}")):
         with path.open(newline="") as handle:
-            rows.update({row[key]: row for row in csv.DictReader(handle)})
+            rows.update({key_of(row): row for row in csv.DictReader(handle)})
     return rows
 
 

@@ -9,7 +9,11 @@ subset at the largest r, as a search measures them. Writes a markdown table (mea
 arm, the paired difference to LoRA at the same r with a 95% t-interval, and step time as a ratio
 to LoRA's in the same run) and the raw rows as CSV.
 
-    python -m bench.sparse_rules --threads 1 --seeds 0 1 2 --sizes 6 --out docs/sparse_rules.md
+Runs already in the raw rows are not measured again, so a run can be resumed or extended with more
+sizes; ``--shard I/N`` splits the remaining runs over processes. A ranking's prefix does not depend
+on how many entries were kept, so rows measured with rankings kept at a smaller r stay valid.
+
+    python -m bench.sparse_rules --threads 1 --seeds 0 1 2 --sizes 1 6 24 --out docs/sparse_rules.md
 """
 
 from __future__ import annotations
@@ -24,17 +28,33 @@ import torch
 
 from autopeft.allocation.sparse_rankings import measure_lottery_ranking, measure_sensitivity_ranking
 from autopeft.models import resolve_model
+from autopeft.models.loading import build_skeleton
+from autopeft.space.layout import read_layout
 from autopeft.space.structure import LoraModules, Structure, TunerModules
 from autopeft.tasks import load_task
 from autopeft.tasks.holdout import with_search_split
 from autopeft.trials import TrialRequest
 from autopeft.worker import ProxyTrainer, WorkerSpec
 from bench.module_types import SETUPS
-from bench.reporting import machine_line, paired_interval, write_rows
+from bench.reporting import machine_line, paired_interval
+from bench.shards import Shard, read_rows, row_writer
 
 RULES = ("random", "magnitude", "principal", "sensitivity", "lottery")
 ROLES = ("q", "v")
 RAW = Path(__file__).parent / "results" / "sparse_rules.csv"
+COLUMNS = ("arm", "size", "seed", "trainable", "accuracy", "loss", "lr_rescues", "step_time_s", "seconds")
+NUMBERS = {"size": int, "seed": int, "trainable": int, "accuracy": float, "loss": float, "lr_rescues": float,
+           "step_time_s": float, "seconds": float}
+
+
+def run_key(row: dict) -> str:
+    return f"{row['arm']}/{row['size']}/{row['seed']}"
+
+
+def measured_rows() -> dict[str, dict]:
+    """Every raw row measured so far (all shards), by run key, with numbers parsed."""
+    return {key: {column: NUMBERS.get(column, str)(value) for column, value in row.items()}
+            for key, row in read_rows(RAW, run_key).items()}
 
 
 def trainer_with_rankings(threads: int, size: int) -> ProxyTrainer:
@@ -102,31 +122,49 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 6, 24])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--shard", default="0/1", help="I/N: run every N-th remaining run from the I-th")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    trainer = trainer_with_rankings(args.threads, max(args.sizes))
-    measured = {rule: trainer.spec.rankings[rule].seconds for rule in ("sensitivity", "lottery")}
-    rows = []
-    for seed in args.seeds:
-        for size in args.sizes:
-            for arm in ("lora", *RULES):
-                rows.append(run(trainer, arm, size, seed))
-                print(rows[-1], flush=True)
-    write_rows(rows, RAW)
+    shard = Shard.parse(args.shard)
+    wanted = [{"arm": arm, "size": size, "seed": seed}
+              for seed in args.seeds for size in args.sizes for arm in ("lora", *RULES)]
+    remaining = [run_ for position, run_ in enumerate(wanted)
+                 if run_key(run_) not in measured_rows() and shard.owns(position)]
+    measured = "in an earlier run"
+    if remaining:
+        trainer = trainer_with_rankings(args.threads, max(args.sizes))
+        seconds = {rule: trainer.spec.rankings[rule].seconds for rule in ("sensitivity", "lottery")}
+        measured = f"sensitivity in {seconds['sensitivity']:.0f} s, the lottery's warm-up in {seconds['lottery']:.0f} s"
+        with row_writer(shard.path(RAW), COLUMNS) as write:
+            for run_ in remaining:
+                row = run(trainer, run_["arm"], run_["size"], run_["seed"])
+                write(row)
+                print(row, flush=True)
+    rows = measured_rows()
+    missing = [run_key(run_) for run_ in wanted if run_key(run_) not in rows]
+    if missing:
+        print(f"{len(wanted) - len(missing)} of {len(wanted)} runs measured; the last shard writes the report")
+        return
+    write_report(args, [rows[run_key(run_)] for run_ in wanted], measured)
+
+
+def write_report(args: argparse.Namespace, rows: list[dict], measured: str) -> None:
     command = (f"python -m bench.sparse_rules --threads {args.threads} --seeds {' '.join(map(str, args.seeds))} "
                f"--sizes {' '.join(map(str, args.sizes))} --out {args.out}")
+    task = load_task(str(SETUPS["minilm"]["task"]))
+    total_params = read_layout(build_skeleton(resolve_model("minilm"), task)).total_params
     args.out.write_text(
         "# Sparse updates against LoRA at equal trainable parameters\n\n"
-        f"Command: `{command}`  \n"
+        f"Command: `{command}` (resumed: runs already in the raw rows were not measured again)  \n"
         f"{machine_line(args.threads)}  \n"
         f"Structures: LoRA rank r, or a sparse update of r * (in + out) entries per matrix (the same count), on q "
         f"and v of every MiniLM layer; the head trains in both. Proxy: {SETUPS['minilm']['fidelity']}, the same rate "
         "for every arm with the proxy's stall rescue; every run scored once on SST-2's dev split (872 examples). "
-        f"Rankings measured once at r = {max(args.sizes)}: sensitivity in {measured['sensitivity']:.0f} s, the "
-        f"lottery's warm-up in {measured['lottery']:.0f} s. Step time is the median over seeds of the ratio to "
-        "LoRA's at the same r and seed. Raw rows: `bench/results/sparse_rules.csv`.\n\n"
-        + table(rows, trainer.layout.total_params) + "\n"
+        f"Rankings measured once at the largest r of the run that measured them ({measured}). Step time is the "
+        "median over seeds of the ratio to LoRA's at the same r and seed. Raw rows: "
+        "`bench/results/sparse_rules.csv`.\n\n"
+        + table(rows, total_params) + "\n"
     )
 
 
