@@ -1,7 +1,7 @@
 """Rankings of weight entries measured on task data, for sparse updates with a measured rule.
 
-A sparse update trains ``k = r * (in + out)`` chosen entries of a frozen weight (peft's SHiRA
-layers). Two rules choose them from the task data, each measured once per (model, task,
+A sparse update trains chosen entries of a frozen weight: ``k = r * (in + out)`` of them through
+peft's SHiRA layers, or any k per matrix as a sparse delta. Two rules choose them from the task data, each measured once per (model, task,
 settings) for every role matrix of the layout and cached in the store:
 
 - ``sensitivity`` (SPT, He et al. 2023): Σ over batches of (∂L/∂w)², the same squared gradients
@@ -30,8 +30,8 @@ from autopeft.allocation.measurement import batch_indices, measuring, model_batc
 from autopeft.allocation.spt import squared_gradients
 from autopeft.injection import head_parameters
 from autopeft.space.layout import ModelLayout
-from autopeft.space.structure import Place, TunerModules, parse_place_key, place_key
-from autopeft.space.tuners import measured_mask
+from autopeft.space.structure import Place, Structure, parse_place_key, place_key
+from autopeft.space.tuners import measured_mask, ranking_rule
 from autopeft.tasks import TokenizedSplit
 
 LOTTERY_STEPS = 64
@@ -54,26 +54,33 @@ class SparseRanking:
     entries: Mapping[str, torch.Tensor]
     seconds: float = 0.0
 
-    def entries_for(self, tuner: TunerModules | None, layout: ModelLayout) -> dict[Place, torch.Tensor] | None:
-        """Place -> the entries ``tuner`` trains (``size * (in + out)`` per matrix) when it is a
-        sparse update by this ranking's rule, else None; ValueError when a matrix has too few."""
-        if tuner is None or measured_mask(tuner.method) != self.rule:
+    def entries_for(self, structure: Structure, layout: ModelLayout) -> dict[Place, torch.Tensor] | None:
+        """Place -> the entries ``structure`` trains by this ranking's rule (a SHiRA tuner's
+        ``size * (in + out)`` per matrix, a sparse delta's own count), or None when it trains none
+        by it; ValueError when a matrix has too few."""
+        if ranking_rule(structure) != self.rule:
             return None
+        wanted: dict[Place, int] = {}
+        tuner = structure.tuner
+        if tuner is not None and measured_mask(tuner.method) == self.rule:
+            for place in tuner.places:
+                shape = layout.matrix(*place)
+                wanted[place] = tuner.size * (shape.in_features + shape.out_features)
+        if structure.sparse is not None and structure.sparse.rule == self.rule:
+            wanted.update(structure.sparse.entries)
         chosen = {}
-        for place in tuner.places:
-            shape = layout.matrix(*place)
-            wanted = tuner.size * (shape.in_features + shape.out_features)
+        for place, count in wanted.items():
             ranked = self.entries.get(place_key(place))
-            if ranked is None or ranked.numel() < wanted:
+            if ranked is None or ranked.numel() < count:
                 have = 0 if ranked is None else ranked.numel()
                 raise ValueError(f"the {self.rule} ranking holds {have} entries of {place_key(place)}, "
-                                 f"the structure trains {wanted}")
-            chosen[place] = ranked[:wanted].clone()
+                                 f"the structure trains {count}")
+            chosen[place] = ranked[:count].clone()
         return chosen
 
-    def restricted_to(self, tuner: TunerModules | None, layout: ModelLayout) -> SparseRanking | None:
-        """Only the entries ``tuner`` trains (what an export carries), or None when it uses none."""
-        chosen = self.entries_for(tuner, layout)
+    def restricted_to(self, structure: Structure, layout: ModelLayout) -> SparseRanking | None:
+        """Only the entries ``structure`` trains (what an export carries), or None when it uses none."""
+        chosen = self.entries_for(structure, layout)
         if chosen is None:
             return None
         return SparseRanking(self.rule, MappingProxyType({place_key(p): t for p, t in chosen.items()}), self.seconds)

@@ -22,7 +22,7 @@ from autopeft.allocation.sparse_rankings import SparseRanking
 from autopeft.errors import ExportError
 from autopeft.space.layout import LayerLayout, ModelLayout, matrix_shape
 from autopeft.space.structure import Structure
-from autopeft.space.tuners import measured_mask
+from autopeft.space.tuners import ranking_rule
 from autopeft.tasks import TaskKind
 
 if TYPE_CHECKING:  # the store and the model loaders stay out of autopeft.apply's imports
@@ -69,7 +69,7 @@ class AutopeftConfig:
         autopeft_version: the version that wrote the config.
         eva: the measured EVA vectors of the structure's LoRA modules (``init: eva``), each at its
             rank; saved beside the config as :data:`EVA_NAME`.
-        sparse_entries: the entries a sparse update with a measured rule trains, per module;
+        sparse_entries: the entries sparse updates with a measured rule train, per module;
             saved beside the config as :data:`SPARSE_ENTRIES_NAME`.
     """
 
@@ -144,10 +144,10 @@ class AutopeftConfig:
         except (OSError, ValueError) as exc:
             raise ExportError(f"cannot read autopeft config {path}: {exc}") from None
         config = cls.from_json(data, str(path))
-        lora, tuner = config.structure.lora, config.structure.tuner
+        lora = config.structure.lora
         if lora is not None and lora.starts_from_measurement:
             config = replace(config, eva=EvaComponents.from_bytes(_sidecar(path, EVA_NAME, "starts LoRA from EVA")))
-        rule = measured_mask(tuner.method) if tuner is not None else None
+        rule = ranking_rule(config.structure)
         if rule is not None:
             entries = _sidecar(path, SPARSE_ENTRIES_NAME, f"trains entries ranked by {rule}")
             config = replace(config, sparse_entries=SparseRanking.from_bytes(rule, entries))
@@ -242,7 +242,7 @@ def config_of(source: ExportSource) -> AutopeftConfig:
         task={"source": spec["task"], **spec.get("task_options", {}), "metric": info["metric"]},
         origin={"job": source.job.id, "trial": source.trial.number, "proxy_metrics": source.trial.values},
         eva=source.eva.restricted_to(source.structure.lora) if source.eva is not None else None,
-        sparse_entries=source.ranking.restricted_to(source.structure.tuner, source.layout)
+        sparse_entries=source.ranking.restricted_to(source.structure, source.layout)
         if source.ranking is not None else None,
     )
 

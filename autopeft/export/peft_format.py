@@ -28,6 +28,8 @@ _WHY_NOT_PEFT = {
     "serial_adapter": "serial bottleneck adapters (peft has no bottleneck adapters)",
     "parallel_adapter": "parallel bottleneck adapters (peft has no bottleneck adapters)",
     "prefix": "per-layer prefixes (peft's prefix tuning puts one length on every layer)",
+    "sparse": "sparse updates with their own entry count per matrix (peft's SHiRA trains r * (in + out) "
+              "entries and cannot share a matrix with LoRA)",
 }
 PEFT_TUNER_TYPES = ("lora", "ia3", "tuner")
 

@@ -19,7 +19,7 @@ from autopeft.export.source import ExportSource, StoredJob
 from autopeft.export.trl_format import write_trl
 from autopeft.store import JobRecord, Store, TrialRecord
 from autopeft.store.sensitivity import cached_tensors
-from autopeft.space.tuners import measured_mask
+from autopeft.space.tuners import ranking_rule
 from autopeft.trials import TrialState
 
 Writer = Callable[[ExportSource, Path], list[Path]]
@@ -42,11 +42,11 @@ def export_source(job: JobRecord, trial: TrialRecord, store: Store | None = None
     if trial.state != TrialState.COMPLETED:
         raise ExportError(f"trial {trial.number} of job {job.id} is {trial.state}, not completed")
     source = ExportSource(job, trial, StoredJob.from_spec(job.spec))
-    lora, tuner = source.structure.lora, source.structure.tuner
+    lora = source.structure.lora
     if lora is not None and lora.starts_from_measurement:
         found = _job_tensors(job, store, job.spec.get("eva_key"), "EVA vectors", "its LoRA starts from them")
         source = replace(source, eva=EvaComponents.from_bytes(*found))
-    rule = measured_mask(tuner.method) if tuner is not None else None
+    rule = ranking_rule(source.structure)
     if rule is not None:
         key = job.spec.get("ranking_keys", {}).get(rule)
         found = _job_tensors(job, store, key, f"{rule} rankings", "its sparse update trains entries by them")

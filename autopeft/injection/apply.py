@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from autopeft.injection.bottleneck import Bottleneck, attach_parallel, attach_serial
@@ -19,9 +20,10 @@ from autopeft.injection.peft_modules import (
     ADAPTER_NAME, ia3_config, inject, lora_config, remove_peft_layers, tuner_config,
 )
 from autopeft.injection.prefix import PrefixInjection
+from autopeft.injection.sparse_delta import attach_delta, chosen_entries, detach_delta
 from autopeft.space.layout import ModelLayout
 from autopeft.space.sparse_masks import EntriesMask
-from autopeft.space.structure import LoraModules, Place, Structure
+from autopeft.space.structure import LoraModules, Place, SparseDeltas, Structure
 from autopeft.space.tuners import TUNER_METHODS
 
 
@@ -60,6 +62,7 @@ class AppliedStructure:
         self._scheduled: nn.Module | None = None
         self._hooks = []
         self._prefix: PrefixInjection | None = None
+        self._parametrized: list[nn.Module] = []
         self.native = nn.ModuleDict()
         # The head (and, for the bias method, chosen biases) train in place, and PiSSA, OLoRA and
         # KaSA rewrite base weights: keep copies to restore.
@@ -97,6 +100,8 @@ class AppliedStructure:
             parameters, tuner = inject(model, config)
             new += parameters
             self._scheduled = tuner if TUNER_METHODS[structure.tuner.method].scheduled else None
+        if structure.sparse is not None:
+            new += self._attach_deltas(structure.sparse, layout, sparse_entries)
         new += self._attach_adapters(structure, layout)
         if structure.prefix:
             self._prefix = PrefixInjection(
@@ -132,6 +137,20 @@ class AppliedStructure:
         self._own += parameters
         self._own_before += [p.detach().clone() for p in parameters]
         return parameters
+
+    def _attach_deltas(self, sparse: SparseDeltas, layout: ModelLayout,
+                       sparse_entries: Mapping[Place, torch.Tensor] | None) -> list[nn.Parameter]:
+        """Sparse deltas on the base modules (under any peft layer already there, as in DSEE);
+        their values live inside the model, so saving and grouping by layer find them by name."""
+        values = []
+        for place, count in sparse.entries.items():
+            module = self.model.get_submodule(layout.matrix(*place).name)
+            module = module.get_base_layer() if isinstance(module, BaseTunerLayer) else module
+            ranked = None if sparse_entries is None else sparse_entries.get(place)
+            indices = chosen_entries(module, count, sparse.rule, ranked)
+            values.append(attach_delta(module, indices).values)
+            self._parametrized.append(module)
+        return values
 
     def _attach_adapters(self, structure: Structure, layout: ModelLayout) -> list[nn.Parameter]:
         device = next(self.model.parameters()).device
@@ -182,6 +201,9 @@ class AppliedStructure:
         self._hooks.clear()
         if self._prefix is not None:
             self._prefix.remove()
+        for module in self._parametrized:
+            detach_delta(module)
+        self._parametrized.clear()
         remove_peft_layers(self.model)
         self._scheduled = None
         with torch.no_grad():
@@ -243,6 +265,7 @@ def apply_structure(
     ``initial_lora_a`` is the measured A of a data-driven LoRA init (EVA): place -> (rank, in_features).
     ``total_steps`` is the training run's length, which AdaLoRA's rank schedule needs.
     ``sparse_entries`` ranks the entries a sparse update with a measured rule (``sparse_sensitivity``,
-    ``sparse_lottery``) trains: place -> 1-D flat indices into the weight, best first.
+    ``sparse_lottery``, sparse deltas by ``sensitivity`` or ``lottery``) trains: place -> 1-D flat
+    indices into the weight, best first.
     """
     return AppliedStructure(model, structure, layout, initial_lora_a, total_steps, sparse_entries)

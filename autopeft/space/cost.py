@@ -62,4 +62,6 @@ def count_trainable(structure: Structure, layout: ModelLayout) -> int:
         if tuner is None:
             raise SpaceError(f"{structure.tuner.method} at size {structure.tuner.size} cannot act on these matrices")
         total += tuner
+    if structure.sparse is not None:
+        total += sum(structure.sparse.entries.values())
     return total

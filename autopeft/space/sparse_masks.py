@@ -42,13 +42,23 @@ def magnitude_mask(base_layer: nn.Module, r: int, **_) -> torch.Tensor:
     return _top_k_mask(weight.abs().float(), _entries(base_layer, r), weight)
 
 
+def principal_approximation(weight: torch.Tensor) -> torch.Tensor:
+    """The rank-8 approximation of ``weight`` (float32), from an exact SVD."""
+    u, s, vh = torch.linalg.svd(weight.float(), full_matrices=False)
+    rank = min(PRINCIPAL_RANK, s.numel())
+    return (u[:, :rank] * s[:rank]) @ vh[:rank]
+
+
+def residual_scores(weight: torch.Tensor) -> torch.Tensor:
+    """DSEE's support scores: |W - its rank-8 approximation| (the sparse part a low-rank update
+    misses; DSEE decomposes W with GreBsmo, an exact truncated SVD stands in for it here)."""
+    return (weight.float() - principal_approximation(weight)).abs()
+
+
 def principal_mask(base_layer: nn.Module, r: int, **_) -> torch.Tensor:
     """1 on the largest entries of the rank-8 approximation of the weight (LIFT)."""
     weight = base_layer.weight.detach()
-    u, s, vh = torch.linalg.svd(weight.float(), full_matrices=False)
-    rank = min(PRINCIPAL_RANK, s.numel())
-    approximation = (u[:, :rank] * s[:rank]) @ vh[:rank]
-    return _top_k_mask(approximation.abs(), _entries(base_layer, r), weight)
+    return _top_k_mask(principal_approximation(weight).abs(), _entries(base_layer, r), weight)
 
 
 MASK_FUNCTIONS = {"magnitude": magnitude_mask, "principal": principal_mask}

@@ -103,6 +103,34 @@ class TunerModules:
         object.__setattr__(self, "places", frozenset(self.places))
 
 
+SparseRule = Literal["sensitivity", "lottery", "residual"]
+SPARSE_RULES: tuple[SparseRule, ...] = ("sensitivity", "lottery", "residual")
+
+
+@dataclass(frozen=True)
+class SparseDeltas:
+    """Sparse updates of chosen weight entries, any number per matrix, alone or beside LoRA.
+
+    Unlike a SHiRA tuner (``sparse_*`` methods, ``size * (in + out)`` entries on matrices no other
+    module claims), each matrix here trains its own count of entries, and the matrix may also carry
+    LoRA: SPT's sparse half (the allocator's ``spt_sparse`` rule) and DSEE's sparse residual.
+
+    Attributes:
+        entries: place -> how many entries of that weight train (> 0).
+        rule: how they are chosen: ``sensitivity`` or ``lottery`` (the job's measured ranking, as
+            for the SHiRA rules of the same names) or ``residual`` (DSEE: the largest entries of
+            W minus its rank-8 approximation, a function of the weight alone).
+    """
+
+    entries: Mapping[Place, int]
+    rule: SparseRule = "sensitivity"
+
+    def __post_init__(self) -> None:
+        if self.rule not in SPARSE_RULES:
+            raise ValueError(f"unknown sparse rule {self.rule!r} (known: {', '.join(SPARSE_RULES)})")
+        object.__setattr__(self, "entries", _frozen({p: int(k) for p, k in self.entries.items() if k > 0}))
+
+
 ScheduleKind = Literal["lisa", "ist"]
 SCHEDULE_KINDS: tuple[ScheduleKind, ...] = ("lisa", "ist")
 
@@ -146,6 +174,8 @@ class Structure:
         parallel_scale: output scale of the parallel adapters.
         prefix: layer -> number of learned key/value prefix vectors.
         tuner: another peft tuner, or trained biases, on matrices no other module claims.
+        sparse: sparse updates of chosen entries, on matrices with or without LoRA (not the
+            tuner's).
         schedule: which layers' modules train at which steps (LISA / IST), or None for all
             at every step. It changes how the proxy trains, not which modules exist: counts and
             exports are the structure's.
@@ -158,9 +188,14 @@ class Structure:
     parallel_scale: float = 4.0
     prefix: Mapping[int, int] = field(default_factory=dict)
     tuner: TunerModules | None = None
+    sparse: SparseDeltas | None = None
     schedule: LayerSchedule | None = None
 
     def __post_init__(self) -> None:
+        if self.sparse is not None and not self.sparse.entries:
+            object.__setattr__(self, "sparse", None)
+        if self.sparse is not None and self.tuner is not None and set(self.sparse.entries) & self.tuner.places:
+            raise ValueError("sparse deltas and a tuner on the same matrix: a tuner's matrices are its own")
         if self.lora is not None and not self.lora.ranks:
             object.__setattr__(self, "lora", None)
         if self.tuner is not None and not self.tuner.places:
@@ -172,7 +207,8 @@ class Structure:
     @property
     def is_empty(self) -> bool:
         """True when the structure adds no module at all (only the task head would train)."""
-        return not (self.lora or self.ia3 or self.serial_adapter or self.parallel_adapter or self.prefix or self.tuner)
+        return not (self.lora or self.ia3 or self.serial_adapter or self.parallel_adapter or self.prefix or self.tuner
+                    or self.sparse)
 
     @property
     def layers(self) -> tuple[int, ...]:
@@ -180,6 +216,7 @@ class Structure:
         layers = {layer for layer, _ in self.ia3}
         layers |= {layer for layer, _ in self.lora.ranks} if self.lora else set()
         layers |= {layer for layer, _ in self.tuner.places} if self.tuner else set()
+        layers |= {layer for layer, _ in self.sparse.entries} if self.sparse else set()
         layers |= set(self.serial_adapter) | set(self.parallel_adapter) | set(self.prefix)
         return tuple(sorted(layers))
 
@@ -192,6 +229,7 @@ class Structure:
             "parallel_adapter": bool(self.parallel_adapter),
             "prefix": bool(self.prefix),
             "tuner": self.tuner is not None,
+            "sparse": self.sparse is not None,
         }
         return tuple(name for name, on in present.items() if on)
 
@@ -223,6 +261,9 @@ class Structure:
                 "size": self.tuner.size,
                 "places": sorted(place_key(p) for p in self.tuner.places),
             }
+        if self.sparse is not None:
+            data["sparse"] = {"rule": self.sparse.rule,
+                              "entries": {place_key(p): k for p, k in self.sparse.entries.items()}}
         if self.schedule is not None:
             data["schedule"] = self.schedule.to_json()
         return data
@@ -231,7 +272,7 @@ class Structure:
     def from_json(cls, data: Mapping[str, Any]) -> Structure:
         lora = data.get("lora")
         parallel = data.get("parallel_adapter", {})
-        tuner = data.get("tuner")
+        tuner, sparse = data.get("tuner"), data.get("sparse")
         return cls(
             lora=None
             if lora is None
@@ -254,6 +295,9 @@ class Structure:
                 size=int(tuner["size"]),
                 places=frozenset(parse_place_key(k) for k in tuner["places"]),
             ),
+            sparse=None
+            if sparse is None
+            else SparseDeltas({parse_place_key(k): int(n) for k, n in sparse["entries"].items()}, sparse["rule"]),
             schedule=LayerSchedule.from_json(data["schedule"]) if "schedule" in data else None,
         )
 

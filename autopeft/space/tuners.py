@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autopeft.space.layout import MatrixShape
+from autopeft.space.structure import Structure
 
 NORMS = "norms"
 """The role of ln_tuning places: every normalisation module of the layer."""
@@ -104,6 +105,16 @@ def measured_mask(method: str) -> str | None:
     """The measured mask rule ``method`` trains entries by, or None."""
     spec = TUNER_METHODS.get(method)
     return spec.mask if spec is not None and spec.mask in MEASURED_MASKS else None
+
+
+def ranking_rule(structure: Structure) -> str | None:
+    """The measured rule whose entry ranking ``structure`` trains by (its SHiRA tuner's or its
+    sparse deltas'), or None; ValueError when the two would need different rankings."""
+    rules = {measured_mask(structure.tuner.method) if structure.tuner is not None else None,
+             structure.sparse.rule if structure.sparse is not None else None} & set(MEASURED_MASKS)
+    if len(rules) > 1:
+        raise ValueError(f"a structure trains entries by one measured ranking, not {' and '.join(sorted(rules))}")
+    return next(iter(rules), None)
 
 
 def method_names() -> tuple[str, ...]:

@@ -33,7 +33,7 @@ from autopeft.models import ModelRef, load_base_model, load_tokenizer
 from autopeft.space.architectures import Architecture
 from autopeft.space.layout import ModelLayout, read_layout
 from autopeft.space.structure import LayerSchedule, Place, Structure
-from autopeft.space.tuners import measured_mask
+from autopeft.space.tuners import ranking_rule
 from autopeft.tasks import Task, TaskKind, TokenizedSplit, evaluate_predictions, tokenize_split
 from autopeft.tasks.metrics import constant_prediction_loss
 from autopeft.trials import Fidelity, TrialOutcome, TrialRequest, TrialState
@@ -80,13 +80,13 @@ class WorkerSpec:
 
 def _sparse_entries(rankings: Mapping[str, SparseRanking], structure: Structure, layout: ModelLayout
                     ) -> dict[Place, torch.Tensor] | None:
-    """The measured entries ``structure``'s sparse update trains, or None when it uses none."""
-    rule = measured_mask(structure.tuner.method) if structure.tuner is not None else None
+    """The measured entries ``structure``'s sparse updates train, or None when they use none."""
+    rule = ranking_rule(structure)
     if rule is None:
         return None
     if rule not in rankings:
-        raise TrialFailure(f"{structure.tuner.method} needs the job's {rule} ranking, and the worker has none")
-    return rankings[rule].entries_for(structure.tuner, layout)
+        raise TrialFailure(f"the structure needs the job's {rule} ranking, and the worker has none")
+    return rankings[rule].entries_for(structure, layout)
 
 
 class ProxyTrainer:

@@ -104,7 +104,7 @@ def test_a_sparse_update_trains_the_top_of_the_ranking_at_its_exact_count(measur
     model, layout, _, rankings, before = measured
     roles = list(layout.layers[0].matrices)[:2]
     structure = Structure(tuner=TunerModules(f"sparse_{rule}", 1, {(0, roles[0]), (1, roles[1])}))
-    entries = rankings[rule].entries_for(structure.tuner, layout)
+    entries = rankings[rule].entries_for(structure, layout)
     applied = apply_structure(model, structure, layout, sparse_entries=entries)
     try:
         assert applied.num_trainable == count_trainable(structure, layout)
@@ -123,8 +123,8 @@ def test_a_structure_outside_the_ranking_or_larger_than_it_is_refused(measured):
     role = next(iter(layout.layers[0].matrices))
     too_large = TunerModules("sparse_sensitivity", SIZE + 1, {(0, role)})
     with pytest.raises(ValueError, match="the structure trains"):
-        rankings["sensitivity"].entries_for(too_large, layout)
-    assert rankings["sensitivity"].entries_for(TunerModules("sparse_lottery", 1, {(0, role)}), layout) is None
+        rankings["sensitivity"].entries_for(Structure(tuner=too_large), layout)
+    assert rankings["sensitivity"].entries_for(Structure(tuner=TunerModules("sparse_lottery", 1, {(0, role)})), layout) is None
     with pytest.raises(ValueError, match="measured entries"):
         apply_structure(model, Structure(tuner=TunerModules("sparse_sensitivity", 1, {(0, role)})), layout)
 
@@ -137,6 +137,6 @@ def test_a_ranking_round_trips_through_bytes_and_an_export_keeps_only_what_train
     assert all(torch.equal(again.entries[k], ranking.entries[k]) for k in ranking.entries)
     role = next(iter(layout.layers[1].matrices))
     tuner = TunerModules("sparse_lottery", 1, {(1, role)})
-    kept = ranking.restricted_to(tuner, layout)
+    kept = ranking.restricted_to(Structure(tuner=tuner), layout)
     assert list(kept.entries) == [f"1.{role}"]
-    assert kept.entries_for(tuner, layout)[(1, role)].tolist() == ranking.entries[f"1.{role}"][: kept.entries[f"1.{role}"].numel()].tolist()
+    assert kept.entries_for(Structure(tuner=tuner), layout)[(1, role)].tolist() == ranking.entries[f"1.{role}"][: kept.entries[f"1.{role}"].numel()].tolist()

@@ -6,12 +6,13 @@ would report it), so exports can be validated on the real base models.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from autopeft.models import TaskHead
-from autopeft.scheduler import JobSpec, prepare
+from autopeft.scheduler import JobSpec, PreparedJob, prepare
 from autopeft.scheduler.sensitivities import provide_sensitivities
 from autopeft.space import count_trainable
 from autopeft.space.structure import LoraModules, Structure
@@ -78,10 +79,12 @@ def grid(layers, roles):
     return [(layer, role) for layer in layers for role in roles]
 
 
-def measured_job(store: Store, space_yaml: str, task: str, structure: Structure, folder: Path):
+def measured_job(store: Store, space_yaml: str, task: str, structure: Structure | Callable[[PreparedJob], Structure],
+                 folder: Path):
     """A stored MiniLM job over the space ``space_yaml`` (written into ``folder``) whose measurements
-    (EVA's vectors, entry rankings) were provided twice, measured then read from the cache, and one
-    completed trial of ``structure``.
+    (SPT/IST scores, EVA's vectors, entry rankings) were provided twice, measured then read from the
+    cache, and one completed trial of ``structure`` (or of the structure it returns for the
+    measured job, for structures decoded from the measurements).
 
     Returns (prepared, prepared again, the measurements announced, job record, trial record).
     """
@@ -93,6 +96,7 @@ def measured_job(store: Store, space_yaml: str, task: str, structure: Structure,
     again = provide_sensitivities(prepare(spec), store, measured.append)
     job_id = store.create_job(prepared.stored_spec(), budget_trials=4)
     store.set_job_state(job_id, JobState.RUNNING)
+    structure = structure(prepared) if callable(structure) else structure
     params = count_trainable(structure, prepared.space.layout)
     record = store.add_trial(job_id, config={}, structure=structure.to_json(), trainable_params=params,
                              seed=0, fidelity=spec.fidelity.to_json())

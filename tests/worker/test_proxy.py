@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from autopeft.space.cost import count_trainable
 from autopeft.space.structure import LoraModules, Structure
 from autopeft.tasks.holdout import with_search_split
 from autopeft.trials import Fidelity, TrialRequest, TrialState
@@ -121,6 +122,26 @@ def test_a_sparse_trial_trains_the_worker_s_measured_entries(trainer):
     assert outcome.state == TrialState.COMPLETED, outcome.error
     assert outcome.trainable_params == 12 * (384 + 384) + 384 * 2 + 2
     failed = trainer.run(TrialRequest(14, 13, structure.to_json(), seed=0, fidelity=QUICK))  # no ranking given
+    assert failed.state == TrialState.FAILED and "needs the job's sensitivity ranking" in failed.error
+
+
+def test_sparse_deltas_train_beside_lora_and_by_the_worker_s_ranking(trainer):
+    from autopeft.allocation.sparse_rankings import measure_sensitivity_ranking
+    from autopeft.space.structure import SparseDeltas
+
+    dsee = Structure(lora=LORA_QV.lora, sparse=SparseDeltas(dict.fromkeys(LORA_QV.lora.ranks, 100), "residual"))
+    outcome = trainer.run(TrialRequest(15, 14, dsee.to_json(), seed=0, fidelity=QUICK))
+    assert outcome.state == TrialState.COMPLETED, outcome.error
+    assert outcome.trainable_params == count_trainable(LORA_QV, trainer.layout) + 12 * 100
+    train, _ = trainer.data(QUICK)
+    ranking = measure_sensitivity_ranking(trainer.model, trainer.layout, train, size=1, batches=2, batch_size=8)
+    spt_half = Structure(lora=LORA_QV.lora, sparse=SparseDeltas({(0, "k"): 300, (5, "up"): 40}, "sensitivity"))
+    with_ranking = ProxyTrainer.__new__(ProxyTrainer)
+    with_ranking.__dict__.update(trainer.__dict__, spec=replace(trainer.spec, rankings={"sensitivity": ranking}))
+    outcome = with_ranking.run(TrialRequest(16, 15, spt_half.to_json(), seed=0, fidelity=QUICK))
+    assert outcome.state == TrialState.COMPLETED, outcome.error
+    assert outcome.trainable_params == count_trainable(LORA_QV, trainer.layout) + 340
+    failed = trainer.run(TrialRequest(17, 16, spt_half.to_json(), seed=0, fidelity=QUICK))  # no ranking given
     assert failed.state == TrialState.FAILED and "needs the job's sensitivity ranking" in failed.error
 
 
