@@ -96,8 +96,9 @@ def prepare(spec: JobSpec, space_spec: SpaceSpec | None = None) -> PreparedJob:
 def _check_feasible(space: SearchSpace, probes: int = 4096) -> None:
     """Fail early when no point of the space is feasible (probing a few thousand Sobol points).
 
-    Budgeted spaces are probed with the uniform rule: their scores are measured later, and the
-    rule only shapes ranks inside the same budget.
+    Budgeted spaces are probed with the uniform rule, and layer schedules are probed off: their
+    scores are measured later, the rule only shapes ranks inside the same budget, and a schedule
+    never changes which modules exist.
     """
     if space.dimensions:
         draws = SobolEngine(len(space.dimensions), scramble=True, seed=0).draw(probes).tolist()
@@ -105,7 +106,8 @@ def _check_feasible(space: SearchSpace, probes: int = 4096) -> None:
         draws = [[]]
     points = [space.from_unit(u) for u in draws]
     if space.needed_sensitivities:
-        points = [{**p, "budget.rule": "uniform"} if "budget.rule" in p else p for p in points]
+        unscored = {"budget.rule": "uniform", "schedule.kind": "none"}
+        points = [{**p, **{name: value for name, value in unscored.items() if name in p}} for p in points]
         budget = space.spec.budget  # None when only an IST layer schedule needs scores
         if budget is not None and "budget.rule" not in space.names and budget.rules != ["uniform"]:
             return  # one non-uniform rule: feasibility shows once its scores are measured

@@ -13,6 +13,10 @@ Rules (the *candidates* are the allowed roles' matrices in every layer):
   weights in the global top-τ reaches ``1 / switch_factor`` of its *reference module*: the LoRA
   it would get if the budget were spread at one rank over all candidates. Ranks among the
   picked matrices are ∝ score ** sharpness (score = Σ (∂L/∂w)² over the matrix).
+- ``spt_sparse``: SPT complete. The same switch rule picks the LoRA matrices; every other
+  candidate gets a sparse delta on exactly its weights in the global top-τ (SPT's unstructured
+  half), and LoRA spends what the deltas leave. The deltas train the top of the job's
+  ``sensitivity`` entry ranking, the same squared gradients the scores sum.
 - ``ist``: every candidate can get LoRA, with ranks ∝ layer_importance ** sharpness of its layer.
 
 From weights to integers: continuous ranks r_p = λ w_p, clipped to [1, min(in, out)], with λ
@@ -48,10 +52,12 @@ import numpy as np
 from autopeft.space.sensitivity import Sensitivity
 from autopeft.errors import BudgetError, SpaceError
 from autopeft.space.layout import ModelLayout
-from autopeft.space.structure import LoraModules, LoraVariant, Place, Structure, place_key
+from autopeft.space.structure import LoraModules, LoraVariant, Place, SparseDeltas, Structure, place_key
 
-AllocationRule = Literal["uniform", "spt", "ist"]
-ALLOCATION_RULES: tuple[AllocationRule, ...] = ("uniform", "spt", "ist")
+AllocationRule = Literal["uniform", "spt", "spt_sparse", "ist"]
+ALLOCATION_RULES: tuple[AllocationRule, ...] = ("uniform", "spt", "spt_sparse", "ist")
+SCORES_OF_RULE = {"spt": "spt", "spt_sparse": "spt", "ist": "ist"}
+"""The sensitivity method whose scores a rule allocates by (``uniform`` needs none)."""
 
 LANDING = 0.9
 """An allocation spends at least this share of the budget (when integer ranks allow it)."""
@@ -126,22 +132,38 @@ def allocate(
     least_modules = math.ceil(LANDING * budget_params) - layout.head_params
     if rule not in ALLOCATION_RULES:
         raise ValueError(f"unknown allocation rule {rule!r} (known: {', '.join(ALLOCATION_RULES)})")
-    if rule == "spt":
+    deltas: dict[Place, int] = {}
+    if rule in ("spt", "spt_sparse"):
         candidates = _spt_candidates(layout, places, _require_spt(sensitivity), module_budget, least_modules,
                                      sharpness=sharpness, variant=variant, switch_factor=switch_factor)
+        if rule == "spt_sparse":
+            deltas = _sparse_half(layout, places, sensitivity, candidates, module_budget)
     elif rule == "ist":
         candidates = _ist_candidates(layout, places, _require_ist(sensitivity, layout), sharpness, variant)
     else:
         candidates = _candidates(layout, places, np.ones(len(places)), 0.0, variant)
-    ranks = _ranks(candidates, module_budget, least_modules, droppable=rule != "uniform")
-    _check_budget(candidates, ranks, budget_params, least_modules, layout.head_params, rule)
+    sparse_spend = sum(deltas.values())
+    ranks = _ranks(candidates, module_budget - sparse_spend, least_modules - sparse_spend,
+                   droppable=rule != "uniform")
+    _check_budget(candidates, ranks, budget_params, least_modules - sparse_spend, layout.head_params, rule)
     return Structure(
         lora=LoraModules(
             ranks={place: rank for place, rank in zip(candidates.places, ranks) if rank > 0},
             variant=variant,
             alpha_ratio=alpha_ratio,
-        )
+        ),
+        sparse=SparseDeltas(deltas, "sensitivity") if deltas else None,
     )
+
+
+def largest_sparse_delta(layout: ModelLayout, roles: Sequence[str], budget_params: int, switch_factor: float) -> int:
+    """An upper bound, in units of ``in + out`` entries, on the sparse delta ``spt_sparse`` gives a
+    matrix at budgets up to ``budget_params``: a matrix that misses the switch holds fewer top-τ
+    weights than its reference module (at most budget / Σ(in + out) ranks, DoRA's magnitudes
+    included in the + 1) divided by the switch factor. The entry ranking is kept this deep."""
+    shapes = [layout.matrix(*place) for place in _allowed_places(layout, roles)]
+    reference_rank = max(1.0, budget_params / sum(s.in_features + s.out_features for s in shapes))
+    return math.ceil(reference_rank / switch_factor) + 1
 
 
 # ------------------------------------------------------------------------------- candidates
@@ -209,6 +231,22 @@ def _spt_candidates(
     while picked < len(chosen) and chosen.first(picked).capacity() < least_modules:
         picked += 1
     return chosen.first(picked)
+
+
+def _sparse_half(layout: ModelLayout, places: Sequence[Place], sensitivity: Sensitivity, lora: _Candidates,
+                 module_budget: int) -> dict[Place, int]:
+    """SPT's unstructured half: place -> its count of weights in the global top-τ, for every
+    candidate that did not get LoRA. The least sensitive deltas give way while the rest would leave
+    less than rank 1 on the first LoRA matrix."""
+    counts = sensitivity.sensitive_counts_at(max(module_budget, 0) / sensitivity.total_weights)
+    rest = [place for place in places if place not in set(lora.places)]
+    rest.sort(key=lambda place: -sensitivity.matrix_scores[place_key(place)])
+    deltas = {place: min(round(counts[place_key(place)]), layout.matrix(*place).numel) for place in rest}
+    deltas = {place: k for place, k in deltas.items() if k > 0}
+    first_lora = lora.per_rank[0] + lora.fixed[0]
+    while deltas and module_budget - sum(deltas.values()) < first_lora:
+        deltas.pop(next(reversed(deltas)))
+    return deltas
 
 
 def _take(candidates: _Candidates, order: np.ndarray) -> _Candidates:

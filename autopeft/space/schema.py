@@ -175,7 +175,7 @@ class BudgetSpec(_Strict):
     """
 
     fraction: Range
-    rules: list[Literal["uniform", "spt", "ist"]] = Field(default=["uniform", "spt", "ist"], min_length=1)
+    rules: list[Literal["uniform", "spt", "spt_sparse", "ist"]] = Field(default=["uniform", "spt", "ist"], min_length=1)
     sharpness: Range = Range(low=0.0, high=2.0)
     roles: list[str] = Field(min_length=1)
     variants: list[LoraVariant] = Field(default=["lora"], min_length=1)

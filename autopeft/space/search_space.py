@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from torch import nn
 
-from autopeft.space.allocation import allocate
+from autopeft.space.allocation import SCORES_OF_RULE, allocate, largest_sparse_delta
 from autopeft.space.sensitivity import Sensitivity
 from autopeft.errors import BudgetError, SpaceError
 from autopeft.space.cost import count_trainable, count_tuner
@@ -89,7 +89,8 @@ class SearchSpace(DimensionVectors):
         """Sensitivity methods (``spt``, ``ist``) that decoding this space needs scores for."""
         rules = self.spec.budget.rules if self.spec.budget is not None else []
         schedules = self.spec.schedule.kinds if self.spec.schedule is not None else []
-        return tuple(m for m in ("spt", "ist") if m in rules or m in schedules)
+        needed = {SCORES_OF_RULE[rule] for rule in rules if rule in SCORES_OF_RULE} | set(schedules)
+        return tuple(m for m in ("spt", "ist") if m in needed)
 
     @property
     def eva_rank(self) -> int | None:
@@ -103,7 +104,13 @@ class SearchSpace(DimensionVectors):
     @property
     def measured_masks(self) -> dict[str, int]:
         """Measured mask rule (``sensitivity``, ``lottery``) -> the largest size a sparse update by
-        it can take, for each rule the space offers on this model (its entries are ranked once)."""
+        it can take, in units of ``in + out`` entries, for each rule the space offers on this model
+        (its entries are ranked once): a SHiRA method's largest size, or the deepest sparse delta
+        of the ``spt_sparse`` allocation."""
+        budget = self.spec.budget
+        if budget is not None and "spt_sparse" in budget.rules:
+            most = round(budget.fraction.high * self.layout.total_params)
+            return {"sensitivity": largest_sparse_delta(self.layout, self.lora_roles, most, budget.switch_factor)}
         if self.methods is None:
             return {}
         largest: dict[str, int] = {}
@@ -289,12 +296,13 @@ class SearchSpace(DimensionVectors):
     def _decode_budget(self, values: Mapping[str, Value]) -> Structure:
         """Allocate LoRA ranks for the point's budget, rule and sharpness (empty if impossible)."""
         budget, rule = self.spec.budget, str(values["budget.rule"])
-        if rule != "uniform" and rule not in self.sensitivities:
-            raise SpaceError(f"{self.spec.source}: rule '{rule}' needs {rule.upper()} scores; measure them first")
+        scores = SCORES_OF_RULE.get(rule)
+        if scores is not None and scores not in self.sensitivities:
+            raise SpaceError(f"{self.spec.source}: rule '{rule}' needs {scores.upper()} scores; measure them first")
         try:
             return allocate(
                 self.layout,
-                self.sensitivities.get(rule),
+                self.sensitivities.get(scores),
                 budget_params=round(float(values["budget.fraction"]) * self.layout.total_params),
                 rule=rule,
                 sharpness=float(values["budget.sharpness"]),

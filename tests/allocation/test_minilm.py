@@ -70,7 +70,7 @@ def test_ist_importance_differs_across_layers(ist, minilm, capsys):
 def test_a_half_percent_budget_lands_between_045_and_05_percent(rule, roles, minilm, spt, ist, capsys):
     _, layout = minilm
     budget = int(0.005 * layout.total_params)
-    sensitivity = {"uniform": None, "spt": spt, "ist": ist}[rule]
+    sensitivity = {"uniform": None, "spt": spt, "spt_sparse": spt, "ist": ist}[rule]
     landed = []
     for sharpness in (0.0, 0.5, 1.0, 2.0):
         structure = allocate(layout, sensitivity, budget_params=budget, rule=rule, sharpness=sharpness, roles=roles)

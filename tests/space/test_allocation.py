@@ -9,14 +9,14 @@ import time
 
 import pytest
 
-from autopeft.space.allocation import ALLOCATION_RULES, allocate
+from autopeft.space.allocation import ALLOCATION_RULES, allocate, largest_sparse_delta
 from autopeft.space.sensitivity import Sensitivity
 from autopeft.errors import BudgetError, SpaceError
 from autopeft.models import build_skeleton, resolve_model
 from autopeft.models.loading import TaskHead
 from autopeft.space.cost import count_trainable
 from autopeft.space.layout import ModelLayout, read_layout
-from autopeft.space.structure import place_key
+from autopeft.space.structure import Structure, place_key
 from autopeft.tasks import TaskKind
 from tests.allocation.synthetic import synthetic_sensitivity
 from tests.space.tiny_models import TINY_MODELS
@@ -59,6 +59,12 @@ def check_allocation(layout: ModelLayout, structure, budget: int, roles) -> None
     for (layer, role), rank in structure.lora.ranks.items():
         shape = layout.matrix(layer, role)
         assert role in roles and 1 <= rank <= min(shape.in_features, shape.out_features)
+    if structure.sparse is not None:
+        assert not set(structure.sparse.entries) & set(structure.lora.ranks)
+        depth = largest_sparse_delta(layout, roles, budget, switch_factor=10.0)
+        for (layer, role), entries in structure.sparse.entries.items():
+            shape = layout.matrix(layer, role)
+            assert role in roles and 1 <= entries <= depth * (shape.in_features + shape.out_features)
 
 
 @pytest.mark.parametrize("family", ["bert", "distilbert", "gpt2", "llama", "t5", "minilm"])
@@ -131,6 +137,23 @@ def test_spt_switch_rule_picks_matrices_with_enough_sensitive_weights(minilm_lay
                          roles=minilm_layout.roles)
     assert set(structure.lora.ranks) == {(5, "q"), (5, "v"), (4, "v")}  # 3.v: 100 < 1,536 / 10
     check_allocation(minilm_layout, structure, 100_000, minilm_layout.roles)
+
+
+def test_spt_sparse_gives_the_rest_of_the_top_tau_to_sparse_deltas(minilm_layout):
+    counts = {"5.q": 400, "5.v": 300, "4.v": 200, "3.v": 100, "2.k": 50}
+    sensitivity = spt_sensitivity(minilm_layout, {"3.v": 3.0, "2.k": 2.0}, counts)
+    structure = allocate(minilm_layout, sensitivity, budget_params=100_000, rule="spt_sparse", sharpness=0.0,
+                         roles=minilm_layout.roles)
+    assert set(structure.lora.ranks) == {(5, "q"), (5, "v"), (4, "v")}
+    assert structure.sparse.rule == "sensitivity"
+    assert dict(structure.sparse.entries) == {(3, "v"): 100, (2, "k"): 50}
+    check_allocation(minilm_layout, structure, 100_000, minilm_layout.roles)
+    lora_only = allocate(minilm_layout, sensitivity, budget_params=100_000, rule="spt", sharpness=0.0,
+                         roles=minilm_layout.roles)
+    assert set(lora_only.lora.ranks) == set(structure.lora.ranks) and lora_only.sparse is None
+    sparse_spend = count_trainable(structure, minilm_layout) - count_trainable(Structure(lora=structure.lora),
+                                                                               minilm_layout)
+    assert sparse_spend == 150
 
 
 def test_spt_ranks_follow_scores(minilm_layout):
