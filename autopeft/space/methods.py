@@ -2,7 +2,7 @@
 
 Dimensions (on top of the space's layer mask)::
 
-    method                  lora | dora | rslora | ia3 | loha | lokr | vera | oft | ... | bias
+    method                  lora | dora | rslora | dsee | ia3 | loha | lokr | vera | oft | ... | bias
     method.<name>.size      the size of that method (rank, block size, frequencies); only
                             present for methods with more than one valid size
     method.role.<role>      whether the chosen method acts on role ``role`` (search_roles)
@@ -26,11 +26,17 @@ from autopeft.errors import SpaceError
 from autopeft.space.dimensions import Categorical, Choice, Dimension, Flag, Point, Value
 from autopeft.space.layout import ModelLayout
 from autopeft.space.schema import MethodsSpec
-from autopeft.space.structure import LORA_VARIANTS, NOT_ON_CONV1D, LoraModules, Place, Structure, TunerModules
+from autopeft.space.structure import (
+    LORA_VARIANTS, NOT_ON_CONV1D, LoraModules, Place, SparseDeltas, Structure, TunerModules,
+)
 from autopeft.space.tuners import NORMS, TUNER_METHODS, matrix_params, method_names
 
 SIZELESS = ("ia3", "ln_tuning", "bias")
-KNOWN_METHODS = (*LORA_VARIANTS, "ia3", *method_names())
+DSEE = "dsee"
+"""DSEE-style sparse + low-rank: LoRA rank r plus a sparse delta of ``in + out`` entries (one more
+rank's worth) on each matrix, at the largest entries of W minus its rank-8 approximation, so DSEE
+at r costs exactly LoRA at r + 1."""
+KNOWN_METHODS = (*LORA_VARIANTS, DSEE, "ia3", *method_names())
 
 
 @dataclass(frozen=True)
@@ -95,7 +101,7 @@ def _acts_on(name: str, size: int, matrices, layout: ModelLayout, layers: Sequen
         return False
     if name == "kasa":  # it truncates r singular components of each base weight and must keep one
         return 0 < size and all(size < min(m.in_features, m.out_features) for m in matrices)
-    if name in LORA_VARIANTS or name == "ia3":
+    if name in LORA_VARIANTS or name in ("ia3", DSEE):
         return size > 0 or name == "ia3"
     if name == "ln_tuning":
         return all(layout.layers[layer].norms for layer in layers)
@@ -142,6 +148,10 @@ def decode_method(values: Mapping[str, Value], choices: MethodChoices, layout: M
     }
     if method in LORA_VARIANTS:
         return Structure(lora=LoraModules({p: size for p in places}, variant=method, alpha_ratio=alpha_ratio))
+    if method == DSEE:
+        deltas = {p: layout.matrix(*p).in_features + layout.matrix(*p).out_features for p in places}
+        return Structure(lora=LoraModules({p: size for p in places}, alpha_ratio=alpha_ratio),
+                         sparse=SparseDeltas(deltas, "residual"))
     if method == "ia3":
         return Structure(ia3=frozenset(places))
     return Structure(tuner=TunerModules(method, size, frozenset(places)))

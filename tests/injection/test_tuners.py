@@ -144,3 +144,29 @@ def test_sparse_masks_pick_the_largest_entries_by_their_rule():
     assert chosen.min() >= layer.weight.detach().abs()[~mask.bool()].max()
     principal = principal_mask(layer, r=2)
     assert int(principal.sum()) == k and torch.equal(principal, principal_mask(layer, r=2))
+
+
+@pytest.mark.parametrize("family", ["bert", "llama", "gpt2"])
+def test_dsee_in_the_sparse_space_costs_lora_one_rank_up_and_trains_both_halves(family):
+    from autopeft.space.structure import Structure
+
+    torch.manual_seed(0)
+    model = TINY_MODELS[family]()
+    space = bind_space(load_space_spec("sparse"), model)
+    point = next(point for method, point in every_method_point(space) if method == "dsee")
+    point = {**point, "method.dsee.size": 2, "schedule.kind": "none"}
+    structure = space.decode(point)
+    assert structure.sparse.rule == "residual" and set(structure.sparse.entries) == set(structure.lora.ranks)
+    one_rank_up = Structure(lora=type(structure.lora)(dict.fromkeys(structure.lora.ranks, 3)))
+    assert count_trainable(structure, space.layout) == count_trainable(one_rank_up, space.layout)
+    before = state(model)
+    applied = apply_structure(model, structure, space.layout)
+    try:
+        assert built_trainable(model, applied) == count_trainable(structure, space.layout)
+        model.train()
+        (model(**example_inputs(model)).logits.float() - 10).pow(2).mean().backward()
+        deltas = [m.parametrizations.weight[0].values for m in model.modules() if hasattr(m, "parametrizations")]
+        assert len(deltas) == len(structure.sparse.entries) and all(d.grad.abs().sum() > 0 for d in deltas)
+    finally:
+        applied.remove()
+    assert_same_state(model, before)
