@@ -1,7 +1,8 @@
 """Sparse updates against LoRA at equal trainable parameters, for every rule that picks the entries.
 
 A sparse update of size r trains r * (in + out) entries of a matrix, exactly LoRA rank r's count,
-so each density compares LoRA r with the five sparse rules at r on q and v of every MiniLM layer:
+so each density compares LoRA r with the five sparse rules at r on q and v of every MiniLM layer,
+and with DSEE at the same count (LoRA r - 1 plus a sparse residual of in + out entries per matrix):
 r = 1, 6 and 24 are 0.04%, 0.24% and 0.97% of MiniLM's parameters. Each run is the proxy fine-tune
 on SST-2 at one training seed, scored once on the dev split; nothing is chosen here. The measured
 rules' rankings (SPT sensitivity, LT-SFT lottery) are measured once on the proxy's training
@@ -29,8 +30,8 @@ import torch
 from autopeft.allocation.sparse_rankings import measure_lottery_ranking, measure_sensitivity_ranking
 from autopeft.models import resolve_model
 from autopeft.models.loading import build_skeleton
-from autopeft.space.layout import read_layout
-from autopeft.space.structure import LoraModules, Structure, TunerModules
+from autopeft.space.layout import ModelLayout, read_layout
+from autopeft.space.structure import LoraModules, SparseDeltas, Structure, TunerModules
 from autopeft.tasks import load_task
 from autopeft.tasks.holdout import with_search_split
 from autopeft.trials import TrialRequest
@@ -40,6 +41,9 @@ from bench.reporting import machine_line, paired_interval
 from bench.shards import Shard, read_rows, row_writer
 
 RULES = ("random", "magnitude", "principal", "sensitivity", "lottery")
+ARMS = ("lora", *RULES, "dsee")
+"""LoRA, a SHiRA sparse update by each rule, and DSEE (LoRA r - 1 plus in + out residual entries per
+matrix, the same count; from r = 2, as DSEE at r = 1 would have no LoRA)."""
 ROLES = ("q", "v")
 RAW = Path(__file__).parent / "results" / "sparse_rules.csv"
 COLUMNS = ("arm", "size", "seed", "trainable", "accuracy", "loss", "lr_rescues", "step_time_s", "seconds")
@@ -73,15 +77,18 @@ def trainer_with_rankings(threads: int, size: int) -> ProxyTrainer:
     return trainer
 
 
-def structure(arm: str, size: int, layers: int) -> Structure:
-    places = frozenset((i, role) for i in range(layers) for role in ROLES)
+def structure(arm: str, size: int, layout: ModelLayout) -> Structure:
+    places = frozenset((i, role) for i in range(layout.num_layers) for role in ROLES)
     if arm == "lora":
         return Structure(lora=LoraModules(dict.fromkeys(places, size)))
+    if arm == "dsee":
+        residual = {p: layout.matrix(*p).in_features + layout.matrix(*p).out_features for p in places}
+        return Structure(lora=LoraModules(dict.fromkeys(places, size - 1)), sparse=SparseDeltas(residual, "residual"))
     return Structure(tuner=TunerModules(f"sparse_{arm}", size, places))
 
 
 def run(trainer: ProxyTrainer, arm: str, size: int, seed: int) -> dict:
-    request = TrialRequest(seed, seed, structure(arm, size, trainer.layout.num_layers).to_json(), seed=seed,
+    request = TrialRequest(seed, seed, structure(arm, size, trainer.layout).to_json(), seed=seed,
                            fidelity=SETUPS["minilm"]["fidelity"], split="dev")
     started = time.perf_counter()
     outcome = trainer.run(request)
@@ -99,7 +106,7 @@ def table(rows: list[dict], total_params: int) -> str:
              "|---:|---|---:|---:|---:|---:|---|---:|---:|"]
     for size in sorted({r["size"] for r in rows}):
         lora = {r["seed"]: r for r in rows if r["size"] == size and r["arm"] == "lora"}
-        for arm in ("lora", *RULES):
+        for arm in ARMS:
             runs = {r["seed"]: r for r in rows if r["size"] == size and r["arm"] == arm}
             if not runs:
                 continue
@@ -128,7 +135,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     shard = Shard.parse(args.shard)
     wanted = [{"arm": arm, "size": size, "seed": seed}
-              for seed in args.seeds for size in args.sizes for arm in ("lora", *RULES)]
+              for seed in args.seeds for size in args.sizes for arm in ARMS if not (arm == "dsee" and size < 2)]
     remaining = [run_ for position, run_ in enumerate(wanted)
                  if run_key(run_) not in measured_rows() and shard.owns(position)]
     measured = "in an earlier run"
@@ -158,8 +165,9 @@ def write_report(args: argparse.Namespace, rows: list[dict], measured: str) -> N
         "# Sparse updates against LoRA at equal trainable parameters\n\n"
         f"Command: `{command}` (resumed: runs already in the raw rows were not measured again)  \n"
         f"{machine_line(args.threads)}  \n"
-        f"Structures: LoRA rank r, or a sparse update of r * (in + out) entries per matrix (the same count), on q "
-        f"and v of every MiniLM layer; the head trains in both. Proxy: {SETUPS['minilm']['fidelity']}, the same rate "
+        f"Structures: LoRA rank r, or a sparse update of r * (in + out) entries per matrix (the same count), or "
+        f"DSEE (LoRA r - 1 plus in + out entries of the residual W - W_8 per matrix, the same count; from r = 2), "
+        f"on q and v of every MiniLM layer; the head trains in all. Proxy: {SETUPS['minilm']['fidelity']}, the same rate "
         "for every arm with the proxy's stall rescue; every run scored once on SST-2's dev split (872 examples). "
         f"Rankings measured once at the largest r of the run that measured them ({measured}). Step time is the "
         "median over seeds of the ratio to LoRA's at the same r and seed. Raw rows: "

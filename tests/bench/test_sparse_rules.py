@@ -1,7 +1,19 @@
 """The sparse-rules benchmark's table: every rule paired with LoRA at the same r and seed."""
 
 from bench.sparse_rules import structure, table
+import pytest
+
+from autopeft.models import build_skeleton, resolve_model
+from autopeft.models.loading import TaskHead
+from autopeft.space.cost import count_trainable
+from autopeft.space.layout import read_layout
 from autopeft.space.structure import Structure
+from autopeft.tasks import TaskKind
+
+
+@pytest.fixture(scope="module")
+def minilm_layout():
+    return read_layout(build_skeleton(resolve_model("minilm"), TaskHead(TaskKind.CLASSIFICATION, 2)))
 
 
 def test_the_table_pairs_each_rule_with_lora_at_the_same_size_and_seed():
@@ -17,7 +29,10 @@ def test_the_table_pairs_each_rule_with_lora_at_the_same_size_and_seed():
     assert lines[3].endswith("| 1.20 | 0 |") and len(lines) == 4
 
 
-def test_lora_and_a_sparse_update_at_the_same_r_train_the_same_count_on_the_same_matrices():
-    lora, sparse = structure("lora", 6, layers=6), structure("sensitivity", 6, layers=6)
+def test_lora_a_sparse_update_and_dsee_at_the_same_r_train_the_same_count_on_the_same_matrices(minilm_layout):
+    lora, sparse, dsee = (structure(arm, 6, minilm_layout) for arm in ("lora", "sensitivity", "dsee"))
     assert isinstance(sparse, Structure) and sparse.tuner.method == "sparse_sensitivity" and sparse.tuner.size == 6
     assert set(lora.lora.ranks) == sparse.tuner.places and set(lora.lora.ranks.values()) == {6}
+    assert set(dsee.lora.ranks) == set(dsee.sparse.entries) == sparse.tuner.places
+    counts = {count_trainable(s, minilm_layout) for s in (lora, sparse, dsee)}
+    assert counts == {56_066}
