@@ -161,7 +161,7 @@ def _print_result(store: Store, job_id: int, storage: str) -> None:
         console.print(f"[yellow]warning: {warning}[/yellow]")
     console.print(f"job [bold]{job_id}[/bold] {job.state}: {job.trials_done} trials in {store.url}")
     if front:
-        typer.echo(views.next_commands(job_id, front[0].number, storage))
+        typer.echo(views.next_commands(job_id, front[0], storage))
 
 
 @app.command()

@@ -45,6 +45,9 @@ def structure_summary(structure: dict[str, Any]) -> str:
         tuner = structure["tuner"]
         size = f" {tuner['size']}" if tuner["size"] else ""
         parts.append(f"{tuner['method']}{size} x{len(tuner['places'])}")
+    if "sparse" in structure:
+        entries = structure["sparse"]["entries"]
+        parts.append(f"sparse deltas ({structure['sparse']['rule']}) {sum(entries.values()):,} entries x{len(entries)}")
     return "; ".join(parts) or "(none)"
 
 
@@ -153,16 +156,21 @@ def validation_table(validation: dict[str, Any]) -> Table:
     return table
 
 
-def next_commands(job_id: int, trial: int, storage: str) -> str:
+def next_commands(job_id: int, trial: TrialRecord, storage: str) -> str:
     """What a user runs after a search: the front, its check on dev (validate), then the best row's
-    export or full training. Plain text: a terminal must not wrap a command that is to be pasted."""
+    export (to peft when one peft adapter holds it, else autopeft's own format) or full training.
+    Plain text: a terminal must not wrap a command that is to be pasted."""
+    from autopeft.export.peft_format import fits_one_peft_adapter
+    from autopeft.space.structure import Structure
+
     store = "" if storage == DEFAULT_URL else f" --storage {storage}"
+    export_format = "peft" if fits_one_peft_adapter(Structure.from_json(trial.structure)) else "autopeft"
     return "\n".join([
         "next:",
         f"  autopeft pareto {job_id}{store}",
         f"  autopeft validate {job_id} --top 3{store}",
-        f"  autopeft export {job_id} --trial {trial} --format peft --out adapter{store}",
-        f"  autopeft train {job_id} --trial {trial} --out run{store}",
+        f"  autopeft export {job_id} --trial {trial.number} --format {export_format} --out adapter{store}",
+        f"  autopeft train {job_id} --trial {trial.number} --out run{store}",
     ])
 
 
