@@ -239,7 +239,8 @@ def _sparse_half(layout: ModelLayout, places: Sequence[Place], sensitivity: Sens
     candidate that did not get LoRA. The least sensitive deltas give way while the rest would leave
     less than rank 1 on the first LoRA matrix."""
     counts = sensitivity.sensitive_counts_at(max(module_budget, 0) / sensitivity.total_weights)
-    rest = [place for place in places if place not in set(lora.places)]
+    with_lora = set(lora.places)
+    rest = [place for place in places if place not in with_lora]
     rest.sort(key=lambda place: -sensitivity.matrix_scores[place_key(place)])
     deltas = {place: min(round(counts[place_key(place)]), layout.matrix(*place).numel) for place in rest}
     deltas = {place: k for place, k in deltas.items() if k > 0}
