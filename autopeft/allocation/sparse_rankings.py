@@ -27,9 +27,10 @@ from safetensors.torch import load, save
 from torch import nn
 
 from autopeft.allocation.measurement import batch_indices, measuring, model_batch, role_weights
-from autopeft.allocation.spt import squared_gradients
+from autopeft.allocation.spt import spt_scores, spt_squared_gradients
 from autopeft.injection import head_parameters
 from autopeft.space.layout import ModelLayout
+from autopeft.space.sensitivity import Sensitivity
 from autopeft.space.structure import Place, Structure, parse_place_key, place_key
 from autopeft.space.tuners import measured_mask, ranking_rule
 from autopeft.tasks import TokenizedSplit
@@ -112,10 +113,22 @@ def measure_sensitivity_ranking(
     """SPT's per-entry sensitivities of every role matrix on ``batches`` seeded batches, ranked;
     ``size`` is the largest sparse size to rank for. The model comes back unchanged."""
     started = time.perf_counter()
-    with measuring(model, layout, seed):
-        squared = squared_gradients(model, role_weights(model, layout), data,
-                                    batch_indices(len(data), batches, batch_size, seed))
+    squared = spt_squared_gradients(model, layout, data, batches=batches, batch_size=batch_size, seed=seed)
     return _ranking("sensitivity", squared, layout, size, started)
+
+
+def measure_spt_with_ranking(
+    model: nn.Module, layout: ModelLayout, data: TokenizedSplit, *, size: int, batches: int = 16,
+    batch_size: int = 32, seed: int = 0,
+) -> tuple[Sensitivity, SparseRanking]:
+    """SPT's matrix scores and its sensitivity entry ranking from one backward pass per batch:
+    both sum the same squared gradients over the same batches, so a job that needs both (the
+    ``spt_sparse`` rule) measures them once; equal to :func:`~autopeft.allocation.spt.measure_spt`
+    and :func:`measure_sensitivity_ranking` with the same settings."""
+    started = time.perf_counter()
+    squared = spt_squared_gradients(model, layout, data, batches=batches, batch_size=batch_size, seed=seed)
+    ranking = _ranking("sensitivity", squared, layout, size, started)
+    return spt_scores(squared, started), ranking
 
 
 def measure_lottery_ranking(

@@ -45,17 +45,31 @@ def measure_spt(
     ``seed``; it comes back unchanged. Batches are drawn by :func:`batch_indices` with ``seed``.
     """
     started = time.perf_counter()
-    weights = role_weights(model, layout)
+    return spt_scores(spt_squared_gradients(model, layout, data, batches=batches, batch_size=batch_size, seed=seed),
+                      started)
+
+
+def spt_squared_gradients(
+    model: nn.Module, layout: ModelLayout, data: TokenizedSplit, *, batches: int, batch_size: int, seed: int
+) -> dict[str, torch.Tensor]:
+    """Place key -> Σ (∂L/∂w)² of every role matrix, measured as :func:`measure_spt` describes."""
     with measuring(model, layout, seed):
-        squared = squared_gradients(model, weights, data, batch_indices(len(data), batches, batch_size, seed))
+        return squared_gradients(model, role_weights(model, layout), data,
+                                 batch_indices(len(data), batches, batch_size, seed))
+
+
+def spt_scores(squared: dict[str, torch.Tensor], started: float) -> Sensitivity:
+    """SPT's per-matrix scores and top-τ counts from :func:`spt_squared_gradients`, which it
+    consumes (see :func:`top_fraction_counts`); ``started`` is the measurement's perf_counter start."""
     scores = {key: float(values.sum(dtype=torch.float64)) for key, values in squared.items()}
+    total = sum(values.numel() for values in squared.values())
     counts = top_fraction_counts(squared, TAU_GRID)
     return Sensitivity(
         method="spt",
         matrix_scores=scores,
         tau_grid=TAU_GRID,
         sensitive_counts=counts,
-        total_weights=sum(values.numel() for values in squared.values()),
+        total_weights=total,
         seconds=time.perf_counter() - started,
     )
 

@@ -22,7 +22,7 @@ from autopeft.allocation.eva import EVA_BATCHES, EVA_BATCH_SIZE, EvaComponents, 
 from autopeft.allocation.ist import measure_ist
 from autopeft.allocation.sparse_rankings import (
     LOTTERY_BATCH_SIZE, LOTTERY_LEARNING_RATE, LOTTERY_STEPS, SparseRanking, measure_lottery_ranking,
-    measure_sensitivity_ranking,
+    measure_sensitivity_ranking, measure_spt_with_ranking,
 )
 from autopeft.allocation.spt import measure_spt
 from autopeft.models import load_base_model, load_tokenizer
@@ -200,9 +200,24 @@ class _Measurer:
         model, layout, data = self._loaded
         return measure_eva(model, layout, data, rank=rank, seed=self.prepared.spec.seed)
 
+    @functools.cached_property
+    def _spt_with_ranking(self) -> tuple[Sensitivity, SparseRanking]:
+        """SPT scores and the sensitivity ranking from one gradient pass, for a space that needs both."""
+        settings = sensitivity_settings(self.prepared)
+        model, layout, data = self._loaded
+        return measure_spt_with_ranking(model, layout, data, size=self.prepared.space.measured_masks["sensitivity"],
+                                        batches=settings.batches, batch_size=settings.batch_size,
+                                        seed=self.prepared.spec.seed)
+
+    def _needs_spt_and_ranking(self) -> bool:
+        space = self.prepared.space
+        return "spt" in space.needed_sensitivities and "sensitivity" in space.measured_masks
+
     def ranking(self, rule: str, size: int) -> SparseRanking:
         model, layout, data = self._loaded
         seed = self.prepared.spec.seed
+        if rule == "sensitivity" and self._needs_spt_and_ranking():
+            return self._spt_with_ranking[1]
         if rule == "sensitivity":
             settings = sensitivity_settings(self.prepared)
             return measure_sensitivity_ranking(model, layout, data, size=size, batches=settings.batches,
@@ -213,6 +228,8 @@ class _Measurer:
         settings = sensitivity_settings(self.prepared)
         seed = self.prepared.spec.seed
         model, layout, data = self._loaded
+        if method == "spt" and self._needs_spt_and_ranking():
+            return self._spt_with_ranking[0]
         if method == "spt":
             return measure_spt(model, layout, data, batches=settings.batches,
                                batch_size=settings.batch_size, seed=seed)

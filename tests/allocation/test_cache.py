@@ -179,3 +179,29 @@ def test_a_space_without_a_budget_measures_its_ist_schedule_and_rankings_with_th
     assert prepared.space.measured_masks == {"sensitivity": 16, "lottery": 16}
     assert measurement_params(prepared, "ist")["steps"] == defaults.ist_steps
     assert ranking_params(prepared, "sensitivity", 16)["batches"] == defaults.batches
+
+
+SPT_SPARSE_SPACE = SPT_ONLY_SPACE.replace("rules: [spt]", "rules: [spt_sparse]")
+
+
+@pytest.mark.slow
+def test_spt_sparse_measures_its_scores_and_entry_ranking_in_one_gradient_pass(tmp_path, monkeypatch):
+    """``spt_sparse`` needs SPT's matrix scores and its per-entry ranking, both sums of the same
+    squared gradients over the same batches: the driver runs those batches backward once."""
+    import autopeft.allocation.spt as spt
+
+    passes = []
+    measure_once = spt.squared_gradients
+    monkeypatch.setattr(spt, "squared_gradients", lambda *args: passes.append(1) or measure_once(*args))
+    table, space = tmp_path / "reviews.csv", tmp_path / "space.yaml"
+    _write_table(table)
+    space.write_text(SPT_SPARSE_SPACE)
+    spec = JobSpec(model="minilm", task=str(table), space=str(space), trials=2, optimizer="random",
+                   fidelity=Fidelity(train_examples=16, steps=2, batch_size=4, max_length=16))
+    store = Store(str(tmp_path / "store.db"))
+    methods: list[str] = []
+    prepared = provide_sensitivities(prepare(spec), store, methods.append)
+    assert methods == ["spt", "sparse_sensitivity"] and len(passes) == 1
+    assert prepared.rankings["sensitivity"].entries and prepared.space.sensitivities["spt"].matrix_scores
+    assert provide_sensitivities(prepare(spec), store, methods.append) and len(methods) == 2  # cached
+    store.close()

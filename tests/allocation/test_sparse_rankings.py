@@ -9,8 +9,9 @@ import torch
 
 from autopeft.allocation.measurement import batch_indices, measuring, model_batch, role_weights
 from autopeft.allocation.sparse_rankings import (
-    SparseRanking, measure_lottery_ranking, measure_sensitivity_ranking,
+    SparseRanking, measure_lottery_ranking, measure_sensitivity_ranking, measure_spt_with_ranking,
 )
+from autopeft.allocation.spt import measure_spt
 from autopeft.injection import apply_structure, head_parameters
 from autopeft.space.cost import count_trainable
 from autopeft.space.layout import read_layout
@@ -140,3 +141,13 @@ def test_a_ranking_round_trips_through_bytes_and_an_export_keeps_only_what_train
     kept = ranking.restricted_to(Structure(tuner=tuner), layout)
     assert list(kept.entries) == [f"1.{role}"]
     assert kept.entries_for(Structure(tuner=tuner), layout)[(1, role)].tolist() == ranking.entries[f"1.{role}"][: kept.entries[f"1.{role}"].numel()].tolist()
+
+
+def test_one_gradient_pass_gives_spt_scores_and_ranking_equal_to_two(measured):
+    model, layout, data, rankings, _ = measured
+    scores, ranking = measure_spt_with_ranking(model, layout, data, size=SIZE, batches=BATCHES, batch_size=BATCH_SIZE)
+    alone = measure_spt(model, layout, data, batches=BATCHES, batch_size=BATCH_SIZE)
+    assert scores.matrix_scores == alone.matrix_scores
+    assert scores.sensitive_counts == alone.sensitive_counts and scores.total_weights == alone.total_weights
+    assert ranking.entries.keys() == rankings["sensitivity"].entries.keys()
+    assert all(torch.equal(ranking.entries[key], rankings["sensitivity"].entries[key]) for key in ranking.entries)
