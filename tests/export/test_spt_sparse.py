@@ -1,9 +1,12 @@
 """SPT complete on the real MiniLM with SST-2: the budgeted ``spt_sparse`` rule puts LoRA on the
 matrices that pass SPT's switch and sparse deltas on the sensitive weights of the others; the job
 measures the scores and the entry ranking once; the autopeft export carries the entries, peft's
-format refuses, and what loads trains exactly the trial's entries."""
+format refuses, what loads trains exactly the trial's entries, and a trained trial compresses
+with ComPEFT and loads back."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -91,3 +94,27 @@ def test_peft_s_format_refuses_with_the_reason(spt_job, export_store, tmp_path):
     _, _, _, job, trial = spt_job
     with pytest.raises(ExportError, match="sparse updates with their own entry count"):
         export_trial(job, trial, "peft", tmp_path / "peft", export_store)
+
+
+def test_compeft_keeps_a_tenth_of_each_trained_delta_ternary_and_the_folder_loads_back(
+    spt_job, export_store, minilm_ref, tmp_path
+):
+    from autopeft.export.compeft_format import load_compressed, named_trainable
+    from autopeft.training import TrainingOptions
+    from autopeft.training.compress import compress_trial
+    from autopeft.training.run import train_config
+    from autopeft.training.sources import config_of_trial, model_of, task_of
+
+    _, _, _, job, trial = spt_job
+    config = config_of_trial(job, trial, export_store)
+    task = task_of(config)
+    options = TrainingOptions(epochs=1, learning_rate=2e-3, batch_size=16, max_length=32, train_examples=64, seed=0)
+    train_config(config, model_of(config), task, options, tmp_path / "weights")
+    report = compress_trial(config, tmp_path / "weights", 0.1, task, tmp_path / "packed")
+    assert report.bytes_after < report.bytes_before and "accuracy" in report.dev_after
+    loaded = named_trainable(load_compressed(load_base_model(minilm_ref, classification_head()), tmp_path / "packed"))
+    deltas = {name: p.detach() for name, p in loaded.items() if name.endswith("parametrizations.weight.0.values")}
+    assert len(deltas) == len(allocated(spt_job[0]).sparse.entries)
+    for name, values in deltas.items():  # trained from zero: the values are the update itself
+        kept = values[values != 0]
+        assert kept.numel() == math.ceil(0.1 * values.numel()) and kept.abs().unique().numel() == 1, name
