@@ -14,7 +14,7 @@ the same steps, batches, length and seed, this measures:
 
 Full and LISA arms train at 1e-4 (the full fine-tuning rate ``docs/quality.md`` kept on SST-2),
 LoRA at the proxy's 1e-3; all with the proxy's warm-up and decay and no rate rescue. Peak memory
-is the proxy's own measure (``_peak_memory``: on CPU the process's RSS, sampled every 20 ms), both
+is the proxy's own measure (``peak_memory``: on CPU the process's RSS, sampled every 20 ms), both
 as the absolute peak the proxy reports and as its rise over the RSS at the arm's start, taken after
 ``gc.collect()`` and glibc's ``malloc_trim(0)`` so that memory freed by the previous arm does not
 count; a warm-up arm runs first. Step time is the median interval between two training forwards
@@ -50,7 +50,8 @@ from autopeft.space.structure import LayerSchedule, LoraModules, Structure
 from autopeft.tasks import load_task
 from autopeft.trials import Fidelity, TrialRequest
 from autopeft.worker import ProxyTrainer, WorkerSpec
-from autopeft.worker.proxy import _peak_memory, _warmup_decay, training_batches
+from autopeft.allocation.measurement import peak_memory
+from autopeft.worker.proxy import _warmup_decay, training_batches
 from autopeft.worker.schedules import LayerSampler, train_only
 from bench.module_types import SETUPS
 from bench.reporting import machine_line, write_rows
@@ -174,7 +175,7 @@ def train_weights(trainer: ProxyTrainer, fidelity: Fidelity, groups: Mapping[int
     sampler = LayerSampler(schedule, groups, seed) if schedule else None
     losses, periods, state, at_once, trained = [], [], 0, 0, {}
     start = settle()
-    with _peak_memory(trainer.device) as peak, step_clock(model) as stamps:
+    with peak_memory(trainer.device) as peak, step_clock(model) as stamps:
         if sampler is None:
             train_only(every, every)
             optimizer = torch.optim.AdamW(every, lr=fidelity.learning_rate, weight_decay=0.0)
@@ -433,7 +434,7 @@ def write_report(args: argparse.Namespace, rows: list[dict]) -> None:
         "training forward of the run's longest batch (a `saved_tensors_hooks` count of distinct storages, the "
         "parameters' own storages left out), largest over the periods' trained sets; measured in an extra "
         "forward and backward before the arm, outside its timing and its peak.\n"
-        "- *peak RSS*: the proxy's own measure, `autopeft.worker.proxy._peak_memory` (imported, not copied): on "
+        "- *peak RSS*: the proxy's own measure, `autopeft.allocation.measurement.peak_memory` (imported, not copied): on "
         "CPU the process's resident set size, sampled every 20 ms while the block runs, absolute, so it "
         "includes the loaded model, a pristine copy of its weights this benchmark keeps to restore them "
         "between arms, the tokenized data and the libraries (about the same for every arm). *rise over the "

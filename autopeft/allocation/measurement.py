@@ -1,4 +1,5 @@
-"""What SPT and IST measurements share: seeded batches, and handing the model back as it came.
+"""What measurements on task data share: seeded batches, handing the model back as it came, and
+the peak memory of a block (a proxy trial's cost, or a lottery warm-up charged to its trials).
 
 A measurement must be reproducible from its settings (the store caches it under them), so the
 task head it sees is re-initialised from the measurement's seed, and it must not disturb the
@@ -8,9 +9,11 @@ back afterwards.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import psutil
 import torch
 from torch import nn
 
@@ -64,3 +67,38 @@ def measuring(model: nn.Module, layout: ModelLayout, seed: int) -> Iterator[None
         for parameter, flag in zip(model.parameters(), flags, strict=True):
             parameter.requires_grad_(flag)
         model.train(was_training)
+
+
+class Peak:
+    """The largest memory use seen (bytes), filled in by :func:`peak_memory`."""
+
+    bytes: int | None = None
+
+
+@contextmanager
+def peak_memory(device: torch.device, interval_s: float = 0.02) -> Iterator[Peak]:
+    """Peak memory while the block runs: allocated accelerator memory, or the process's RSS
+    (bytes, sampled every ``interval_s`` seconds)."""
+    peak = Peak()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        try:
+            yield peak
+        finally:
+            peak.bytes = torch.cuda.max_memory_allocated(device)
+        return
+    process, done = psutil.Process(), threading.Event()
+    peak.bytes = process.memory_info().rss
+
+    def sample() -> None:
+        while not done.wait(interval_s):
+            peak.bytes = max(peak.bytes, process.memory_info().rss)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        sampler.join()
+        peak.bytes = max(peak.bytes, process.memory_info().rss)

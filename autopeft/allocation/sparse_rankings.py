@@ -17,6 +17,8 @@ as the space's largest sparse size needs; a structure at a smaller size trains a
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ import torch
 from safetensors.torch import load, save
 from torch import nn
 
-from autopeft.allocation.measurement import batch_indices, measuring, model_batch, role_weights
+from autopeft.allocation.measurement import batch_indices, measuring, model_batch, peak_memory, role_weights
 from autopeft.allocation.spt import spt_scores, spt_squared_gradients
 from autopeft.injection import head_parameters
 from autopeft.space.layout import ModelLayout
@@ -49,11 +51,14 @@ class SparseRanking:
         rule: ``sensitivity`` or ``lottery``.
         entries: place key (``"3.q"``) -> 1-D int32 flat indices into the weight, best first.
         seconds: wall time of the measurement (the lottery's includes its warm-up).
+        warmup_peak_bytes: the lottery's peak memory during its dense warm-up (see
+            :func:`~autopeft.allocation.measurement.peak_memory`), None for other rules.
     """
 
     rule: str
     entries: Mapping[str, torch.Tensor]
     seconds: float = 0.0
+    warmup_peak_bytes: int | None = None
 
     def entries_for(self, structure: Structure, layout: ModelLayout) -> dict[Place, torch.Tensor] | None:
         """Place -> the entries ``structure`` trains by this ranking's rule (a SHiRA tuner's
@@ -84,15 +89,28 @@ class SparseRanking:
         chosen = self.entries_for(structure, layout)
         if chosen is None:
             return None
-        return SparseRanking(self.rule, MappingProxyType({place_key(p): t for p, t in chosen.items()}), self.seconds)
+        return dataclasses.replace(self, entries=MappingProxyType({place_key(p): t for p, t in chosen.items()}))
 
     def to_bytes(self) -> bytes:
-        """The rankings as safetensors bytes (the store and an export keep the rule beside them)."""
-        return save({key: t.contiguous() for key, t in self.entries.items()})
+        """The rankings as safetensors bytes, the warm-up's peak memory in the metadata (the store
+        and an export keep the rule beside them)."""
+        metadata = None if self.warmup_peak_bytes is None else {_WARMUP_PEAK: str(self.warmup_peak_bytes)}
+        return save({key: t.contiguous() for key, t in self.entries.items()}, metadata)
 
     @classmethod
     def from_bytes(cls, rule: str, data: bytes, seconds: float = 0.0) -> SparseRanking:
-        return cls(rule, MappingProxyType(load(data)), seconds)
+        peak = _metadata(data).get(_WARMUP_PEAK)
+        return cls(rule, MappingProxyType(load(data)), seconds, None if peak is None else int(peak))
+
+
+_WARMUP_PEAK = "warmup_peak_bytes"
+
+
+def _metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of safetensors ``data`` (empty when it has none). Read from the header
+    by hand (8-byte little-endian length, then JSON): safetensors reads metadata from files only."""
+    header_size = int.from_bytes(data[:8], "little")
+    return json.loads(data[8 : 8 + header_size]).get("__metadata__", {})
 
 
 def _ranking(rule: str, scores: Mapping[str, torch.Tensor], layout: ModelLayout, size: int, started: float
@@ -142,7 +160,7 @@ def measure_lottery_ranking(
     initial = {key: weight.detach().clone() for key, weight in weights.items()}
     trained = [*weights.values(), *head_parameters(model, layout)]
     try:
-        with measuring(model, layout, seed):
+        with measuring(model, layout, seed), peak_memory(next(model.parameters()).device) as peak:
             model.requires_grad_(False)
             for parameter in trained:
                 parameter.requires_grad_(True)
@@ -158,4 +176,4 @@ def measure_lottery_ranking(
         with torch.no_grad():
             for key, weight in weights.items():
                 weight.copy_(initial[key])
-    return _ranking("lottery", moved, layout, size, started)
+    return dataclasses.replace(_ranking("lottery", moved, layout, size, started), warmup_peak_bytes=peak.bytes)

@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import psutil
 import torch
 
 from autopeft.allocation.eva import EvaComponents
+from autopeft.allocation.measurement import Peak, peak_memory
 from autopeft.allocation.sparse_rankings import SparseRanking
 from autopeft.injection import apply_structure, reset_head
 from autopeft.injection.apply import AppliedStructure
@@ -135,7 +134,7 @@ class ProxyTrainer:
         """Train and score one structure; never raises for a failing trial."""
         started = time.perf_counter()
         timings: dict[str, float] = {}
-        with _peak_memory(self.device) as peak:
+        with peak_memory(self.device) as peak:
             try:
                 metrics, trainable, step_time = self._train_and_score(request, timings)
             except TrialFailure as failure:
@@ -145,17 +144,34 @@ class ProxyTrainer:
         if request.expected_params is not None and trainable != request.expected_params:
             reason = f"built model has {trainable} trainable parameters, the exact count predicted {request.expected_params}"
             return self._failed(request, reason, started, peak, timings)
+        peak_bytes = peak.bytes
+        warmup = self._warmup_of(Structure.from_json(request.structure))
+        if warmup is not None:
+            timings["lottery_warmup"] = warmup.seconds
+            step_time += warmup.seconds / request.fidelity.steps
+            peak_bytes = max(peak_bytes, warmup.warmup_peak_bytes or 0)
         return TrialOutcome(
             trial_id=request.trial_id,
             state=TrialState.COMPLETED,
             worker=self.name,
             metrics=metrics,
             trainable_params=trainable,
-            peak_memory_bytes=peak.bytes,
+            peak_memory_bytes=peak_bytes,
             wall_time_s=time.perf_counter() - started,
             step_time_s=step_time,
             timings=timings,
         )
+
+    def _warmup_of(self, structure: Structure) -> SparseRanking | None:
+        """The lottery ranking whose dense warm-up ``structure`` needs, else None.
+
+        LT-SFT trains densely before every sparse fine-tune; a job runs that warm-up once and
+        every lottery trial reuses it, so each such trial is charged it as a user would pay it:
+        its seconds spread over the trial's steps (in ``step_time_s``, and as ``timings``'
+        ``lottery_warmup``) and its peak memory as a floor of the trial's. ``wall_time_s`` and
+        the job's worker-hours stay what the worker spent.
+        """
+        return self.spec.rankings.get("lottery") if ranking_rule(structure) == "lottery" else None
 
     def score_untrained(self, request: TrialRequest) -> dict[str, float]:
         """Metrics on the request's split with freshly initialised modules (step 0)."""
@@ -176,7 +192,7 @@ class ProxyTrainer:
                                _sparse_entries(self.spec.rankings, structure, self.layout))
 
     def _failed(
-        self, request: TrialRequest, reason: str, started: float, peak: _Peak, timings: dict[str, float]
+        self, request: TrialRequest, reason: str, started: float, peak: Peak, timings: dict[str, float]
     ) -> TrialOutcome:
         self.model.zero_grad(set_to_none=True)
         if self.device.type == "cuda":
@@ -372,35 +388,3 @@ def training_batches(size: int, batch_size: int, steps: int, seed: int) -> Itera
             order += torch.randperm(size, generator=generator).tolist()
         yield order[:batch_size]
         del order[:batch_size]
-
-
-class _Peak:
-    bytes: int | None = None
-
-
-@contextmanager
-def _peak_memory(device: torch.device, interval_s: float = 0.02) -> Iterator[_Peak]:
-    """Peak memory while the block runs: allocated accelerator memory, or the process's RSS (bytes)."""
-    peak = _Peak()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        try:
-            yield peak
-        finally:
-            peak.bytes = torch.cuda.max_memory_allocated(device)
-        return
-    process, done = psutil.Process(), threading.Event()
-    peak.bytes = process.memory_info().rss
-
-    def sample() -> None:
-        while not done.wait(interval_s):
-            peak.bytes = max(peak.bytes, process.memory_info().rss)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        yield peak
-    finally:
-        done.set()
-        sampler.join()
-        peak.bytes = max(peak.bytes, process.memory_info().rss)

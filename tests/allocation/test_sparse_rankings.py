@@ -134,6 +134,8 @@ def test_a_ranking_round_trips_through_bytes_and_an_export_keeps_only_what_train
     _, layout, _, rankings, _ = measured
     ranking = rankings["lottery"]
     again = SparseRanking.from_bytes("lottery", ranking.to_bytes(), ranking.seconds)
+    assert again.warmup_peak_bytes == ranking.warmup_peak_bytes > 0  # the warm-up's cost, charged to trials
+    assert rankings["sensitivity"].warmup_peak_bytes is None
     assert again.entries.keys() == ranking.entries.keys()
     assert all(torch.equal(again.entries[k], ranking.entries[k]) for k in ranking.entries)
     role = next(iter(layout.layers[1].matrices))

@@ -145,6 +145,27 @@ def test_sparse_deltas_train_beside_lora_and_by_the_worker_s_ranking(trainer):
     assert failed.state == TrialState.FAILED and "needs the job's sensitivity ranking" in failed.error
 
 
+def test_a_lottery_trial_is_charged_the_dense_warm_up_it_needs(trainer):
+    """LT-SFT trains densely before every sparse fine-tune; the job's one warm-up is charged to
+    each lottery trial (time spread over its steps, peak memory as a floor), not to others."""
+    from autopeft.allocation.sparse_rankings import measure_lottery_ranking
+    from autopeft.space.structure import SparseDeltas
+
+    train, _ = trainer.data(QUICK)
+    lottery = measure_lottery_ranking(trainer.model, trainer.layout, train, size=1, steps=3, batch_size=8)
+    with_ranking = ProxyTrainer.__new__(ProxyTrainer)
+    with_ranking.__dict__.update(trainer.__dict__, spec=replace(trainer.spec, rankings={"lottery": lottery}))
+    places = dict.fromkeys(LORA_QV.lora.ranks, 200)
+    charged = with_ranking.run(TrialRequest(18, 17, Structure(sparse=SparseDeltas(places, "lottery")).to_json(),
+                                            seed=0, fidelity=QUICK))
+    free = with_ranking.run(TrialRequest(19, 18, Structure(sparse=SparseDeltas(places, "residual")).to_json(),
+                                         seed=0, fidelity=QUICK))
+    assert charged.state == free.state == TrialState.COMPLETED, (charged.error, free.error)
+    assert charged.timings["lottery_warmup"] == lottery.seconds and "lottery_warmup" not in free.timings
+    assert charged.step_time_s >= lottery.seconds / QUICK.steps and charged.step_time_s > free.step_time_s
+    assert charged.peak_memory_bytes >= lottery.warmup_peak_bytes
+
+
 def test_an_adalora_trial_prunes_on_the_proxy_s_schedule(trainer):
     from autopeft.space.structure import TunerModules
 
