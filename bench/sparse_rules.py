@@ -8,7 +8,12 @@ on SST-2 at one training seed, scored once on the dev split; nothing is chosen h
 rules' rankings (SPT sensitivity, LT-SFT lottery) are measured once on the proxy's training
 subset at the largest r, as a search measures them. Writes a markdown table (mean and sd per
 arm, the paired difference to LoRA at the same r with a 95% t-interval, and step time as a ratio
-to LoRA's in the same run) and the raw rows as CSV.
+to LoRA's) and the raw rows as CSV.
+
+Step time comes from a timing pass of its own, run whenever the report is written: every arm at
+every size trains ``TIMING_STEPS`` steps in one process, round-robin, ``TIMING_ROUNDS`` times, and
+the ratio is the median over rounds of arm / LoRA within a round. The full runs' own step times
+cannot be compared once a run is resumed: their rows may come from days with another load.
 
 Runs already in the raw rows are not measured again, so a run can be resumed or extended with more
 sizes; ``--shard I/N`` splits the remaining runs over processes. A ranking's prefix does not depend
@@ -20,6 +25,7 @@ on how many entries were kept, so rows measured with rankings kept at a smaller 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from dataclasses import replace
@@ -47,6 +53,9 @@ matrix, the same count; from r = 2, as DSEE at r = 1 would have no LoRA)."""
 ROLES = ("q", "v")
 RAW = Path(__file__).parent / "results" / "sparse_rules.csv"
 COLUMNS = ("arm", "size", "seed", "trainable", "accuracy", "loss", "lr_rescues", "step_time_s", "seconds")
+TIMING_RAW = Path(__file__).parent / "results" / "sparse_rules.timing.csv"
+TIMING_COLUMNS = ("round", "arm", "size", "step_time_s")
+TIMING_STEPS, TIMING_ROUNDS = 12, 3
 NUMBERS = {"size": int, "seed": int, "trainable": int, "accuracy": float, "loss": float, "lr_rescues": float,
            "step_time_s": float, "seconds": float}
 
@@ -100,7 +109,30 @@ def run(trainer: ProxyTrainer, arm: str, size: int, seed: int) -> dict:
             "seconds": round(time.perf_counter() - started, 1)}
 
 
-def table(rows: list[dict], total_params: int) -> str:
+def timing_rows(trainer: ProxyTrainer, arms: list[tuple[str, int]]) -> list[dict]:
+    """Mean step time (s) of every (arm, size) over ``TIMING_STEPS`` steps, round-robin, per round."""
+    fidelity = replace(SETUPS["minilm"]["fidelity"], steps=TIMING_STEPS, eval_examples=32, lr_rescues=0)
+    rows = []
+    for round_ in range(TIMING_ROUNDS):
+        for arm, size in arms:
+            request = TrialRequest(0, 0, structure(arm, size, trainer.layout).to_json(), seed=round_,
+                                   fidelity=fidelity, split="dev")
+            outcome = trainer.run(request)
+            if outcome.error:
+                raise RuntimeError(f"timing {arm} r{size}: {outcome.error}")
+            rows.append({"round": round_, "arm": arm, "size": size, "step_time_s": round(outcome.step_time_s, 4)})
+    return rows
+
+
+def step_time_ratios(timings: list[dict]) -> dict[tuple[str, int], float]:
+    """(arm, size) -> median over rounds of its step time over LoRA's at the same size and round."""
+    by_run = {(t["round"], t["arm"], t["size"]): t["step_time_s"] for t in timings}
+    return {(arm, size): statistics.median(by_run[r, arm, size] / by_run[r, "lora", size]
+                                           for r in range(TIMING_ROUNDS))
+            for _, arm, size in by_run}
+
+
+def table(rows: list[dict], total_params: int, ratios: dict[tuple[str, int], float]) -> str:
     lines = ["| r | arm | trainable (% of MiniLM) | dev accuracy mean | sd | n | minus LoRA (paired, 95% CI) "
              "| step time / LoRA's | rescued runs |",
              "|---:|---|---:|---:|---:|---:|---|---:|---:|"]
@@ -113,12 +145,11 @@ def table(rows: list[dict], total_params: int) -> str:
             accuracies = [r["accuracy"] for r in runs.values()]
             sd = f"{statistics.stdev(accuracies):.4f}" if len(accuracies) > 1 else "n/a"
             diffs = [runs[s]["accuracy"] - lora[s]["accuracy"] for s in runs if s in lora]
-            ratio = statistics.median(runs[s]["step_time_s"] / lora[s]["step_time_s"] for s in runs if s in lora)
             trainable = next(iter(runs.values()))["trainable"]
             lines.append(
                 f"| {size} | {arm} | {trainable:,} ({100 * trainable / total_params:.2f}%) "
                 f"| {statistics.mean(accuracies):.4f} | {sd} | {len(accuracies)} "
-                f"| {'—' if arm == 'lora' else paired_interval(diffs)} | {ratio:.2f} "
+                f"| {'—' if arm == 'lora' else paired_interval(diffs)} | {ratios[arm, size]:.2f} "
                 f"| {sum(r['lr_rescues'] > 0 for r in runs.values())} |"
             )
     return "\n".join(lines)
@@ -138,25 +169,30 @@ def main() -> None:
               for seed in args.seeds for size in args.sizes for arm in ARMS if not (arm == "dsee" and size < 2)]
     remaining = [run_ for position, run_ in enumerate(wanted)
                  if run_key(run_) not in measured_rows() and shard.owns(position)]
-    measured = "in an earlier run"
-    if remaining:
-        trainer = trainer_with_rankings(args.threads, max(args.sizes))
-        seconds = {rule: trainer.spec.rankings[rule].seconds for rule in ("sensitivity", "lottery")}
-        measured = f"sensitivity in {seconds['sensitivity']:.0f} s, the lottery's warm-up in {seconds['lottery']:.0f} s"
-        with row_writer(shard.path(RAW), COLUMNS) as write:
-            for run_ in remaining:
-                row = run(trainer, run_["arm"], run_["size"], run_["seed"])
-                write(row)
-                print(row, flush=True)
+    trainer = functools.cache(lambda: trainer_with_rankings(args.threads, max(args.sizes)))
+    with row_writer(shard.path(RAW), COLUMNS) as write:
+        for run_ in remaining:
+            row = run(trainer(), run_["arm"], run_["size"], run_["seed"])
+            write(row)
+            print(row, flush=True)
     rows = measured_rows()
     missing = [run_key(run_) for run_ in wanted if run_key(run_) not in rows]
     if missing:
         print(f"{len(wanted) - len(missing)} of {len(wanted)} runs measured; the last shard writes the report")
         return
-    write_report(args, [rows[run_key(run_)] for run_ in wanted], measured)
+    arms = list(dict.fromkeys((run_["arm"], run_["size"]) for run_ in wanted))
+    timings = timing_rows(trainer(), arms)
+    TIMING_RAW.unlink(missing_ok=True)
+    with row_writer(TIMING_RAW, TIMING_COLUMNS) as write:
+        for timing in timings:
+            write(timing)
+    seconds = {rule: trainer().spec.rankings[rule].seconds for rule in ("sensitivity", "lottery")}
+    measured = f"sensitivity in {seconds['sensitivity']:.0f} s, the lottery's warm-up in {seconds['lottery']:.0f} s"
+    write_report(args, [rows[run_key(run_)] for run_ in wanted], measured, step_time_ratios(timings))
 
 
-def write_report(args: argparse.Namespace, rows: list[dict], measured: str) -> None:
+def write_report(args: argparse.Namespace, rows: list[dict], measured: str,
+                 ratios: dict[tuple[str, int], float]) -> None:
     command = (f"python -m bench.sparse_rules --threads {args.threads} --seeds {' '.join(map(str, args.seeds))} "
                f"--sizes {' '.join(map(str, args.sizes))} --out {args.out}")
     task = load_task(str(SETUPS["minilm"]["task"]))
@@ -169,10 +205,12 @@ def write_report(args: argparse.Namespace, rows: list[dict], measured: str) -> N
         f"DSEE (LoRA r - 1 plus in + out entries of the residual W - W_8 per matrix, the same count; from r = 2), "
         f"on q and v of every MiniLM layer; the head trains in all. Proxy: {SETUPS['minilm']['fidelity']}, the same rate "
         "for every arm with the proxy's stall rescue; every run scored once on SST-2's dev split (872 examples). "
-        f"Rankings measured once at the largest r of the run that measured them ({measured}). Step time is the "
-        "median over seeds of the ratio to LoRA's at the same r and seed. Raw rows: "
-        "`bench/results/sparse_rules.csv`.\n\n"
-        + table(rows, total_params) + "\n"
+        f"Rankings measured once at the largest r of this run ({measured}). Step time comes from a "
+        f"timing pass in this run, after the accuracy runs: every arm and r trains {TIMING_STEPS} steps, "
+        f"round-robin, {TIMING_ROUNDS} rounds; the column is the median over rounds of the ratio to LoRA's at the "
+        "same r and round. Raw rows: `bench/results/sparse_rules.csv`, "
+        "`bench/results/sparse_rules.timing.csv`.\n\n"
+        + table(rows, total_params, ratios) + "\n"
     )
 
 

@@ -1,8 +1,9 @@
-"""The sparse-rules benchmark's table: every rule paired with LoRA at the same r and seed."""
+"""The sparse-rules benchmark's table: every rule paired with LoRA at the same r and seed, and
+step times compared with LoRA's within one timing round."""
 
-from bench.sparse_rules import structure, table
 import pytest
 
+from bench.sparse_rules import TIMING_ROUNDS, step_time_ratios, structure, table
 from autopeft.models import build_skeleton, resolve_model
 from autopeft.models.loading import TaskHead
 from autopeft.space.cost import count_trainable
@@ -23,7 +24,7 @@ def test_the_table_pairs_each_rule_with_lora_at_the_same_size_and_seed():
         for arm, accuracies, step in [("lora", (0.80, 0.82, 0.81), 0.5), ("lottery", (0.82, 0.83, 0.83), 0.6)]
         for seed, accuracy in enumerate(accuracies)
     ]
-    lines = table(rows, total_params=22_713_986).splitlines()
+    lines = table(rows, 22_713_986, {("lora", 6): 1.0, ("lottery", 6): 1.2}).splitlines()
     assert lines[2].startswith("| 6 | lora | 55,298 (0.24%) | 0.8100 | 0.0100 | 3 | — | 1.00 | 0 |")
     assert lines[3].startswith("| 6 | lottery | 55,298 (0.24%) | 0.8267 | 0.0058 | 3 | +0.0167 [")
     assert lines[3].endswith("| 1.20 | 0 |") and len(lines) == 4
@@ -36,3 +37,12 @@ def test_lora_a_sparse_update_and_dsee_at_the_same_r_train_the_same_count_on_the
     assert set(dsee.lora.ranks) == set(dsee.sparse.entries) == sparse.tuner.places
     counts = {count_trainable(s, minilm_layout) for s in (lora, sparse, dsee)}
     assert counts == {56_066}
+
+
+def test_step_time_ratios_pair_each_arm_with_lora_in_the_same_round():
+    """A slow round slows every arm in it; the median of in-round ratios ignores it."""
+    slowdown = [1.0, 3.0, 1.1][:TIMING_ROUNDS]
+    timings = [{"round": r, "arm": arm, "size": 6, "step_time_s": base * slowdown[r]}
+               for r in range(TIMING_ROUNDS) for arm, base in (("lora", 0.5), ("dsee", 0.6))]
+    ratios = step_time_ratios(timings)
+    assert ratios[("lora", 6)] == 1.0 and ratios[("dsee", 6)] == pytest.approx(1.2)
