@@ -38,9 +38,9 @@ class AppliedConfig(AppliedStructure):
 
     def __init__(self, model: nn.Module, config: AutopeftConfig, total_steps: int | None = None) -> None:
         structure, layout = config.structure, layout_on(model, config.layout)
-        initial_a = config.eva.initial_a(structure.lora) if config.eva is not None else None
+        measured = config.lora_init.for_lora(structure.lora) if config.lora_init is not None else None
         entries = config.sparse_entries.entries_for(structure, layout) if config.sparse_entries else None
-        super().__init__(model, structure, layout, initial_a, total_steps, entries)
+        super().__init__(model, structure, layout, measured, total_steps, entries)
         self.config = config
 
 

@@ -1,9 +1,10 @@
 """Does LoRA's initialisation matter? Every init the spaces offer, on one structure, over seeds.
 
 LoRA r8 on q,v of every MiniLM layer, trained by the proxy on SST-2 with each init (peft's
-default, gaussian, orthogonal, PiSSA, OLoRA, EVA) and several training seeds, scored once on the
-dev split (nothing is chosen here, so nothing is reported on data a choice saw). EVA's vectors are
-measured once, on the proxy's training subset, as a search measures them. Writes a markdown table
+default, gaussian, orthogonal, PiSSA, OLoRA, EVA, CorDA) and several training seeds, scored once
+on the dev split (nothing is chosen here, so nothing is reported on data a choice saw). EVA's
+vectors and CorDA's triplets are measured once, on the proxy's training subset, as a search
+measures them. Writes a markdown table
 with mean and sd per init and the paired difference to the default init (95% t-interval), and
 the raw rows as CSV.
 
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from autopeft.allocation.corda import measure_corda
 from autopeft.allocation.eva import measure_eva
 from autopeft.models import resolve_model
 from autopeft.space.structure import LORA_INITS, LoraModules, Structure
@@ -34,15 +36,17 @@ RANK = 8
 RAW = Path(__file__).parent / "results" / "lora_inits.csv"
 
 
-def trainer_with_eva(threads: int) -> ProxyTrainer:
-    """The proxy trainer on MiniLM / SST-2, holding EVA's vectors measured on its training subset."""
+def trainer_with_measured_inits(threads: int) -> ProxyTrainer:
+    """The proxy trainer on MiniLM / SST-2, holding EVA's and CorDA's measurements on its training subset."""
     setup = SETUPS["minilm"]
     task = with_search_split(load_task(str(setup["task"])))
     trainer = ProxyTrainer(WorkerSpec(resolve_model("minilm"), task, threads=threads))
     train, _ = trainer.data(setup["fidelity"])
-    eva = measure_eva(trainer.model, trainer.layout, train, rank=RANK, seed=0)
-    print(f"EVA vectors measured in {eva.seconds:.0f} s", flush=True)
-    trainer.spec = replace(trainer.spec, eva=eva)
+    inits = {"eva": measure_eva(trainer.model, trainer.layout, train, rank=RANK, seed=0),
+             "corda": measure_corda(trainer.model, trainer.layout, train, rank=RANK, seed=0)}
+    for init, measured in inits.items():
+        print(f"{init} measured in {measured.seconds:.0f} s", flush=True)
+    trainer.spec = replace(trainer.spec, inits=inits)
     return trainer
 
 
@@ -87,7 +91,7 @@ def main() -> None:
     if args.inits[0] != "default":
         parser.error("--inits must start with default (the differences are to it)")
     torch.set_num_threads(args.threads)
-    trainer = trainer_with_eva(args.threads)
+    trainer = trainer_with_measured_inits(args.threads)
     rows = []
     for seed in args.seeds:
         for init in args.inits:
@@ -101,7 +105,9 @@ def main() -> None:
         f"Command: `{command}`  \n"
         f"{machine_line(args.threads)}  \n"
         f"Structure: LoRA r{RANK} on q and v of every MiniLM layer. Proxy: {SETUPS['minilm']['fidelity']}; "
-        "every run scored once on SST-2's dev split (872 examples). Raw rows: `bench/results/lora_inits.csv`.\n\n"
+        "every run scored once on SST-2's dev split (872 examples). EVA and CorDA measured once on the proxy's "
+        f"training subset ({trainer.spec.inits['eva'].seconds:.0f} s and {trainer.spec.inits['corda'].seconds:.0f} s). "
+        "Raw rows: `bench/results/lora_inits.csv`.\n\n"
         + table(rows, args.inits) + "\n"
     )
 

@@ -1,6 +1,7 @@
 """Measurements on a live model and task data, made once per (model, task, settings): SPT
-gradients (:mod:`.spt`) and IST loss probes (:mod:`.ist`) for budgeted spaces, and EVA's input
-vectors (:mod:`.eva`) for LoRA's A.
+gradients (:mod:`.spt`) and IST loss probes (:mod:`.ist`) for budgeted spaces, what data-driven
+LoRA inits start from (:mod:`.lora_init`: EVA's input vectors, :mod:`.eva`; CorDA's triplets,
+:mod:`.corda`), and entry rankings for sparse updates (:mod:`.sparse_rankings`).
 
 The scores (:class:`autopeft.space.sensitivity.Sensitivity`) and the allocator that turns them
 into per-matrix ranks (:mod:`autopeft.space.allocation`) belong to the search space, which decodes

@@ -43,6 +43,11 @@ def model_batch(data: TokenizedSplit, indices: list[int], device: torch.device) 
     return {name: tensor.to(device) for name, tensor in data.batch(indices).items()}
 
 
+def unlabelled(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``batch`` without its ``labels``: a forward pass that sees no targets (and returns no loss)."""
+    return {name: tensor for name, tensor in batch.items() if name != "labels"}
+
+
 def role_weights(model: nn.Module, layout: ModelLayout) -> dict[str, nn.Parameter]:
     """Place key (``"3.q"``) -> the weight of every role matrix of ``layout``."""
     return {place_key((layer.index, role)): model.get_submodule(shape.name).weight

@@ -178,6 +178,7 @@ MEASUREMENTS = {
     "spt": "SPT sensitivities",
     "ist": "IST layer importance",
     "eva": "EVA's vectors for LoRA's A",
+    "corda": "CorDA's covariance-weighted singular vectors for LoRA's A and B",
     "sparse_sensitivity": "per-entry SPT sensitivities for sparse updates",
     "sparse_lottery": "LT-SFT's dense warm-up for sparse updates",
 }

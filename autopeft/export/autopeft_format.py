@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 import autopeft
-from autopeft.allocation.eva import EvaComponents
+from autopeft.allocation.lora_init import MeasuredInit
 from autopeft.allocation.sparse_rankings import SparseRanking
 from autopeft.errors import ExportError
 from autopeft.space.layout import LayerLayout, ModelLayout, matrix_shape
@@ -29,7 +29,9 @@ if TYPE_CHECKING:  # the store and the model loaders stay out of autopeft.apply'
     from autopeft.export.source import ExportSource
 
 CONFIG_NAME = "autopeft_config.json"
-EVA_NAME = "autopeft_eva.safetensors"
+def init_file_name(init: str) -> str:
+    """The file beside a config that holds a data-driven LoRA init's measurement (``autopeft_eva.safetensors``)."""
+    return f"autopeft_{init}.safetensors"
 """Beside the config when the structure's LoRA starts from EVA: its A, one tensor per module."""
 SPARSE_ENTRIES_NAME = "autopeft_sparse_entries.safetensors"
 """Beside the config when the structure is a sparse update with a measured rule: the flat indices
@@ -67,8 +69,9 @@ class AutopeftConfig:
         task: how the job loaded its task (``source`` and options), or None.
         origin: where the structure came from (job, trial, proxy metrics), or None.
         autopeft_version: the version that wrote the config.
-        eva: the measured EVA vectors of the structure's LoRA modules (``init: eva``), each at its
-            rank; saved beside the config as :data:`EVA_NAME`.
+        lora_init: what the structure's LoRA modules start from when their init is data-driven
+            (``eva``, ``corda``), each at its rank; saved beside the config as
+            :func:`init_file_name`.
         sparse_entries: the entries sparse updates with a measured rule train, per module;
             saved beside the config as :data:`SPARSE_ENTRIES_NAME`.
     """
@@ -82,7 +85,7 @@ class AutopeftConfig:
     task: dict[str, Any] | None = None
     origin: dict[str, Any] | None = None
     autopeft_version: str = field(default=autopeft.__version__)
-    eva: EvaComponents | None = None
+    lora_init: MeasuredInit | None = None
     sparse_entries: SparseRanking | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -125,7 +128,8 @@ class AutopeftConfig:
         path = Path(directory) / CONFIG_NAME
         path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
         written = [path]
-        for name, measured in ((EVA_NAME, self.eva), (SPARSE_ENTRIES_NAME, self.sparse_entries)):
+        init_file = init_file_name(self.lora_init.init) if self.lora_init is not None else None
+        for name, measured in ((init_file, self.lora_init), (SPARSE_ENTRIES_NAME, self.sparse_entries)):
             if measured is not None:
                 written.append(Path(directory) / name)
                 written[-1].write_bytes(measured.to_bytes())
@@ -146,7 +150,8 @@ class AutopeftConfig:
         config = cls.from_json(data, str(path))
         lora = config.structure.lora
         if lora is not None and lora.starts_from_measurement:
-            config = replace(config, eva=EvaComponents.from_bytes(_sidecar(path, EVA_NAME, "starts LoRA from EVA")))
+            measured = _sidecar(path, init_file_name(lora.init), f"starts LoRA from {lora.init}")
+            config = replace(config, lora_init=MeasuredInit.from_bytes(lora.init, measured))
         rule = ranking_rule(config.structure)
         if rule is not None:
             entries = _sidecar(path, SPARSE_ENTRIES_NAME, f"trains entries ranked by {rule}")
@@ -241,7 +246,7 @@ def config_of(source: ExportSource) -> AutopeftConfig:
         trainable_params=source.trial.trainable_params,
         task={"source": spec["task"], **spec.get("task_options", {}), "metric": info["metric"]},
         origin={"job": source.job.id, "trial": source.trial.number, "proxy_metrics": source.trial.values},
-        eva=source.eva.restricted_to(source.structure.lora) if source.eva is not None else None,
+        lora_init=source.lora_init.restricted_to(source.structure.lora) if source.lora_init is not None else None,
         sparse_entries=source.ranking.restricted_to(source.structure, source.layout)
         if source.ranking is not None else None,
     )

@@ -100,28 +100,37 @@ EVA_STATE_NAME = "eva_state_dict.safetensors"
 
 
 def write_peft(source: ExportSource, out_dir: Path) -> list[Path]:
+    lora = source.structure.lora
+    if lora is not None and lora.init == "corda":
+        refuse_measured_init(source, "an adapter_config.json")
     config = peft_config_of(source)
     validate_on_base_model(config, source)
     config.save_pretrained(str(out_dir))
     written = [out_dir / "adapter_config.json"]
-    if source.eva is not None:
+    if source.lora_init is not None:
         written.append(_write_eva_state(source, out_dir / EVA_STATE_NAME))
     return written
 
 
 def _write_eva_state(source: ExportSource, path: Path) -> Path:
     """The trial's EVA A per module, named as in a ``PeftModel`` (peft's loader matches those names)."""
-    initial = source.eva.initial_a(source.structure.lora)
-    tensors = {f"base_model.model.{source.layout.matrix(*place).name}": a.contiguous() for place, a in initial.items()}
+    initial = source.lora_init.for_lora(source.structure.lora)
+    tensors = {f"base_model.model.{source.layout.matrix(*place).name}": parts["A"].contiguous()
+               for place, parts in initial.items()}
     save_file(tensors, str(path))
     return path
 
 
-def refuse_eva(source: ExportSource, fmt: str) -> None:
-    """ExportError when the trial's LoRA starts from EVA: ``fmt`` has no way to load its vectors."""
+_LOADABLE_BY_PEFT = {"eva": "--format peft (adapter_config.json plus eva_state_dict.safetensors) or --format autopeft"}
+"""Data-driven inits a peft export can carry. CorDA's would need ``preprocess_corda`` called with
+a cache file before ``get_peft_model``, a step no adapter_config.json can ask for."""
+
+
+def refuse_measured_init(source: ExportSource, fmt: str) -> None:
+    """ExportError when the trial's LoRA starts from a measurement (EVA, CorDA) that ``fmt`` cannot load."""
     lora = source.structure.lora
     if lora is not None and lora.starts_from_measurement:
         raise ExportError(
-            f"{source.describe()} starts LoRA from EVA vectors, which {fmt} cannot load; export it with "
-            "--format peft (adapter_config.json plus eva_state_dict.safetensors) or --format autopeft"
+            f"{source.describe()} starts LoRA from its {lora.init} measurement, which {fmt} cannot load; export "
+            f"it with {_LOADABLE_BY_PEFT.get(lora.init, '--format autopeft')}"
         )

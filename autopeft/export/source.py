@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from autopeft.allocation.eva import EvaComponents
+from autopeft.allocation.lora_init import MeasuredInit
 from autopeft.allocation.sparse_rankings import SparseRanking
 from autopeft.models import ModelRef, TaskHead, build_skeleton, resolve_model
 from autopeft.space import SearchSpace, SpaceSpec
@@ -48,14 +48,15 @@ class ExportSource:
         job: the stored job (its spec names the model, task and objectives).
         trial: the completed trial.
         stored: the job's model, task head and space, bound to the model's skeleton.
-        eva: the job's measured EVA vectors when the trial's LoRA starts from them, else None.
+        lora_init: the job's measurement of a data-driven LoRA init (EVA, CorDA) when the trial's
+            LoRA starts from it, else None.
         ranking: the job's entry ranking when the trial is a sparse update with a measured rule, else None.
     """
 
     job: JobRecord
     trial: TrialRecord
     stored: StoredJob
-    eva: EvaComponents | None = None
+    lora_init: MeasuredInit | None = None
     ranking: SparseRanking | None = None
 
     @cached_property

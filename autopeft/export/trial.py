@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from autopeft.allocation.eva import EvaComponents
+from autopeft.allocation.lora_init import MeasuredInit
 from autopeft.allocation.sparse_rankings import SparseRanking
 from autopeft.errors import ExportError
 from autopeft.export.autopeft_format import write_autopeft
@@ -36,7 +36,7 @@ FORMATS: dict[str, Writer] = {
 def export_source(job: JobRecord, trial: TrialRecord, store: Store | None = None) -> ExportSource:
     """The export source of a completed trial; ExportError for any other state.
 
-    A trial whose LoRA starts from EVA, or whose sparse update trains entries ranked on task data,
+    A trial whose LoRA starts from EVA or CorDA, or whose sparse update trains entries ranked on task data,
     also needs the job's measurement, read from ``store``.
     """
     if trial.state != TrialState.COMPLETED:
@@ -44,14 +44,20 @@ def export_source(job: JobRecord, trial: TrialRecord, store: Store | None = None
     source = ExportSource(job, trial, StoredJob.from_spec(job.spec))
     lora = source.structure.lora
     if lora is not None and lora.starts_from_measurement:
-        found = _job_tensors(job, store, job.spec.get("eva_key"), "EVA vectors", "its LoRA starts from them")
-        source = replace(source, eva=EvaComponents.from_bytes(*found))
+        found = _job_tensors(job, store, _init_key(job, lora.init), f"{lora.init} measurements",
+                             "its LoRA starts from it")
+        source = replace(source, lora_init=MeasuredInit.from_bytes(lora.init, *found))
     rule = ranking_rule(source.structure)
     if rule is not None:
         key = job.spec.get("ranking_keys", {}).get(rule)
         found = _job_tensors(job, store, key, f"{rule} rankings", "its sparse update trains entries by them")
         source = replace(source, ranking=SparseRanking.from_bytes(rule, *found))
     return source
+
+
+def _init_key(job: JobRecord, init: str) -> str | None:
+    """The store key of the job's measurement of ``init`` (jobs stored before CorDA kept EVA's as ``eva_key``)."""
+    return job.spec.get("init_keys", {}).get(init) or (job.spec.get("eva_key") if init == "eva" else None)
 
 
 def _job_tensors(job: JobRecord, store: Store | None, key: str | None, what: str, why: str) -> tuple[bytes, float]:

@@ -24,6 +24,9 @@ from autopeft.injection.sparse_delta import attach_delta, chosen_entries, detach
 from autopeft.space.layout import ModelLayout
 from autopeft.space.sparse_masks import EntriesMask
 from autopeft.space.structure import LoraModules, Place, SparseDeltas, Structure
+
+MeasuredLoraInit = Mapping[Place, Mapping[str, torch.Tensor]]
+"""Place -> part -> tensor: what a data-driven LoRA init starts from (see :func:`apply_structure`)."""
 from autopeft.space.tuners import TUNER_METHODS
 
 
@@ -55,7 +58,7 @@ class AppliedStructure:
 
     def __init__(
         self, model: nn.Module, structure: Structure, layout: ModelLayout,
-        initial_lora_a: Mapping[Place, torch.Tensor] | None = None, total_steps: int | None = None,
+        measured_init: MeasuredLoraInit | None = None, total_steps: int | None = None,
         sparse_entries: Mapping[Place, torch.Tensor] | None = None,
     ) -> None:
         self.model = model
@@ -69,7 +72,7 @@ class AppliedStructure:
         self._own: list[nn.Parameter] = []
         self._own_before: list[torch.Tensor] = []
         try:
-            self.parameters = self._attach(structure, layout, initial_lora_a, total_steps, sparse_entries)
+            self.parameters = self._attach(structure, layout, measured_init, total_steps, sparse_entries)
         except BaseException:
             self.remove()
             raise
@@ -78,17 +81,22 @@ class AppliedStructure:
             parameter.requires_grad_(True)
 
     def _attach(
-        self, structure: Structure, layout: ModelLayout, initial_lora_a: Mapping[Place, torch.Tensor] | None,
+        self, structure: Structure, layout: ModelLayout, measured_init: MeasuredLoraInit | None,
         total_steps: int | None, sparse_entries: Mapping[Place, torch.Tensor] | None,
     ) -> list[nn.Parameter]:
         model = self.model
         new = []
-        if structure.lora is not None:
-            if structure.lora.changes_base_weights:
-                self._keep(model.get_submodule(layout.matrix(*place).name).weight for place in structure.lora.ranks)
-            new += inject(model, lora_config(structure.lora, layout))[0]
-            if structure.lora.starts_from_measurement:
-                _load_initial_a(model, layout, structure.lora, initial_lora_a)
+        lora = structure.lora
+        if lora is not None:
+            if lora.changes_base_weights:
+                self._keep(model.get_submodule(layout.matrix(*place).name).weight for place in lora.ranks)
+            if lora.starts_from_measurement:
+                _require_measured(lora, measured_init)
+            if lora.init == "corda":
+                _attach_corda_eigens(model, layout, measured_init)
+            new += inject(model, lora_config(lora, layout))[0]
+            if lora.init == "eva":
+                _load_initial_a(model, layout, measured_init)
         if structure.ia3:
             new += inject(model, ia3_config(structure.ia3, layout))[0]
         if structure.tuner is not None and structure.tuner.method == "bias":
@@ -228,21 +236,34 @@ def _orthogonality_penalty(model: nn.Module) -> torch.Tensor:
     return torch.stack(norms).mean()
 
 
-def _load_initial_a(
-    model: nn.Module, layout: ModelLayout, lora: LoraModules, initial_a: Mapping[Place, torch.Tensor] | None
-) -> None:
-    """Copy a data-driven init's A (place -> tensor (rank, in_features)) into every LoRA module.
+def _require_measured(lora: LoraModules, measured_init: MeasuredLoraInit | None) -> None:
+    missing = [place for place in lora.ranks if measured_init is None or place not in measured_init]
+    if missing:
+        raise ValueError(f"LoRA init '{lora.init}' needs its measurement for {missing[0]}, and none was given")
+
+
+def _load_initial_a(model: nn.Module, layout: ModelLayout, measured_init: MeasuredLoraInit) -> None:
+    """Copy EVA's measured A into every LoRA module.
 
     peft's own loader (``initialize_lora_eva_weights``) works on a ``PeftModel`` only; injection
     here is in place, so the copy is done directly, as that loader does it.
     """
-    missing = [place for place in lora.ranks if initial_a is None or place not in initial_a]
-    if missing:
-        raise ValueError(f"LoRA init '{lora.init}' needs its measured A for {missing[0]}, and none was given")
     with torch.no_grad():
-        for place in lora.ranks:
+        for place, parts in measured_init.items():
             module = model.get_submodule(layout.matrix(*place).name)
-            module.lora_A[ADAPTER_NAME].weight.copy_(initial_a[place])
+            module.lora_A[ADAPTER_NAME].weight.copy_(parts["A"])
+
+
+def _attach_corda_eigens(model: nn.Module, layout: ModelLayout, measured_init: MeasuredLoraInit) -> None:
+    """Hand CorDA's triplets to peft, which reads them from each base layer (``eigens``) when it
+    builds the LoRA module, computes A, B and the residual weight, and deletes them."""
+    from peft.tuners.lora.corda import CordaEigens
+
+    for place, parts in measured_init.items():
+        module = model.get_submodule(layout.matrix(*place).name)
+        device = module.weight.device
+        module.eigens = CordaEigens(S_WC=parts["S"].to(device), U_WC=parts["U"].T.to(device),
+                                    V_WC=parts["V"].T.to(device))
 
 
 def _entries_mask(
@@ -257,15 +278,17 @@ def _entries_mask(
 
 def apply_structure(
     model: nn.Module, structure: Structure, layout: ModelLayout,
-    initial_lora_a: Mapping[Place, torch.Tensor] | None = None, total_steps: int | None = None,
+    measured_init: MeasuredLoraInit | None = None, total_steps: int | None = None,
     sparse_entries: Mapping[Place, torch.Tensor] | None = None,
 ) -> AppliedStructure:
     """Insert ``structure``'s modules into ``model`` (freezing everything else but the head).
 
-    ``initial_lora_a`` is the measured A of a data-driven LoRA init (EVA): place -> (rank, in_features).
+    ``measured_init`` is what a data-driven LoRA init starts from, place -> part -> tensor with
+    the module's rank r on axis 0: EVA's ``A`` (r, in_features); CorDA's ``S`` (r,), ``U``
+    (r, out_features) and ``V`` (r, in_features) (:class:`autopeft.allocation.lora_init.MeasuredInit`).
     ``total_steps`` is the training run's length, which AdaLoRA's rank schedule needs.
     ``sparse_entries`` ranks the entries a sparse update with a measured rule (``sparse_sensitivity``,
     ``sparse_lottery``, sparse deltas by ``sensitivity`` or ``lottery``) trains: place -> 1-D flat
     indices into the weight, best first.
     """
-    return AppliedStructure(model, structure, layout, initial_lora_a, total_steps, sparse_entries)
+    return AppliedStructure(model, structure, layout, measured_init, total_steps, sparse_entries)

@@ -16,6 +16,7 @@ import re
 from collections import Counter
 
 from peft import EvaConfig, IA3Config, KasaConfig, LoraConfig, PeftConfig
+from peft.tuners.lora.config import CordaConfig
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
@@ -27,7 +28,7 @@ ADAPTER_NAME = "autopeft"
 # Exact PiSSA (a full SVD) rather than its randomised fast form: an export must rebuild the same
 # A, B and residual on the user's copy of the base model.
 PEFT_INIT = {"default": True, "gaussian": "gaussian", "orthogonal": "orthogonal", "pissa": "pissa", "olora": "olora",
-             "eva": "eva"}
+             "eva": "eva", "corda": "corda"}
 # EVA with rho = 1 keeps every module at the structure's rank (rho > 1 redistributes ranks by
 # explained variance, which would change the structure after it was chosen).
 EVA_CONFIG = EvaConfig(rho=1.0)
@@ -55,6 +56,7 @@ def lora_config(lora: LoraModules, layout: ModelLayout, **extra) -> LoraConfig:
         kasa_config=KasaConfig() if lora.variant == "kasa" else None,
         init_lora_weights=PEFT_INIT[lora.init],
         eva_config=EVA_CONFIG if lora.init == "eva" else None,
+        corda_config=CordaConfig(corda_method="ipm") if lora.init == "corda" else None,
         fan_in_fan_out=_uses_conv1d(lora.ranks, layout),
         bias="none",
         **extra,

@@ -27,7 +27,7 @@ def worker_pool(prepared: PreparedJob, store: Store, ray_address: str | None) ->
         task=prepared.task,
         architecture=declared_architecture_of(prepared.space_spec),
         data_seed=spec.seed,
-        eva=prepared.eva,
+        inits=prepared.inits,
         rankings=prepared.rankings,
     )
     return WorkerPool(

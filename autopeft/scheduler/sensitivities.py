@@ -1,5 +1,6 @@
-"""SPT / IST scores for budgeted spaces, EVA's vectors for the ``eva`` LoRA init and entry rankings
-for sparse updates with a measured rule: looked up in the store, measured once when missing.
+"""SPT / IST scores for budgeted spaces, the measurements of data-driven LoRA inits (EVA, CorDA)
+and entry rankings for sparse updates with a measured rule: looked up in the store, measured once
+when missing.
 
 Measuring runs in the driver before any worker starts (it needs the real model and the job's
 training subset, and would otherwise compete with the workers for the CPU). Scores are keyed by
@@ -18,7 +19,9 @@ from collections.abc import Callable
 from typing import Any
 
 from autopeft.space.sensitivity import Sensitivity
-from autopeft.allocation.eva import EVA_BATCHES, EVA_BATCH_SIZE, EvaComponents, measure_eva
+from autopeft.allocation.corda import CORDA_EXAMPLES, measure_corda
+from autopeft.allocation.eva import EVA_BATCHES, EVA_BATCH_SIZE, measure_eva
+from autopeft.allocation.lora_init import MeasuredInit
 from autopeft.allocation.ist import measure_ist
 from autopeft.allocation.sparse_rankings import (
     LOTTERY_BATCH_SIZE, LOTTERY_LEARNING_RATE, LOTTERY_STEPS, SparseRanking, measure_lottery_ranking,
@@ -85,18 +88,21 @@ def provide_sensitivities(
     prepared: PreparedJob, store: Store, on_measure: Callable[[str], None] | None = None
 ) -> PreparedJob:
     """``prepared`` with its space decoding under the scores it needs and, when its space offers
-    them, EVA's vectors and the entry rankings of measured sparse rules (each from the cache, or
-    measured and cached)."""
+    them, the measurements of data-driven LoRA inits and the entry rankings of measured sparse
+    rules (each from the cache, or measured and cached)."""
     measure = _Measurer(prepared)
     prepared = _provide_scores(prepared, store, measure, on_measure)
-    prepared = _provide_eva(prepared, store, measure, on_measure)
+    prepared = _provide_inits(prepared, store, measure, on_measure)
     return _provide_rankings(prepared, store, measure, on_measure)
 
 
-def eva_params(prepared: PreparedJob, rank: int) -> dict[str, Any]:
-    """Every setting EVA's vectors depend on, the data's digest included (the cache key)."""
-    return {"rank": rank, **_subset_params(prepared), "batches": EVA_BATCHES, "batch_size": EVA_BATCH_SIZE,
-            **data_params(prepared)}
+def init_params(prepared: PreparedJob, init: str, rank: int) -> dict[str, Any]:
+    """Every setting a data-driven init's measurement depends on, the data's digest included (the cache key)."""
+    if init == "eva":
+        settings = {"batches": EVA_BATCHES, "batch_size": EVA_BATCH_SIZE}
+    else:
+        settings = {"examples": CORDA_EXAMPLES, "corda_method": "ipm"}
+    return {"rank": rank, **_subset_params(prepared), **settings, **data_params(prepared)}
 
 
 def ranking_params(prepared: PreparedJob, rule: str, size: int) -> dict[str, Any]:
@@ -126,15 +132,20 @@ def _cached_or_measured(
     return measured, stored_as
 
 
-def _provide_eva(
+def _provide_inits(
     prepared: PreparedJob, store: Store, measure: _Measurer, on_measure: Callable[[str], None] | None
 ) -> PreparedJob:
-    rank = prepared.space.eva_rank
-    if rank is None:
+    inits, keys = {}, {}
+    for init, rank in prepared.space.measured_inits.items():
+        key = dict(model=prepared.spec.model, task=prepared.task.source, method=init,
+                   params=init_params(prepared, init, rank))
+        inits[init], keys[init] = _cached_or_measured(
+            store, key, functools.partial(MeasuredInit.from_bytes, init), lambda: measure.init(init, rank),
+            on_measure,
+        )
+    if not inits:
         return prepared
-    key = dict(model=prepared.spec.model, task=prepared.task.source, method="eva", params=eva_params(prepared, rank))
-    eva, stored_as = _cached_or_measured(store, key, EvaComponents.from_bytes, lambda: measure.eva(rank), on_measure)
-    return dataclasses.replace(prepared, eva=eva, eva_key=stored_as)
+    return dataclasses.replace(prepared, inits=inits, init_keys=keys)
 
 
 def _provide_rankings(
@@ -196,9 +207,10 @@ class _Measurer:
         train = task.train.subset(fidelity.train_examples, prepared.spec.seed)
         return model, layout, tokenize_split(train, task.kind, load_tokenizer(prepared.model), fidelity.max_length)
 
-    def eva(self, rank: int) -> EvaComponents:
+    def init(self, init: str, rank: int) -> MeasuredInit:
         model, layout, data = self._loaded
-        return measure_eva(model, layout, data, rank=rank, seed=self.prepared.spec.seed)
+        measure = measure_eva if init == "eva" else measure_corda
+        return measure(model, layout, data, rank=rank, seed=self.prepared.spec.seed)
 
     @functools.cached_property
     def _spt_with_ranking(self) -> tuple[Sensitivity, SparseRanking]:

@@ -24,7 +24,7 @@ from autopeft.tasks import METRIC_GOALS, Task, load_task
 from autopeft.tasks.holdout import with_search_split
 
 if TYPE_CHECKING:
-    from autopeft.allocation.eva import EvaComponents
+    from autopeft.allocation.lora_init import MeasuredInit
     from autopeft.allocation.sparse_rankings import SparseRanking
 
 @dataclass(frozen=True)
@@ -37,10 +37,12 @@ class PreparedJob:
     space_spec: SpaceSpec
     space: SearchSpace
     objectives: tuple[Objective, ...]
-    eva: EvaComponents | None = None
-    """EVA's vectors when the space offers the ``eva`` init (:mod:`autopeft.scheduler.sensitivities`)."""
-    eva_key: str | None = None
-    """Their key in the store's measurement cache, kept with the job so that exports find them."""
+    inits: Mapping[str, MeasuredInit] = field(default_factory=dict)
+    """Data-driven LoRA init (``eva``, ``corda``) -> its measurement, for each one the space offers
+    (:mod:`autopeft.scheduler.sensitivities`)."""
+    init_keys: Mapping[str, str] = field(default_factory=dict)
+    """Data-driven LoRA init -> its key in the store's measurement cache, kept with the job so that
+    exports find it."""
     rankings: Mapping[str, SparseRanking] = field(default_factory=dict)
     """Measured mask rule -> its entry ranking, for each rule the space's sparse updates use."""
     ranking_keys: Mapping[str, str] = field(default_factory=dict)
@@ -60,8 +62,8 @@ class PreparedJob:
         }
         spec["model_hub_id"] = self.model.hub_id
         spec["total_params"] = self.space.layout.total_params
-        if self.eva_key is not None:
-            spec["eva_key"] = self.eva_key
+        if self.init_keys:
+            spec["init_keys"] = dict(self.init_keys)
         if self.ranking_keys:
             spec["ranking_keys"] = dict(self.ranking_keys)
         return spec

@@ -10,7 +10,7 @@ Dimension names say what they control::
     lora.rank.q             rank for role q in every layer      (per: role)
     lora.rank.L3.q          rank of one placement               (per: placement)
     lora.variant            lora | dora | rslora | kasa
-    lora.init               default | gaussian | orthogonal | pissa | olora | eva
+    lora.init               default | gaussian | orthogonal | pissa | olora | eva | corda
     ia3[.L3][.q]            IA3 switched on, at the granularity of ia3.per
     serial_adapter.size[.L3], parallel_adapter.size[.L3], prefix.length[.L3]
     method, method.<name>.size, method.role.q   the peft method and its size (autopeft.space.methods)
@@ -35,7 +35,7 @@ from autopeft.space.architectures import FUSED_INTO, Architecture, declared_arch
 from autopeft.space.layout import ModelLayout, read_layout
 from autopeft.space.methods import MethodChoices, bind_methods, canonical, decode_method
 from autopeft.space.schema import Granularity, Sizes, SpaceSpec
-from autopeft.space.structure import NOT_ON_CONV1D, LayerSchedule, LoraModules, Place, Structure
+from autopeft.space.structure import DATA_DRIVEN_INITS, NOT_ON_CONV1D, LayerSchedule, LoraModules, Place, Structure
 from autopeft.space.tuners import measured_mask
 
 
@@ -93,13 +93,15 @@ class SearchSpace(DimensionVectors):
         return tuple(m for m in ("spt", "ist") if m in needed)
 
     @property
-    def eva_rank(self) -> int | None:
-        """The largest LoRA rank a structure can take when the space offers the ``eva`` init
-        (its vectors are measured once at that rank), else None."""
+    def measured_inits(self) -> dict[str, int]:
+        """Data-driven LoRA init the space offers on this model (``eva``, ``corda``) -> the largest
+        rank a structure can take (each is measured once at that rank)."""
         lora = self.spec.modules.lora if self.spec.modules is not None else None
-        if lora is None or "eva" not in self._on_model(lora.inits, "modules.lora.inits"):
-            return None
-        return max(lora.rank.resolve(self.layout.hidden_size))
+        if lora is None:
+            return {}
+        offered = self._on_model(lora.inits, "modules.lora.inits")
+        rank = max(lora.rank.resolve(self.layout.hidden_size))
+        return {init: rank for init in DATA_DRIVEN_INITS if init in offered}
 
     @property
     def measured_masks(self) -> dict[str, int]:

@@ -15,12 +15,12 @@ from typing import Any, Literal
 
 LoraVariant = Literal["lora", "dora", "rslora", "kasa"]
 LORA_VARIANTS: tuple[LoraVariant, ...] = ("lora", "dora", "rslora", "kasa")
-LoraInit = Literal["default", "gaussian", "orthogonal", "pissa", "olora", "eva"]
-LORA_INITS: tuple[LoraInit, ...] = ("default", "gaussian", "orthogonal", "pissa", "olora", "eva")
-BASE_CHANGING_INITS = ("pissa", "olora")
+LoraInit = Literal["default", "gaussian", "orthogonal", "pissa", "olora", "eva", "corda"]
+LORA_INITS: tuple[LoraInit, ...] = ("default", "gaussian", "orthogonal", "pissa", "olora", "eva", "corda")
+BASE_CHANGING_INITS = ("pissa", "olora", "corda")
 """Inits that move the principal part of each base weight into A and B (base = residual)."""
-DATA_DRIVEN_INITS = ("eva",)
-"""Inits whose A comes from a measurement on task data, made once per job and handed to injection."""
+DATA_DRIVEN_INITS = ("eva", "corda")
+"""Inits that start from a measurement on task data, made once per job and handed to injection."""
 NOT_ON_CONV1D = ("kasa", "olora")
 """LoRA options peft 0.21 cannot apply to Conv1D (fan_in_fan_out) matrices: KaSA refuses them and
 OLoRA builds factors of the wrong shape."""
@@ -55,8 +55,10 @@ class LoraModules:
             between A and B).
         init: how A and B start: ``default`` (peft's: Kaiming A, zero B), ``gaussian``,
             ``orthogonal``, ``pissa`` (A, B from the top-r singular vectors of the base weight,
-            which keeps the residual), ``olora`` (from its QR decomposition) or ``eva`` (A from
-            the top-r right-singular vectors of the matrix's inputs on task data, B zero).
+            which keeps the residual), ``olora`` (from its QR decomposition), ``eva`` (A from
+            the top-r right-singular vectors of the matrix's inputs on task data, B zero) or
+            ``corda`` (A, B from the top-r singular triplets of the weight times its inputs'
+            covariance on task data, which keeps the residual).
         alpha_ratio: ``lora_alpha = alpha_ratio * rank`` for every module, so that plain LoRA's
             scaling alpha / r is the same at every rank.
         dropout: dropout on the LoRA input.
@@ -78,7 +80,8 @@ class LoraModules:
 
     @property
     def starts_from_measurement(self) -> bool:
-        """EVA: A is given from a measurement on task data, which injection and exports must carry."""
+        """EVA, CorDA: the modules start from a measurement on task data, which injection and
+        exports must carry."""
         return self.init in DATA_DRIVEN_INITS
 
     def alpha(self, rank: int) -> float:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from autopeft.allocation.eva import EvaComponents
+from autopeft.allocation.lora_init import MeasuredInit
 from autopeft.allocation.measurement import Peak, peak_memory
 from autopeft.allocation.sparse_rankings import SparseRanking
 from autopeft.injection import apply_structure, reset_head
@@ -71,10 +71,21 @@ class WorkerSpec:
     architecture: Architecture | None = None
     data_seed: int = 0
     threads: int | None = None
-    eva: EvaComponents | None = None
-    """EVA's measured vectors, for structures whose LoRA starts from them."""
+    inits: Mapping[str, MeasuredInit] = field(default_factory=dict)
+    """Data-driven LoRA init (``eva``, ``corda``) -> its measurement, for structures that start from it."""
     rankings: Mapping[str, SparseRanking] = field(default_factory=dict)
     """Measured mask rule -> its entry ranking, for sparse updates by that rule."""
+
+
+def _measured_init(inits: Mapping[str, MeasuredInit], structure: Structure
+                   ) -> dict[Place, dict[str, torch.Tensor]] | None:
+    """What ``structure``'s LoRA starts from when its init is data-driven, else None."""
+    lora = structure.lora
+    if lora is None or not lora.starts_from_measurement:
+        return None
+    if lora.init not in inits:
+        raise TrialFailure(f"the structure's LoRA starts from the job's {lora.init} measurement, and the worker has none")
+    return inits[lora.init].for_lora(lora)
 
 
 def _sparse_entries(rankings: Mapping[str, SparseRanking], structure: Structure, layout: ModelLayout
@@ -186,10 +197,8 @@ class ProxyTrainer:
             applied.remove()
 
     def _apply(self, structure: Structure, total_steps: int) -> AppliedStructure:
-        eva = self.spec.eva
-        initial_a = eva.initial_a(structure.lora) if eva is not None else None
-        return apply_structure(self.model, structure, self.layout, initial_a, total_steps,
-                               _sparse_entries(self.spec.rankings, structure, self.layout))
+        return apply_structure(self.model, structure, self.layout, _measured_init(self.spec.inits, structure),
+                               total_steps, _sparse_entries(self.spec.rankings, structure, self.layout))
 
     def _failed(
         self, request: TrialRequest, reason: str, started: float, peak: Peak, timings: dict[str, float]

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autopeft.allocation.eva import EvaComponents, measure_eva
+from autopeft.allocation.eva import measure_eva
+from autopeft.allocation.lora_init import MeasuredInit
 from autopeft.injection import apply_structure
 from autopeft.space.layout import read_layout
 from autopeft.space.structure import LoraModules, Structure, place_key
@@ -39,7 +40,7 @@ def test_every_role_matrix_gets_orthonormal_vectors_of_its_input_width(measured)
     _, layout, eva, _, _ = measured
     for layer in layout.layers:
         for role, shape in layer.matrices.items():
-            vectors = eva.components[place_key((layer.index, role))]
+            vectors = eva.tensors[place_key((layer.index, role))]
             assert vectors.shape == (RANK, shape.in_features)
             assert torch.allclose(vectors @ vectors.T, torch.eye(RANK), atol=1e-4)
     assert eva.rank == RANK and eva.seconds > 0
@@ -66,7 +67,7 @@ def test_the_first_vector_is_the_top_direction_of_the_matrix_inputs(measured):
     mask = batch["attention_mask"].bool()
     inputs = captured[0][mask]
     top = torch.linalg.svd(inputs - inputs.mean(0), full_matrices=False).Vh[0]
-    assert abs(float(top @ eva.components[f"0.{role}"][0])) > 0.9
+    assert abs(float(top @ eva.tensors[f"0.{role}"][0])) > 0.9
 
 
 def test_a_structure_takes_the_first_r_vectors_and_starts_at_the_base_output(measured):
@@ -77,11 +78,11 @@ def test_a_structure_takes_the_first_r_vectors_and_starts_at_the_base_output(mea
     inputs = {"input_ids": torch.randint(1, 99, (2, 7))}
     with torch.no_grad():
         base = model(**inputs).logits
-    applied = apply_structure(model, structure, layout, eva.initial_a(structure.lora))
+    applied = apply_structure(model, structure, layout, eva.for_lora(structure.lora))
     try:
         for place, rank in ranks.items():
             lora_a = model.get_submodule(layout.matrix(*place).name).lora_A["autopeft"].weight
-            assert torch.equal(lora_a, eva.components[place_key(place)][:rank])
+            assert torch.equal(lora_a, eva.tensors[place_key(place)][:rank])
         with torch.no_grad():
             assert torch.allclose(model(**inputs).logits, base, atol=1e-6)  # B starts at zero
     finally:
@@ -92,11 +93,11 @@ def test_a_rank_beyond_the_measured_vectors_or_missing_vectors_fail_clearly(meas
     model, layout, eva, _, _ = measured
     role = next(iter(layout.layers[0].matrices))
     too_large = LoraModules({(0, role): RANK + 1}, init="eva")
-    with pytest.raises(ValueError, match=f"EVA measured 4 vectors for 0.{role}, the structure needs 5"):
-        eva.initial_a(too_large)
-    with pytest.raises(ValueError, match="needs its measured A"):
+    with pytest.raises(ValueError, match=f"eva measured 4 rows for 0.{role}, the structure needs 5"):
+        eva.for_lora(too_large)
+    with pytest.raises(ValueError, match="LoRA init 'eva' needs its measurement"):
         apply_structure(model, Structure(lora=LoraModules({(0, role): 2}, init="eva")), layout)
-    assert eva.initial_a(LoraModules({(0, role): 2})) is None
+    assert eva.for_lora(LoraModules({(0, role): 2})) is None
 
 
 def test_vectors_round_trip_through_the_store_under_their_key(measured, tmp_path):
@@ -105,10 +106,10 @@ def test_vectors_round_trip_through_the_store_under_their_key(measured, tmp_path
     store = Store(f"sqlite:///{tmp_path / 'store.db'}")
     key = save_tensors(store, eva.to_bytes(), eva.seconds, model="tiny", task="random", method="eva", params=PARAMS)
     assert key == sensitivity_key(model="tiny", task="random", method="eva", params=PARAMS)
-    again = EvaComponents.from_bytes(*cached_tensors(store, key))
+    again = MeasuredInit.from_bytes("eva", *cached_tensors(store, key))
     assert again.seconds == eva.seconds
-    assert all(torch.equal(again.components[k], eva.components[k]) for k in eva.components)
+    assert all(torch.equal(again.tensors[k], eva.tensors[k]) for k in eva.tensors)
     assert cached_tensors(store, sensitivity_key(model="tiny", task="random", method="eva",
                                                  params={**PARAMS, "rank": 8})) is None
     restricted = eva.restricted_to(LoraModules({(0, role): 2}, init="eva"))
-    assert list(restricted.components) == [f"0.{role}"] and restricted.components[f"0.{role}"].shape[0] == 2
+    assert list(restricted.tensors) == [f"0.{role}"] and restricted.tensors[f"0.{role}"].shape[0] == 2

@@ -123,14 +123,24 @@ def test_lora_inits_and_kasa_count_exactly_and_restore_the_base_weights_they_rew
             if conv1d and (init in NOT_ON_CONV1D or variant in NOT_ON_CONV1D):
                 continue
             structure = Structure(lora=LoraModules({(0, r): 4 for r in roles}, variant=variant, init=init))
-            initial_a = {(0, r): torch.randn(4, layout.matrix(0, r).in_features) for r in roles} if init == "eva" else None
             before = state(model)
-            applied = apply_structure(model, structure, layout, initial_a)
+            applied = apply_structure(model, structure, layout, random_measurement(init, roles, layout))
             try:
                 assert built_trainable(model, applied) == count_trainable(structure, layout), (init, variant)
             finally:
                 applied.remove()
             assert_same_state(model, before)
+
+
+def random_measurement(init: str, roles, layout) -> dict | None:
+    """Rank-4 stand-ins for what a data-driven init measures (EVA's A; CorDA's S, U, V), else None."""
+    shapes = {r: layout.matrix(0, r) for r in roles}
+    if init == "eva":
+        return {(0, r): {"A": torch.randn(4, s.in_features)} for r, s in shapes.items()}
+    if init == "corda":
+        return {(0, r): {"S": torch.rand(4) + 0.1, "U": torch.randn(4, s.out_features), "V": torch.randn(4, s.in_features)}
+                for r, s in shapes.items()}
+    return None
 
 
 def test_sparse_masks_pick_the_largest_entries_by_their_rule():

@@ -175,21 +175,22 @@ modules:
     gpt2 = bind_space(parse_space(text.replace("[query, value]", "[c_attn]")), tiny_gpt2())
     assert "lora.variant" not in {d.name for d in gpt2.dimensions}  # only plain LoRA is left
     assert {d.name: d for d in gpt2.dimensions}["lora.init"].values == ("default", "pissa")
-    assert bert.eva_rank is None
+    assert bert.measured_inits == {}
 
 
-def test_a_space_offering_eva_asks_for_vectors_at_its_largest_rank_on_the_model():
+def test_a_space_offering_data_driven_inits_asks_for_them_at_its_largest_rank_on_the_model():
     text = """
 name: eva
 modules:
   lora:
     roles: [query, value]
     rank: {choices: [0, 4, 16, 64]}
-    inits: [default, eva]
+    inits: [default, eva, corda]
 """
     bert = bind_space(parse_space(text), tiny_bert())
-    assert {d.name: d for d in bert.dimensions}["lora.init"].values == ("default", "eva")
-    assert bert.layout.hidden_size == 32 and bert.eva_rank == 16  # ranks above the width are dropped
+    assert {d.name: d for d in bert.dimensions}["lora.init"].values == ("default", "eva", "corda")
+    assert bert.layout.hidden_size == 32  # ranks above the width are dropped
+    assert bert.measured_inits == {"eva": 16, "corda": 16}
 
 
 def test_a_schedule_is_searched_on_top_of_the_structure_and_ist_needs_its_scores():

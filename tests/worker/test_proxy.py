@@ -94,19 +94,27 @@ def test_a_run_whose_loss_stays_at_the_constant_level_restarts_at_other_rates(tr
     assert fixed.metrics["lr_rescues"] == 0 and fixed.wall_time_s < outcome.wall_time_s
 
 
-def test_an_eva_trial_trains_from_the_worker_s_vectors(trainer):
+@pytest.mark.parametrize("init", ["eva", "corda"])
+def test_a_data_driven_init_trains_from_the_worker_s_measurement(trainer, init):
+    from autopeft.allocation.corda import measure_corda
     from autopeft.allocation.eva import measure_eva
 
     train, _ = trainer.data(QUICK)
-    eva = measure_eva(trainer.model, trainer.layout, train, rank=4, batches=4, batch_size=8, seed=0)
-    structure = Structure(lora=LoraModules({place: 4 for place in LORA_QV.lora.ranks}, init="eva"))
-    with_vectors = ProxyTrainer.__new__(ProxyTrainer)
-    with_vectors.__dict__.update(trainer.__dict__, spec=replace(trainer.spec, eva=eva))
-    outcome = with_vectors.run(TrialRequest(10, 9, structure.to_json(), seed=0, fidelity=QUICK))
+    if init == "eva":
+        measured = measure_eva(trainer.model, trainer.layout, train, rank=4, batches=4, batch_size=8, seed=0)
+    else:
+        measured = measure_corda(trainer.model, trainer.layout, train, rank=4, examples=16, seed=0)
+    before = _body(trainer.model)
+    structure = Structure(lora=LoraModules({place: 4 for place in LORA_QV.lora.ranks}, init=init))
+    with_measurement = ProxyTrainer.__new__(ProxyTrainer)
+    with_measurement.__dict__.update(trainer.__dict__, spec=replace(trainer.spec, inits={init: measured}))
+    outcome = with_measurement.run(TrialRequest(10, 9, structure.to_json(), seed=0, fidelity=QUICK))
     assert outcome.state == TrialState.COMPLETED, outcome.error
     assert outcome.trainable_params == 12 * 4 * (384 + 384) + 384 * 2 + 2
-    failed = trainer.run(TrialRequest(11, 10, structure.to_json(), seed=0, fidelity=QUICK))  # no vectors given
-    assert failed.state == TrialState.FAILED and "needs its measured A" in failed.error
+    after = _body(trainer.model)  # CorDA rewrote the base weights while it trained; removal put them back
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    failed = trainer.run(TrialRequest(11, 10, structure.to_json(), seed=0, fidelity=QUICK))  # none given
+    assert failed.state == TrialState.FAILED and f"starts from the job's {init} measurement" in failed.error
 
 
 def test_a_sparse_trial_trains_the_worker_s_measured_entries(trainer):
