@@ -7,9 +7,12 @@ SmolLM2-135M-Instruct on the Alpaca demo set; writes a markdown table.
 
     python -m bench.module_types --out docs/module_types.md [--models minilm smollm2]
     python -m bench.module_types --set methods --out docs/methods.md [--steps N]
+    python -m bench.module_types --set sparse --out docs/sparse_types.md
 
 ``--set methods`` runs every method of ``search_spaces/methods.yaml`` (at one mid-range size,
 on q and v of every layer; LN tuning on every layer's norms) and the LoRA inits and KaSA.
+``--set sparse`` runs sparse updates by every rule (peft's SHiRA layers and autopeft's sparse
+deltas), DSEE and a LISA schedule, each beside LoRA r8 q,v at the same count.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ import torch
 
 from autopeft.models import resolve_model
 from autopeft.space.layout import ModelLayout
-from autopeft.space.structure import LoraModules, Structure, TunerModules
+from autopeft.allocation.sparse_rankings import measure_lottery_ranking, measure_sensitivity_ranking
+from autopeft.space.structure import LayerSchedule, LoraModules, SparseDeltas, Structure, TunerModules
 from autopeft.space.tuners import NORMS
 from autopeft.tasks import load_task
 from autopeft.tasks.holdout import with_search_split
@@ -97,13 +101,53 @@ def method_structures(layout: ModelLayout) -> dict[str, Structure]:
     return found
 
 
-STRUCTURE_SETS = {"module_types": structures, "methods": method_structures}
+SPARSE_SIZE = 8
+
+
+def sparse_structures(layout: ModelLayout) -> dict[str, Structure]:
+    """LoRA r8 q,v; sparse updates of as many entries (8 * (in + out) per matrix) by every rule, as
+    SHiRA tuners and as sparse deltas; DSEE at the same count; LoRA r8 q,v under a LISA schedule."""
+    qv = {(i, r) for i in range(layout.num_layers) for r in ("q", "v") if layout.matrix(i, r)}
+    entries = {p: SPARSE_SIZE * (layout.matrix(*p).in_features + layout.matrix(*p).out_features) for p in qv}
+    lora = LoraModules(dict.fromkeys(qv, SPARSE_SIZE))
+    return {
+        REFERENCE: Structure(lora=lora),
+        **{f"sparse_{rule} {SPARSE_SIZE} q,v (SHiRA)": Structure(tuner=TunerModules(f"sparse_{rule}", SPARSE_SIZE,
+                                                                                   frozenset(qv)))
+           for rule in ("random", "magnitude", "principal", "sensitivity", "lottery")},
+        **{f"sparse delta ({rule}) q,v": Structure(sparse=SparseDeltas(entries, rule))
+           for rule in ("sensitivity", "lottery", "residual")},
+        f"dsee r{SPARSE_SIZE - 1} + residual q,v": Structure(
+            lora=LoraModules(dict.fromkeys(qv, SPARSE_SIZE - 1)),
+            sparse=SparseDeltas({p: layout.matrix(*p).in_features + layout.matrix(*p).out_features for p in qv},
+                                "residual")),
+        f"{REFERENCE} + LISA (2 layers, K 4)": Structure(lora=lora, schedule=LayerSchedule("lisa", active=2, period=4)),
+    }  # fmt: skip
+
+
+STRUCTURE_SETS = {"module_types": structures, "methods": method_structures, "sparse": sparse_structures}
+
+
+def with_rankings(trainer: ProxyTrainer, fidelity: Fidelity) -> ProxyTrainer:
+    """``trainer`` holding the sensitivity and lottery rankings at ``SPARSE_SIZE``, measured on its
+    training subset with small settings (4 batches of 4; a 16-step warm-up), so SmolLM2 fits in minutes."""
+    train, _ = trainer.data(fidelity)
+    rankings = {
+        "sensitivity": measure_sensitivity_ranking(trainer.model, trainer.layout, train, size=SPARSE_SIZE,
+                                                   batches=4, batch_size=4),
+        "lottery": measure_lottery_ranking(trainer.model, trainer.layout, train, size=SPARSE_SIZE, steps=16,
+                                           batch_size=4),
+    }
+    trainer.spec = replace(trainer.spec, rankings=rankings)
+    return trainer
 
 
 def run(model_name: str, threads: int, structure_set: str, steps: int | None) -> list[str]:
     setup = SETUPS[model_name]
     task = with_search_split(load_task(str(setup["task"])))
     trainer = ProxyTrainer(WorkerSpec(resolve_model(model_name), task, threads=threads))
+    if structure_set == "sparse":
+        trainer = with_rankings(trainer, setup_fidelity(model_name, steps))
     rows, reference = [], None
     for number, (name, structure) in enumerate(STRUCTURE_SETS[structure_set](trainer.layout).items()):
         fidelity = setup_fidelity(model_name, steps)
@@ -144,7 +188,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = [row for model in args.models for row in run(model, args.threads, args.structure_set, args.steps)]
     fidelities = "; ".join(f"{m}: {setup_fidelity(m, args.steps)}" for m in args.models)
-    title = {"module_types": "Every module type", "methods": "Every peft method"}[args.structure_set]
+    title = {"module_types": "Every module type", "methods": "Every peft method",
+             "sparse": "Sparse updates, DSEE and LISA"}[args.structure_set]
     command = (
         f"python -m bench.module_types --set {args.structure_set} --threads {args.threads} --out {args.out} "
         f"--models {' '.join(args.models)}" + (f" --steps {args.steps}" if args.steps else "")
