@@ -1,0 +1,46 @@
+"""The methods-table benchmark: sizes near 0.3% by exact counts, the rate chosen on the search
+split only, and dev runs wanted only once that choice is made."""
+
+import math
+
+import pytest
+
+from autopeft.models import build_skeleton, resolve_model
+from autopeft.models.loading import TaskHead
+from autopeft.space.cost import count_trainable
+from autopeft.space.layout import read_layout
+from autopeft.tasks import TaskKind
+from bench.methods_table import METHODS, RATES, SEEDS, chosen_rate, nearest_size, run_key, structure, wanted_runs
+
+
+@pytest.fixture(scope="module")
+def minilm_layout():
+    return read_layout(build_skeleton(resolve_model("minilm"), TaskHead(TaskKind.CLASSIFICATION, 2)))
+
+
+def test_every_method_gets_the_size_whose_exact_count_is_nearest_the_target(minilm_layout):
+    target = 0.003 * minilm_layout.total_params
+    for method in ("lora", "loha", "oft", "c3a"):
+        size = nearest_size(method, minilm_layout)
+        count = count_trainable(structure(method, size, minilm_layout), minilm_layout)
+        for other in (size // 2, size * 2):
+            try:
+                other_count = count_trainable(structure(method, other, minilm_layout), minilm_layout)
+            except Exception:  # noqa: BLE001 - a size the method cannot take
+                continue
+            assert abs(math.log(count / target)) <= abs(math.log(other_count / target)), (method, size, other)
+    assert count_trainable(structure("lora", 8, minilm_layout), minilm_layout) == 74_498
+
+
+def search_row(method, rate, accuracy):
+    return {"method": method, "split": "search", "learning_rate": rate, "seed": 0, "accuracy": accuracy}
+
+
+def test_the_rate_is_chosen_on_the_search_split_and_only_then_are_dev_runs_wanted():
+    rows = {run_key(r): r for r in (search_row("lora", 5e-4, 0.70), search_row("lora", 3e-3, 0.81))}
+    assert chosen_rate(rows, "lora") is None and not any(r["split"] == "dev" for r in wanted_runs(rows))
+    rows[run_key(search_row("lora", 2e-2, float("nan")))] = search_row("lora", 2e-2, float("nan"))  # diverged
+    assert chosen_rate(rows, "lora") == 3e-3
+    dev = [r for r in wanted_runs(rows) if r["split"] == "dev"]
+    assert [(r["method"], r["learning_rate"], r["seed"]) for r in dev] == [("lora", 3e-3, s) for s in SEEDS]
+    assert len(wanted_runs(rows)) == len(METHODS) * len(RATES) + len(SEEDS)
