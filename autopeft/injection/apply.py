@@ -24,10 +24,10 @@ from autopeft.injection.sparse_delta import attach_delta, chosen_entries, detach
 from autopeft.space.layout import ModelLayout
 from autopeft.space.sparse_masks import EntriesMask
 from autopeft.space.structure import LoraModules, Place, SparseDeltas, Structure
+from autopeft.space.tuners import TUNER_METHODS
 
 MeasuredLoraInit = Mapping[Place, Mapping[str, torch.Tensor]]
 """Place -> part -> tensor: what a data-driven LoRA init starts from (see :func:`apply_structure`)."""
-from autopeft.space.tuners import TUNER_METHODS
 
 
 def head_parameters(model: nn.Module, layout: ModelLayout) -> list[nn.Parameter]:
