@@ -56,6 +56,11 @@ def _why_not_peft(structure: Structure) -> list[str]:
             f"SHiRA entries chosen by {mask.mask} (an adapter_config.json cannot name the mask rule, so peft "
             "would train different entries)"
         )
+    if structure.lora is not None and structure.lora.init == "corda":
+        blocked.append(
+            "LoRA started from CorDA's measured triplets (peft loads them only through preprocess_corda with a "
+            "cache file before get_peft_model, a step an adapter_config.json cannot ask for)"
+        )
     if structure.is_empty:
         blocked.append("no module at all")
     return blocked
@@ -100,9 +105,6 @@ EVA_STATE_NAME = "eva_state_dict.safetensors"
 
 
 def write_peft(source: ExportSource, out_dir: Path) -> list[Path]:
-    lora = source.structure.lora
-    if lora is not None and lora.init == "corda":
-        refuse_measured_init(source, "an adapter_config.json")
     config = peft_config_of(source)
     validate_on_base_model(config, source)
     config.save_pretrained(str(out_dir))
@@ -122,8 +124,7 @@ def _write_eva_state(source: ExportSource, path: Path) -> Path:
 
 
 _LOADABLE_BY_PEFT = {"eva": "--format peft (adapter_config.json plus eva_state_dict.safetensors) or --format autopeft"}
-"""Data-driven inits a peft export can carry. CorDA's would need ``preprocess_corda`` called with
-a cache file before ``get_peft_model``, a step no adapter_config.json can ask for."""
+"""Data-driven inits a peft export can carry (CorDA's cannot: see :func:`_why_not_peft`)."""
 
 
 def refuse_measured_init(source: ExportSource, fmt: str) -> None:
