@@ -326,7 +326,10 @@ def train(
     config: Annotated[Optional[Path], typer.Option(help="An --format autopeft export instead of JOB --trial.")] = None,
     task: Annotated[Optional[str], typer.Option(help="Task to train on (default: the one searched on).")] = None,
     epochs: Annotated[float, typer.Option(help="Passes over the training data.")] = TrainingOptions.epochs,
-    learning_rate: Annotated[float, typer.Option(help="AdamW peak learning rate.")] = TrainingOptions.learning_rate,
+    learning_rate: Annotated[Optional[float], typer.Option(
+        help="AdamW peak learning rate (default: the rate the trial's proxy learned at, after any stall rescue; "
+             f"{TrainingOptions.learning_rate:g} when the trial records none).",
+    )] = None,
     batch_size: Annotated[int, typer.Option(help="Examples per step.")] = TrainingOptions.batch_size,
     max_length: Annotated[int, typer.Option(help="Tokens per example.")] = TrainingOptions.max_length,
     train_examples: Annotated[Optional[int], typer.Option(help="Seeded training subset (default: all).")] = None,
@@ -336,7 +339,7 @@ def train(
     """Train a trial's structure at full fidelity with the HF Trainer and save the best adapter."""
     from autopeft.export.autopeft_format import AutopeftConfig
     from autopeft.training.run import train_config
-    from autopeft.training.sources import config_of_trial, model_of, task_of
+    from autopeft.training.sources import config_of_trial, model_of, proxy_learning_rate, task_of
 
     names_trial = job is not None or trial is not None
     if names_trial == (config is not None) or (names_trial and None in (job, trial)):
@@ -347,6 +350,8 @@ def train(
         store = Store(storage)
         structure_config = config_of_trial(store.job(job), store.trial(job, trial), store)
         origin = f"trial {trial} of job {job}"
+    if learning_rate is None:
+        learning_rate = proxy_learning_rate(structure_config) or TrainingOptions.learning_rate
     options = TrainingOptions(epochs, learning_rate, batch_size, max_length, train_examples, seed)
     result = train_config(structure_config, model_of(structure_config), task_of(structure_config, task), options, out)
     console.print(f"{origin}: {result.summary_line()}", highlight=False)

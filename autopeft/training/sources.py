@@ -48,3 +48,10 @@ def task_of(config: AutopeftConfig, source: str | None = None) -> Task:
             f"searched for {head.kind} with {head.num_labels}"
         )
     return task
+
+
+def proxy_learning_rate(config: AutopeftConfig) -> float | None:
+    """The rate the trial's proxy fine-tune learned at (the search's, or the one its stall rescue
+    moved to), or None when the config records none."""
+    rate = ((config.origin or {}).get("proxy_metrics") or {}).get("learning_rate")
+    return float(rate) if rate else None

@@ -34,7 +34,8 @@ class JobBuilder:
     def layout(self):
         return self.prepared.space.layout
 
-    def trial(self, structure: Structure, *, state=TrialState.COMPLETED, trainable_params: int | None = None):
+    def trial(self, structure: Structure, *, state=TrialState.COMPLETED, trainable_params: int | None = None,
+              metrics: dict[str, float] | None = None):
         params = count_trainable(structure, self.layout) if trainable_params is None else trainable_params
         record = self.store.add_trial(
             self.job_id, config={}, structure=structure.to_json(), trainable_params=params, seed=0,
@@ -42,7 +43,7 @@ class JobBuilder:
         )
         if state == TrialState.COMPLETED:
             record = self.store.record_outcome(
-                TrialOutcome(record.id, state, "test", metrics={"accuracy": 0.7}, trainable_params=params)
+                TrialOutcome(record.id, state, "test", metrics=metrics or {"accuracy": 0.7}, trainable_params=params)
             )
         elif state == TrialState.FAILED:
             record = self.store.record_outcome(TrialOutcome(record.id, state, "test", error="non-finite loss"))

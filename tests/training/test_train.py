@@ -134,7 +134,9 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
 def test_cli_trains_a_trial_and_then_its_autopeft_export(demo_store_job, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     store_url, job = demo_store_job
-    trial = job.trial(Structure(ia3=frozenset(grid(range(6), ("k", "v", "down")))))
+    # the proxy's stall rescue moved this trial to 1e-2: training starts there, not at the 1e-3 default
+    trial = job.trial(Structure(ia3=frozenset(grid(range(6), ("k", "v", "down")))),
+                      metrics={"accuracy": 0.7, "learning_rate": 1e-2})
     quick = ["--train-examples", "16", "--epochs", "1", "--batch-size", "8", "--max-length", "32"]
     code, out, err = run_cli(capsys, "train", str(job.job_id), "--trial", str(trial.number),
                              "--out", str(tmp_path / "ia3"), "--storage", store_url, *quick)
@@ -151,7 +153,12 @@ def test_cli_trains_a_trial_and_then_its_autopeft_export(demo_store_job, tmp_pat
     assert code == 0, err[-3000:]
     first = json.loads((tmp_path / "ia3" / SUMMARY_NAME).read_text())
     again = json.loads((tmp_path / "again" / SUMMARY_NAME).read_text())
-    assert again["best"] == first["best"]  # same seed, same data: the same run
+    assert again["best"] == first["best"]  # same seed, same data, the config's recorded rate: the same run
+    assert first["options"]["learning_rate"] == again["options"]["learning_rate"] == 1e-2
+    code, _, err = run_cli(capsys, "train", "--config", str(tmp_path / "export"), "--out", str(tmp_path / "given"),
+                           *quick, "--learning-rate", "2e-3")
+    assert code == 0, err[-3000:]
+    assert json.loads((tmp_path / "given" / SUMMARY_NAME).read_text())["options"]["learning_rate"] == 2e-3
 
 
 def test_cli_train_needs_one_source(tmp_path, capsys):
