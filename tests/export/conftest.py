@@ -58,6 +58,13 @@ def export_store(tmp_path_factory):
     return Store(f"sqlite:///{tmp_path_factory.mktemp('exports') / 'store.db'}")
 
 
+@pytest.fixture(scope="module")
+def measuring_store(tmp_path_factory):
+    """A store of the test module's own, for jobs whose measurements the module checks are made once:
+    in the session's shared store, another module's job may already have cached the same one."""
+    return Store(f"sqlite:///{tmp_path_factory.mktemp('measurements') / 'store.db'}")
+
+
 @pytest.fixture(scope="session")
 def mrpc_job(export_store, shared_data):
     """MiniLM on MRPC (classification, BERT layout, 6 layers)."""

@@ -40,10 +40,10 @@ def structure(init: str):
 
 
 @pytest.fixture(scope="module", params=["eva", "corda"])
-def init_job(request, export_store, sst2, tmp_path_factory):
+def init_job(request, measuring_store, sst2, tmp_path_factory):
     """(init, the stored job of a space offering it with its measurement, one completed trial)."""
     init = request.param
-    job = measured_job(export_store, SPACE.format(init=init), str(sst2.source), structure(init),
+    job = measured_job(measuring_store, SPACE.format(init=init), str(sst2.source), structure(init),
                        tmp_path_factory.mktemp("space"))
     return init, *job
 
@@ -58,10 +58,10 @@ def test_the_job_measures_once_at_its_largest_rank_and_records_where_it_is(init_
 
 
 def test_the_autopeft_export_carries_the_measurement_and_apply_starts_from_it(
-    init_job, export_store, minilm_ref, tmp_path
+    init_job, measuring_store, minilm_ref, tmp_path
 ):
     init, prepared, _, _, job, trial = init_job
-    written = export_trial(job, trial, "autopeft", tmp_path / "out", export_store)
+    written = export_trial(job, trial, "autopeft", tmp_path / "out", measuring_store)
     assert sorted(p.name for p in written) == sorted(["autopeft_config.json", init_file_name(init)])
     model = load_base_model(minilm_ref, classification_head())
     with torch.no_grad():
@@ -86,16 +86,16 @@ def test_the_autopeft_export_carries_the_measurement_and_apply_starts_from_it(
 
 
 def test_the_peft_export_loads_eva_with_peft_s_own_loader_and_refuses_corda(
-    init_job, export_store, minilm_ref, tmp_path
+    init_job, measuring_store, minilm_ref, tmp_path
 ):
     init, prepared, _, _, job, trial = init_job
     if init == "corda":
         with pytest.raises(ExportError, match="cannot hold LoRA started from CorDA's measured triplets .*; "
                                               "export it with --format autopeft"):
-            export_trial(job, trial, "peft", tmp_path / "out", export_store)
+            export_trial(job, trial, "peft", tmp_path / "out", measuring_store)
         assert not (tmp_path / "out").exists()
         return
-    export_trial(job, trial, "peft", tmp_path / "out", export_store)
+    export_trial(job, trial, "peft", tmp_path / "out", measuring_store)
     config = PeftConfig.from_pretrained(str(tmp_path / "out"))
     assert config.init_lora_weights == "eva" and config.eva_config.rho == 1.0
     model = get_peft_model(load_base_model(minilm_ref, classification_head()), copy.deepcopy(config))
@@ -108,11 +108,11 @@ def test_the_peft_export_loads_eva_with_peft_s_own_loader_and_refuses_corda(
 
 
 def test_formats_that_cannot_load_the_measurement_refuse_and_a_store_without_it_fails_clearly(
-    init_job, export_store, tmp_path
+    init_job, measuring_store, tmp_path
 ):
     init, _, _, _, job, trial = init_job
     with pytest.raises(ExportError, match=f"starts LoRA from its {init} measurement, which a TRL script cannot load"):
-        export_trial(job, trial, "trl", tmp_path / "trl", export_store)
+        export_trial(job, trial, "trl", tmp_path / "trl", measuring_store)
     with pytest.raises(ExportError, match=f"{init} measurements are not in the store"):
         export_trial(job, trial, "autopeft", tmp_path / "none")
     assert not (tmp_path / "trl").exists() and not (tmp_path / "none").exists()

@@ -30,9 +30,9 @@ STRUCTURE = Structure(tuner=TunerModules("sparse_sensitivity", 2, frozenset(grid
 
 
 @pytest.fixture(scope="module")
-def sparse_job(export_store, sst2, tmp_path_factory):
+def sparse_job(measuring_store, sst2, tmp_path_factory):
     """A stored job whose space offers the sensitivity rule, its ranking measured, and one completed trial."""
-    return measured_job(export_store, SPACE, str(sst2.source), STRUCTURE, tmp_path_factory.mktemp("space"))
+    return measured_job(measuring_store, SPACE, str(sst2.source), STRUCTURE, tmp_path_factory.mktemp("space"))
 
 
 def test_the_job_ranks_once_for_its_largest_size_and_records_where_the_ranking_is(sparse_job):
@@ -46,10 +46,10 @@ def test_the_job_ranks_once_for_its_largest_size_and_records_where_the_ranking_i
 
 
 def test_the_autopeft_export_carries_the_trained_entries_and_apply_trains_exactly_them(
-    sparse_job, export_store, minilm_ref, tmp_path
+    sparse_job, measuring_store, minilm_ref, tmp_path
 ):
     prepared, _, _, job, trial = sparse_job
-    written = export_trial(job, trial, "autopeft", tmp_path / "out", export_store)
+    written = export_trial(job, trial, "autopeft", tmp_path / "out", measuring_store)
     assert sorted(p.name for p in written) == sorted(["autopeft_config.json", SPARSE_ENTRIES_NAME])
     model = load_base_model(minilm_ref, classification_head())
     applied = autopeft.apply(model, tmp_path / "out")
@@ -74,10 +74,10 @@ def test_the_autopeft_export_carries_the_trained_entries_and_apply_trains_exactl
         autopeft.apply(load_base_model(minilm_ref, classification_head()), tmp_path / "out")
 
 
-def test_peft_s_format_refuses_and_a_store_without_the_ranking_fails_clearly(sparse_job, export_store, tmp_path):
+def test_peft_s_format_refuses_and_a_store_without_the_ranking_fails_clearly(sparse_job, measuring_store, tmp_path):
     _, _, _, job, trial = sparse_job
     with pytest.raises(ExportError, match="SHiRA entries chosen by sensitivity"):
-        export_trial(job, trial, "peft", tmp_path / "peft", export_store)
+        export_trial(job, trial, "peft", tmp_path / "peft", measuring_store)
     with pytest.raises(ExportError, match="sensitivity rankings are not in the store"):
         export_trial(job, trial, "autopeft", tmp_path / "none")
     assert not (tmp_path / "peft").exists() and not (tmp_path / "none").exists()

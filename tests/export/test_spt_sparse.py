@@ -39,8 +39,8 @@ def allocated(prepared):
 
 
 @pytest.fixture(scope="module")
-def spt_job(export_store, sst2, tmp_path_factory):
-    return measured_job(export_store, SPACE, str(sst2.source), allocated, tmp_path_factory.mktemp("space"))
+def spt_job(measuring_store, sst2, tmp_path_factory):
+    return measured_job(measuring_store, SPACE, str(sst2.source), allocated, tmp_path_factory.mktemp("space"))
 
 
 def test_the_allocation_spends_the_budget_on_lora_and_on_the_sensitive_weights_of_the_other_matrices(
@@ -65,11 +65,11 @@ def test_the_allocation_spends_the_budget_on_lora_and_on_the_sensitive_weights_o
 
 
 def test_the_autopeft_export_trains_exactly_the_ranked_entries_and_reloads_trained(
-    spt_job, export_store, minilm_ref, tmp_path
+    spt_job, measuring_store, minilm_ref, tmp_path
 ):
     prepared, _, _, job, trial = spt_job
     structure = allocated(prepared)
-    written = export_trial(job, trial, "autopeft", tmp_path / "out", export_store)
+    written = export_trial(job, trial, "autopeft", tmp_path / "out", measuring_store)
     assert sorted(p.name for p in written) == sorted(["autopeft_config.json", SPARSE_ENTRIES_NAME])
     model = load_base_model(minilm_ref, classification_head())
     applied = autopeft.apply(model, tmp_path / "out")
@@ -90,14 +90,14 @@ def test_the_autopeft_export_trains_exactly_the_ranked_entries_and_reloads_train
         assert torch.allclose(fresh(**inputs).logits, expected, atol=1e-5)
 
 
-def test_peft_s_format_refuses_with_the_reason(spt_job, export_store, tmp_path):
+def test_peft_s_format_refuses_with_the_reason(spt_job, measuring_store, tmp_path):
     _, _, _, job, trial = spt_job
     with pytest.raises(ExportError, match="sparse updates with their own entry count"):
-        export_trial(job, trial, "peft", tmp_path / "peft", export_store)
+        export_trial(job, trial, "peft", tmp_path / "peft", measuring_store)
 
 
 def test_compeft_keeps_a_tenth_of_each_trained_delta_ternary_and_the_folder_loads_back(
-    spt_job, export_store, minilm_ref, tmp_path
+    spt_job, measuring_store, minilm_ref, tmp_path
 ):
     from autopeft.export.compeft_format import load_compressed, named_trainable
     from autopeft.training import TrainingOptions
@@ -106,7 +106,7 @@ def test_compeft_keeps_a_tenth_of_each_trained_delta_ternary_and_the_folder_load
     from autopeft.training.sources import config_of_trial, model_of, task_of
 
     _, _, _, job, trial = spt_job
-    config = config_of_trial(job, trial, export_store)
+    config = config_of_trial(job, trial, measuring_store)
     task = task_of(config)
     options = TrainingOptions(epochs=1, learning_rate=2e-3, batch_size=16, max_length=32, train_examples=64, seed=0)
     train_config(config, model_of(config), task, options, tmp_path / "weights")
