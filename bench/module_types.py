@@ -95,6 +95,8 @@ def method_structures(layout: ModelLayout) -> dict[str, Structure]:
         "kasa r8 q,v": Structure(lora=LoraModules(dict.fromkeys(qv, 8), variant="kasa")),
     }  # fmt: skip
     for method, size in METHOD_SIZES.items():
+        if method == "bias" and not all(layout.matrix(*place).bias for place in qv):
+            continue  # LLaMA's projections have no bias; the methods space drops bias there too
         places = {(i, NORMS) for i in range(layout.num_layers)} if method == "ln_tuning" else qv
         label = f"{method} {size} q,v" if size else f"{method} q,v" if method != "ln_tuning" else "ln_tuning"
         found[label] = Structure(tuner=TunerModules(method, size, frozenset(places)))
