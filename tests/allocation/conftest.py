@@ -15,6 +15,11 @@ def two_threads():
     torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+def state(model) -> dict[str, torch.Tensor]:
+    """A copy of every tensor in ``model``'s state dict (to check a measurement leaves it unchanged)."""
+    return {name: t.detach().clone() for name, t in model.state_dict().items()}
+
+
 def random_tokens(model, examples: int = 24, seed: int = 0) -> TokenizedSplit:
     """Random token sequences (lengths 5..12) the tiny ``model`` can learn from.
 

@@ -12,14 +12,10 @@ from autopeft.allocation.lora_init import MeasuredInit
 from autopeft.injection import apply_structure
 from autopeft.space.layout import read_layout
 from autopeft.space.structure import LoraModules, Structure, place_key
-from tests.allocation.conftest import random_tokens
+from tests.allocation.conftest import random_tokens, state
 from tests.space.tiny_models import TINY_MODELS
 
 RANK = 4
-
-
-def state(model) -> dict[str, torch.Tensor]:
-    return {name: t.detach().clone() for name, t in model.state_dict().items()}
 
 
 @pytest.fixture(scope="module", params=["bert", "llama", "gpt2"])

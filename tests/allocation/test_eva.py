@@ -13,15 +13,11 @@ from autopeft.space.layout import read_layout
 from autopeft.space.structure import LoraModules, Structure, place_key
 from autopeft.store import Store
 from autopeft.store.sensitivity import cached_tensors, save_tensors, sensitivity_key
-from tests.allocation.conftest import random_tokens
+from tests.allocation.conftest import random_tokens, state
 from tests.space.tiny_models import TINY_MODELS
 
 RANK = 4
 PARAMS = {"rank": RANK, "seed": 0, "train_digest": "cd" * 32, "text_columns": None, "label_column": None}
-
-
-def state(model) -> dict[str, torch.Tensor]:
-    return {name: t.detach().clone() for name, t in model.state_dict().items()}
 
 
 @pytest.fixture(scope="module", params=["bert", "llama", "gpt2"])

@@ -16,15 +16,11 @@ from autopeft.injection import apply_structure, head_parameters
 from autopeft.space.cost import count_trainable
 from autopeft.space.layout import read_layout
 from autopeft.space.structure import Structure, TunerModules, place_key
-from tests.allocation.conftest import random_tokens
+from tests.allocation.conftest import random_tokens, state
 from tests.space.tiny_models import TINY_MODELS
 
 SIZE = 2
 BATCHES, BATCH_SIZE, STEPS = 3, 8, 4
-
-
-def state(model) -> dict[str, torch.Tensor]:
-    return {name: t.detach().clone() for name, t in model.state_dict().items()}
 
 
 @pytest.fixture(scope="module", params=["bert", "llama"])
