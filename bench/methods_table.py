@@ -5,9 +5,11 @@ Each method acts on q and v of every layer (LN tuning on every layer's norms) at
 knob whose exact trainable count is nearest 0.3% of MiniLM on a log scale; methods that cannot
 reach it there (LoKr, VeRA, FourierFT, IA3, LN tuning, bias) run at the size nearest to it and
 the table shows their count. One shared rate would compare rates, not methods (at 1e-3, 11 of 23
-methods barely moved in ``docs/methods.md``), so each method's rate is chosen from
-``RATES`` by its accuracy on the search split (carved from train) at seed 0; the table reports
-the dev split, which the choice never read, at seeds 0, 1 and 2 with the chosen rate.
+methods barely moved in ``docs/methods.md``), so each method's rate is chosen by its accuracy on
+the search split (carved from train) at seed 0; the table reports the dev split, which the choice
+never read, at seeds 0, 1 and 2 with the chosen rate. The rates tried start at ``FIRST_RATES``;
+while the best of them is the highest (or lowest) tried and ``LADDER`` goes further that way, the
+next rung is tried too, so no method is reported at the edge of a grid that was too narrow for it.
 
 After the accuracy runs, one process times every method round-robin (``TIMING_ROUNDS`` rounds of
 ``TIMING_STEPS`` steps): step time as the median ratio to LoRA's in the same round, and the rise
@@ -54,7 +56,9 @@ METHODS = (*LORA_VARIANTS, *TUNERS)
 SIZELESS = frozenset({"ia3", "ln_tuning", "bias"})
 SIZES = tuple(2**i for i in range(14))
 """Candidate sizes (rank, block size or coefficient count, by method); the nearest count wins."""
-RATES = (5e-4, 3e-3, 2e-2)
+LADDER = (8e-5, 5e-4, 3e-3, 2e-2, 1.2e-1)
+"""Learning rates about 6x apart; the top rung is where FourierFT's and C3A's papers train."""
+FIRST_RATES = LADDER[1:4]
 SEEDS = (0, 1, 2)
 FIDELITY = Fidelity(train_examples=1280, steps=80, batch_size=16, max_length=64, learning_rate=1e-3,
                     eval_examples=500, lr_rescues=0)
@@ -99,12 +103,30 @@ def measured() -> dict[str, dict]:
     return {key: {c: numbers.get(c, str)(v) for c, v in row.items()} for key, row in read_rows(RAW, run_key).items()}
 
 
+def search_run(method: str, rate: float) -> dict:
+    return {"method": method, "split": "search", "learning_rate": rate, "seed": 0}
+
+
+def rates_tried(rows: dict[str, dict], method: str) -> tuple[list[float], float | None]:
+    """The rates ``method`` is tried at so far, and the chosen one once the ladder rule stops: the
+    best search-split accuracy at seed 0 (ties: the lower rate), not at an edge the ladder passes."""
+    low, high = LADDER.index(FIRST_RATES[0]), LADDER.index(FIRST_RATES[-1])
+    while True:
+        tried = list(LADDER[low:high + 1])
+        runs = [rows.get(run_key(search_run(method, rate))) for rate in tried]
+        if any(run is None for run in runs):
+            return tried, None
+        best = max(runs, key=lambda run: (_or_lowest(run["accuracy"]), -run["learning_rate"]))["learning_rate"]
+        if best == tried[-1] and high + 1 < len(LADDER):
+            high += 1
+        elif best == tried[0] and low > 0:
+            low -= 1
+        else:
+            return tried, best
+
+
 def chosen_rate(rows: dict[str, dict], method: str) -> float | None:
-    """The rate with the best search-split accuracy at seed 0 (ties: the lower rate), once all are in."""
-    runs = [rows.get(run_key({"method": method, "split": "search", "learning_rate": r, "seed": 0})) for r in RATES]
-    if any(run is None for run in runs):
-        return None
-    return max(runs, key=lambda run: (_or_lowest(run["accuracy"]), -run["learning_rate"]))["learning_rate"]
+    return rates_tried(rows, method)[1]
 
 
 def _or_lowest(accuracy: float) -> float:
@@ -113,10 +135,11 @@ def _or_lowest(accuracy: float) -> float:
 
 
 def wanted_runs(rows: dict[str, dict]) -> list[dict]:
-    """Every search-split run, and the dev runs of each method whose rate is already chosen."""
-    runs = [{"method": m, "split": "search", "learning_rate": r, "seed": 0} for m in METHODS for r in RATES]
+    """The search-split runs of every rate tried so far, and the dev runs of each method whose rate is chosen."""
+    runs = []
     for method in METHODS:
-        rate = chosen_rate(rows, method)
+        tried, rate = rates_tried(rows, method)
+        runs += [search_run(method, r) for r in tried]
         if rate is not None:
             runs += [{"method": method, "split": "dev", "learning_rate": rate, "seed": s} for s in SEEDS]
     return runs
@@ -167,20 +190,21 @@ def table(rows: dict[str, dict], timings: list[dict], total_params: int) -> str:
         ratios = [by[r, method] / by[r, "lora"] for r in range(TIMING_ROUNDS) if by[r, "lora"] > 0]
         return f"{statistics.median(ratios):.2f}" if ratios else "n/a"
 
-    lines = ["| method | size | trainable (% of MiniLM) | rate (chosen on search) | search acc. at that rate "
-             "| dev accuracy mean | sd | n | step time / LoRA's | RSS rise / LoRA's |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| method | size | trainable (% of MiniLM) | rates tried | rate (chosen on search) "
+             "| search acc. at that rate | dev accuracy mean | sd | n | step time / LoRA's | RSS rise / LoRA's |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     ranked = []
     for method in METHODS:
-        rate = chosen_rate(rows, method)
+        tried, rate = rates_tried(rows, method)
         dev = [rows[run_key({"method": method, "split": "dev", "learning_rate": rate, "seed": s})] for s in SEEDS]
-        search = rows[run_key({"method": method, "split": "search", "learning_rate": rate, "seed": 0})]
+        search = rows[run_key(search_run(method, rate))]
         accuracies = [run["accuracy"] for run in dev]
-        ranked.append((statistics.mean(accuracies), method, rate, dev, search, accuracies))
-    for mean, method, rate, dev, search, accuracies in sorted(ranked, reverse=True):
+        ranked.append((statistics.mean(accuracies), method, tried, rate, dev, search, accuracies))
+    for mean, method, tried, rate, dev, search, accuracies in sorted(ranked, reverse=True):
         trainable = dev[0]["trainable"]
         lines.append(
-            f"| {method} | {'—' if method in SIZELESS else dev[0]['size']} | {trainable:,} ({100 * trainable / total_params:.2f}%) | {rate:g} "
+            f"| {method} | {'—' if method in SIZELESS else dev[0]['size']} | {trainable:,} ({100 * trainable / total_params:.2f}%) "
+            f"| {tried[0]:g} .. {tried[-1]:g} | {rate:g} "
             f"| {search['accuracy']:.4f} | {mean:.4f} | {statistics.stdev(accuracies):.4f} | {len(accuracies)} "
             f"| {timing_ratio(method, 'step_time_s')} | {timing_ratio(method, 'rss_rise_bytes')} |"
         )
@@ -208,14 +232,16 @@ def main() -> None:
             print(row, flush=True)
     rows = measured()
     wanted = wanted_runs(rows)
-    if len(wanted) < len(METHODS) * (len(RATES) + len(SEEDS)) or any(run_key(r) not in rows for r in wanted):
+    if any(chosen_rate(rows, m) is None for m in METHODS) or any(run_key(r) not in rows for r in wanted):
         print("runs remain in another shard; the last shard to finish writes the report")
         return
-    timings = bench().time_methods()
-    TIMING_RAW.unlink(missing_ok=True)
-    with row_writer(TIMING_RAW, TIMING_COLUMNS) as write:
-        for timing in timings:
-            write(timing)
+    timings = list(read_rows(TIMING_RAW, lambda t: f"{t['round']}/{t['method']}").values())
+    if {t["method"] for t in timings} != set(METHODS):  # the rates do not change a step's time: timed once
+        timings = bench().time_methods()
+        TIMING_RAW.unlink(missing_ok=True)
+        with row_writer(TIMING_RAW, TIMING_COLUMNS) as write:
+            for timing in timings:
+                write(timing)
     write_report(args, rows, timings, bench().trainer.layout.total_params)
 
 
@@ -227,8 +253,9 @@ def write_report(args: argparse.Namespace, rows: dict[str, dict], timings: list[
         f"{machine_line(args.threads)}  \n"
         f"Structures: each method on q and v of every layer (LN tuning: every layer's norms) at the size nearest "
         f"{TARGET_FRACTION:.1%} of MiniLM's {total_params:,} parameters; the head trains in all. Proxy: {FIDELITY}, "
-        f"at the rate of {', '.join(f'{r:g}' for r in RATES)} with the best search-split accuracy at seed 0 (the "
-        "search split is carved from train; the choice never reads dev). Dev accuracy: SST-2's dev split "
+        f"at the rate with the best search-split accuracy at seed 0 among {', '.join(f'{r:g}' for r in FIRST_RATES)}, "
+        f"extended one rung at a time along {', '.join(f'{r:g}' for r in LADDER)} while the best is at the edge of "
+        "those tried (the search split is carved from train; the choice never reads dev). Dev accuracy: SST-2's dev split "
         f"({FIDELITY.eval_examples} examples), seeds {', '.join(map(str, SEEDS))} at the chosen rate; rows ranked by "
         f"it. Timing: one process, every method round-robin, {TIMING_ROUNDS} rounds of {TIMING_STEPS} steps; the "
         "median over rounds of the ratio to LoRA's in the same round; RSS rise is the peak RSS during the method "

@@ -44,7 +44,9 @@ def read_rows(results: Path, key: str | Callable[[dict[str, str]], str]) -> dict
     (or by ``key(row)``, for results whose runs are named by several columns)."""
     key_of = key if callable(key) else (lambda row: row[key])
     rows: dict[str, dict[str, str]] = {}
-    for path in sorted(results.parent.glob(f"{results.stem}*{results.suffix}")):
+    # Not ``{stem}*``: that would also read a sibling table such as ``<stem>.timing.csv``.
+    shards = sorted(results.parent.glob(f"{results.stem}.shard*{results.suffix}"))
+    for path in [results, *shards] if results.exists() else shards:
         with path.open(newline="") as handle:
             rows.update({key_of(row): row for row in csv.DictReader(handle)})
     return rows

@@ -10,7 +10,8 @@ from autopeft.models.loading import TaskHead
 from autopeft.space.cost import count_trainable
 from autopeft.space.layout import read_layout
 from autopeft.tasks import TaskKind
-from bench.methods_table import METHODS, RATES, SEEDS, chosen_rate, nearest_size, run_key, structure, wanted_runs
+from bench.methods_table import (FIRST_RATES, LADDER, METHODS, SEEDS, chosen_rate, nearest_size, rates_tried, run_key,
+                                 structure, wanted_runs)
 
 
 @pytest.fixture(scope="module")
@@ -43,4 +44,18 @@ def test_the_rate_is_chosen_on_the_search_split_and_only_then_are_dev_runs_wante
     assert chosen_rate(rows, "lora") == 3e-3
     dev = [r for r in wanted_runs(rows) if r["split"] == "dev"]
     assert [(r["method"], r["learning_rate"], r["seed"]) for r in dev] == [("lora", 3e-3, s) for s in SEEDS]
-    assert len(wanted_runs(rows)) == len(METHODS) * len(RATES) + len(SEEDS)
+    assert len(wanted_runs(rows)) == len(METHODS) * len(FIRST_RATES) + len(SEEDS)
+
+
+def test_a_best_rate_at_the_edge_of_those_tried_extends_the_grid_that_way_until_the_ladder_ends():
+    rows = {}
+    for rate, accuracy in zip(FIRST_RATES, (0.70, 0.75, 0.80)):
+        rows[run_key(search_row("c3a", rate, accuracy))] = search_row("c3a", rate, accuracy)
+    assert rates_tried(rows, "c3a") == ([*FIRST_RATES, LADDER[-1]], None)
+    assert LADDER[-1] in [r["learning_rate"] for r in wanted_runs(rows) if r["method"] == "c3a"]
+    rows[run_key(search_row("c3a", LADDER[-1], 0.82))] = search_row("c3a", LADDER[-1], 0.82)
+    assert rates_tried(rows, "c3a") == ([*FIRST_RATES, LADDER[-1]], LADDER[-1])  # the ladder's top: chosen there
+    for rate, accuracy in zip(FIRST_RATES, (0.80, 0.75, 0.70)):
+        rows[run_key(search_row("vera", rate, accuracy))] = search_row("vera", rate, accuracy)
+    rows[run_key(search_row("vera", LADDER[0], 0.79))] = search_row("vera", LADDER[0], 0.79)
+    assert rates_tried(rows, "vera") == ([LADDER[0], *FIRST_RATES], FIRST_RATES[0])
