@@ -45,7 +45,7 @@ from autopeft.trials import Fidelity, TrialRequest
 from autopeft.worker import ProxyTrainer, WorkerSpec
 from bench.lisa import settle
 from bench.module_types import SETUPS
-from bench.reporting import machine_line
+from bench.reporting import machine_line, round_robin_ratios
 from bench.shards import Shard, read_rows, row_writer
 
 TARGET_FRACTION = 0.003
@@ -185,10 +185,12 @@ class Bench:
 
 
 def table(rows: dict[str, dict], timings: list[dict], total_params: int) -> str:
+    ratios = {column: round_robin_ratios(timings, column, lambda t: t["method"], lambda _: "lora")
+              for column in ("step_time_s", "rss_rise_bytes")}
+
     def timing_ratio(method: str, column: str) -> str:
-        by = {(t["round"], t["method"]): float(t[column]) for t in timings}
-        ratios = [by[r, method] / by[r, "lora"] for r in range(TIMING_ROUNDS) if by[r, "lora"] > 0]
-        return f"{statistics.median(ratios):.2f}" if ratios else "n/a"
+        ratio = ratios[column].get(method)
+        return "n/a" if ratio is None else f"{ratio:.2f}"
 
     lines = ["| method | size | trainable (% of MiniLM) | rates tried | rate (chosen on search) "
              "| search acc. at that rate | dev accuracy mean | sd | n | step time / LoRA's | RSS rise / LoRA's |",

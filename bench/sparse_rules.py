@@ -43,7 +43,7 @@ from autopeft.tasks.holdout import with_search_split
 from autopeft.trials import TrialRequest
 from autopeft.worker import ProxyTrainer, WorkerSpec
 from bench.module_types import SETUPS
-from bench.reporting import machine_line, paired_interval
+from bench.reporting import machine_line, paired_interval, round_robin_ratios
 from bench.shards import Shard, read_rows, row_writer
 
 RULES = ("random", "magnitude", "principal", "sensitivity", "lottery")
@@ -126,10 +126,7 @@ def timing_rows(trainer: ProxyTrainer, arms: list[tuple[str, int]]) -> list[dict
 
 def step_time_ratios(timings: list[dict]) -> dict[tuple[str, int], float]:
     """(arm, size) -> median over rounds of its step time over LoRA's at the same size and round."""
-    by_run = {(t["round"], t["arm"], t["size"]): t["step_time_s"] for t in timings}
-    return {(arm, size): statistics.median(by_run[r, arm, size] / by_run[r, "lora", size]
-                                           for r in range(TIMING_ROUNDS))
-            for _, arm, size in by_run}
+    return round_robin_ratios(timings, "step_time_s", lambda t: (t["arm"], t["size"]), lambda key: ("lora", key[1]))
 
 
 def table(rows: list[dict], total_params: int, ratios: dict[tuple[str, int], float]) -> str:
