@@ -9,6 +9,7 @@ validated on the real base model before anything is written.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 from peft import PeftConfig, TaskType
@@ -56,11 +57,6 @@ def _why_not_peft(structure: Structure) -> list[str]:
             f"SHiRA entries chosen by {mask.mask} (an adapter_config.json cannot name the mask rule, so peft "
             "would train different entries)"
         )
-    if structure.lora is not None and structure.lora.init == "corda":
-        blocked.append(
-            "LoRA started from CorDA's measured triplets (peft loads them only through preprocess_corda with a "
-            "cache file before get_peft_model, a step an adapter_config.json cannot ask for)"
-        )
     if structure.is_empty:
         blocked.append("no module at all")
     return blocked
@@ -102,15 +98,26 @@ def peft_config_of(source: ExportSource) -> PeftConfig:
 EVA_STATE_NAME = "eva_state_dict.safetensors"
 """Beside an EVA-initialised LoRA config: peft's ``eva_state_dict`` for
 ``initialize_lora_eva_weights(peft_model, eva_state_dict=load_file(...))``."""
+CORDA_CACHE_NAME = "corda_cache.pt"
+"""Beside a CorDA-initialised LoRA config, named by its ``corda_config.cache_file``: the triplets in
+the file format of peft's CorDA cache, which ``preprocess_corda(base_model, config)`` loads (with
+the path made absolute) before ``get_peft_model``."""
 
 
 def write_peft(source: ExportSource, out_dir: Path) -> list[Path]:
     config = peft_config_of(source)
-    validate_on_base_model(config, source)
-    config.save_pretrained(str(out_dir))
+    init = source.lora_init.init if source.lora_init is not None else None
     written = [out_dir / "adapter_config.json"]
-    if source.lora_init is not None:
+    if init == "eva":
+        validate_on_base_model(config, source)
         written.append(_write_eva_state(source, out_dir / EVA_STATE_NAME))
+    elif init == "corda":
+        written.append(_write_corda_cache(source, out_dir / CORDA_CACHE_NAME))
+        validate_on_base_model(config, source, prepare=_corda_preprocess(config, written[-1]))
+        config.corda_config.cache_file = CORDA_CACHE_NAME
+    else:
+        validate_on_base_model(config, source)
+    config.save_pretrained(str(out_dir))
     return written
 
 
@@ -123,8 +130,39 @@ def _write_eva_state(source: ExportSource, path: Path) -> Path:
     return path
 
 
-_LOADABLE_BY_PEFT = {"eva": "--format peft (adapter_config.json plus eva_state_dict.safetensors) or --format autopeft"}
-"""Data-driven inits a peft export can carry (CorDA's cannot: see :func:`_why_not_peft`)."""
+def _write_corda_cache(source: ExportSource, path: Path) -> Path:
+    """The trial's CorDA triplets keyed and shaped as peft's cache: ``<module>.eigens.S_WC`` (r,),
+    ``U_WC`` (out, r) and ``V_WC`` (in, r), by the module's name in the base model."""
+    import torch
+
+    initial = source.lora_init.for_lora(source.structure.lora)
+    cache = {}
+    for place, parts in initial.items():
+        name = source.layout.matrix(*place).name
+        cache |= {f"{name}.eigens.S_WC": parts["S"].contiguous(), f"{name}.eigens.U_WC": parts["U"].T.contiguous(),
+                  f"{name}.eigens.V_WC": parts["V"].T.contiguous()}
+    torch.save(cache, path)
+    return path
+
+
+def _corda_preprocess(config: PeftConfig, cache: Path):
+    """What a user runs on the base model before ``get_peft_model``: peft's CorDA preprocessing,
+    reading the written cache (so the check loads the very file the export ships)."""
+    from peft.tuners.lora.corda import preprocess_corda
+
+    def prepare(model) -> None:
+        with_cache = copy.deepcopy(config)
+        with_cache.corda_config.cache_file = str(cache)
+        preprocess_corda(model, with_cache)
+
+    return prepare
+
+
+_LOADABLE_BY_PEFT = {
+    "eva": "--format peft (adapter_config.json plus eva_state_dict.safetensors) or --format autopeft",
+    "corda": "--format peft (adapter_config.json plus corda_cache.pt for preprocess_corda) or --format autopeft",
+}
+"""Data-driven inits a peft export carries, and how."""
 
 
 def refuse_measured_init(source: ExportSource, fmt: str) -> None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Callable
 
 from peft import PeftConfig, get_peft_model
 from peft.tuners.tuners_utils import BaseTunerLayer
+from torch import nn
 
 from autopeft.errors import ExportError
 from autopeft.export.source import ExportSource
@@ -33,12 +35,21 @@ def adapted_module_names(structure: Structure, layout: ModelLayout) -> set[str]:
     return {layout.matrix(layer, role).name for layer, role in places}
 
 
-def validate_on_base_model(config: PeftConfig, source: ExportSource) -> None:
-    """Build ``config`` with peft on the real base model; modules and count must be the trial's."""
+def validate_on_base_model(
+    config: PeftConfig, source: ExportSource, prepare: Callable[[nn.Module], None] | None = None
+) -> None:
+    """Build ``config`` with peft on the real base model; modules and count must be the trial's.
+
+    ``prepare`` runs on the base model first: the step a user runs before ``get_peft_model``
+    (CorDA's preprocessing), so the check builds what the user will.
+    """
+    base = load_base_model(source.stored.model, source.stored.head)
     # get_peft_model rewrites base_model_name_or_path to the local folder: build from a copy.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = get_peft_model(load_base_model(source.stored.model, source.stored.head), copy.deepcopy(config))
+        if prepare is not None:
+            prepare(base)
+        model = get_peft_model(base, copy.deepcopy(config))
     expected = adapted_module_names(source.structure, source.layout)
     adapted = {
         name.removeprefix("base_model.model.")

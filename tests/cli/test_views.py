@@ -33,5 +33,5 @@ def test_a_summary_counts_sparse_deltas_and_the_next_export_uses_a_format_that_h
 
     assert "--trial 3 --format autopeft" in next_commands(1, trial(spt), DEFAULT_URL)
     assert "--trial 3 --format peft" in next_commands(1, trial(Structure(lora=lora)), DEFAULT_URL)
-    corda = LoraModules({(0, "q"): 4}, init="corda")  # a real search suggested --format peft, which refuses it
-    assert "--trial 3 --format autopeft" in next_commands(1, trial(Structure(lora=corda)), DEFAULT_URL)
+    corda = LoraModules({(0, "q"): 4}, init="corda")  # peft loads it after preprocess_corda reads the shipped cache
+    assert "--trial 3 --format peft" in next_commands(1, trial(Structure(lora=corda)), DEFAULT_URL)

@@ -4,11 +4,10 @@ refuses it, and what loads starts exactly where the trial started."""
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from peft import PeftConfig, get_peft_model
+from peft.tuners.lora.corda import preprocess_corda
 from peft.tuners.lora.eva import initialize_lora_eva_weights
 from safetensors.torch import load_file
 
@@ -17,9 +16,8 @@ from autopeft.allocation.lora_init import PARTS
 from autopeft.errors import ExportError
 from autopeft.export import export_trial
 from autopeft.export.autopeft_format import init_file_name
-from autopeft.export.peft_format import EVA_STATE_NAME
+from autopeft.export.peft_format import CORDA_CACHE_NAME, EVA_STATE_NAME
 from autopeft.models import load_base_model
-from autopeft.space.structure import place_key
 from tests.export.conftest import classification_head, grid, lora, measured_job
 
 pytestmark = pytest.mark.slow
@@ -85,26 +83,42 @@ def test_the_autopeft_export_carries_the_measurement_and_apply_starts_from_it(
         autopeft.apply(load_base_model(minilm_ref, classification_head()), tmp_path / "out")
 
 
-def test_the_peft_export_loads_eva_with_peft_s_own_loader_and_refuses_corda(
+def load_peft_export(init: str, folder, base):
+    """What the README tells a user to run on an exported folder: peft's own loaders only."""
+    config = PeftConfig.from_pretrained(str(folder))
+    if init == "corda":
+        config.corda_config.cache_file = str(folder / config.corda_config.cache_file)
+        preprocess_corda(base, config)
+    model = get_peft_model(base, config)
+    if init == "eva":
+        initialize_lora_eva_weights(model, eva_state_dict=load_file(str(folder / EVA_STATE_NAME)))
+    return config, model
+
+
+def test_the_peft_export_loads_with_peft_s_own_loaders_and_starts_where_the_trial_started(
     init_job, measuring_store, minilm_ref, tmp_path
 ):
     init, prepared, _, _, job, trial = init_job
-    if init == "corda":
-        with pytest.raises(ExportError, match="cannot hold LoRA started from CorDA's measured triplets .*; "
-                                              "export it with --format autopeft"):
-            export_trial(job, trial, "peft", tmp_path / "out", measuring_store)
-        assert not (tmp_path / "out").exists()
-        return
-    export_trial(job, trial, "peft", tmp_path / "out", measuring_store)
-    config = PeftConfig.from_pretrained(str(tmp_path / "out"))
-    assert config.init_lora_weights == "eva" and config.eva_config.rho == 1.0
-    model = get_peft_model(load_base_model(minilm_ref, classification_head()), copy.deepcopy(config))
-    initialize_lora_eva_weights(model, eva_state_dict=load_file(str(tmp_path / "out" / EVA_STATE_NAME)))
+    written = export_trial(job, trial, "peft", tmp_path / "out", measuring_store)
+    assert sorted(p.name for p in written) == sorted(["adapter_config.json",
+                                                      {"eva": EVA_STATE_NAME, "corda": CORDA_CACHE_NAME}[init]])
+    base = load_base_model(minilm_ref, classification_head())
+    with torch.no_grad():
+        before = base(**INPUTS).logits
+    config, model = load_peft_export(init, tmp_path / "out", base)
+    assert config.init_lora_weights == init and (init != "eva" or config.eva_config.rho == 1.0)
     assert model.get_nb_trainable_parameters()[0] == trial.trainable_params
-    for place in structure(init).lora.ranks:
-        name = prepared.space.layout.matrix(*place).name
-        lora_a = model.get_submodule(f"base_model.model.{name}").lora_A["default"].weight
-        assert torch.equal(lora_a, prepared.inits["eva"].tensors[place_key(place)][:4])
+    measured = prepared.inits[init].for_lora(structure(init).lora)
+    for place, parts in measured.items():
+        module = model.get_submodule(f"base_model.model.{prepared.space.layout.matrix(*place).name}")
+        lora_a, lora_b = module.lora_A["default"].weight, module.lora_B["default"].weight
+        if init == "eva":
+            assert torch.equal(lora_a, parts["A"])
+        else:
+            root = (parts["S"] / module.scaling["default"]).sqrt()
+            assert torch.allclose(lora_a, parts["V"] * root[:, None]) and torch.allclose(lora_b, parts["U"].T * root)
+    with torch.no_grad():
+        assert torch.allclose(model(**INPUTS).logits, before, atol=1e-4)
 
 
 def test_formats_that_cannot_load_the_measurement_refuse_and_a_store_without_it_fails_clearly(
