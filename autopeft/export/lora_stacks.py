@@ -15,7 +15,7 @@ from peft import LoraConfig
 from peft.tuners.tuners_utils import check_target_module_exists
 
 from autopeft.errors import ExportError
-from autopeft.export.peft_format import fits_one_peft_adapter, refuse_measured_init
+from autopeft.export.peft_format import fits_one_peft_adapter, refuse_beyond_config
 from autopeft.export.source import ExportSource
 from autopeft.export.validation import adapted_module_names
 from autopeft.models import build_skeleton
@@ -38,7 +38,7 @@ def lora_for_stack(source: ExportSource, stack: str) -> LoraModules:
             f"{stack} trains LoRA-family modules only and {source.describe()} uses "
             f"{', '.join(others) or 'no LoRA modules'}; export it with --format {pointer}"
         )
-    refuse_measured_init(source, stack)
+    refuse_beyond_config(source, stack)
     return structure.lora
 
 

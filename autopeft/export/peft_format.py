@@ -5,11 +5,14 @@ IA3 structure an ``IA3Config``, and another peft method (LoHa, VeRA, OFT, ...) i
 class. Anything else (bottleneck adapters, prefixes, trained biases, two tuner types together) is
 refused with the reason and a pointer to ``--format autopeft``. The config is
 validated on the real base model before anything is written.
+
+What a config cannot say travels beside it in peft's own file formats: EVA's vectors
+(``eva_state_dict.safetensors``), CorDA's triplets (``corda_cache.pt``, peft's CorDA cache), and
+SHiRA entries chosen by a rule peft does not ship (``adapter_model.safetensors`` with the indices).
 """
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 from peft import PeftConfig, TaskType
@@ -20,6 +23,7 @@ from autopeft.export.source import ExportSource
 from autopeft.export.validation import validate_on_base_model
 from autopeft.injection.peft_modules import ia3_config, lora_config, tuner_config
 from autopeft.space.layout import ModelLayout
+from autopeft.space.sparse_masks import EntriesMask
 from autopeft.space.structure import Structure
 from autopeft.space.tuners import TUNER_METHODS
 from autopeft.tasks import TaskKind
@@ -51,12 +55,6 @@ def _why_not_peft(structure: Structure) -> list[str]:
         blocked.append(f"{' mixed with '.join(tuners)} (one peft adapter holds one tuner type)")
     if structure.tuner is not None and structure.tuner.method == "bias":
         blocked.append("trained biases alone (peft has no bias-only tuner)")
-    mask = structure.tuner is not None and TUNER_METHODS.get(structure.tuner.method)
-    if mask and mask.mask:
-        blocked.append(
-            f"SHiRA entries chosen by {mask.mask} (an adapter_config.json cannot name the mask rule, so peft "
-            "would train different entries)"
-        )
     if structure.is_empty:
         blocked.append("no module at all")
     return blocked
@@ -73,6 +71,8 @@ def peft_config_for(
     """The one peft config that rebuilds ``structure``; ExportError saying why when there is none.
 
     ``total_steps`` is the training run's length, for a method that prunes on a schedule (AdaLoRA).
+    A SHiRA tuner whose entries come from a measurement gets a placeholder mask function: only an
+    export that holds the measurement and the model can bind it (see :func:`write_peft`).
     """
     blocked = _why_not_peft(structure)
     if blocked:
@@ -81,7 +81,7 @@ def peft_config_for(
     if structure.lora is not None:
         return lora_config(structure.lora, layout, **extra)
     if structure.tuner is not None:
-        return tuner_config(structure.tuner, layout, total_steps=total_steps, **extra)
+        return tuner_config(structure.tuner, layout, total_steps=total_steps, mask_fn=_entries_not_bound, **extra)
     return ia3_config(structure.ia3, layout, **extra)
 
 
@@ -104,10 +104,16 @@ the file format of peft's CorDA cache, which ``preprocess_corda(base_model, conf
 the path made absolute) before ``get_peft_model``."""
 
 
+def _entries_not_bound(base_layer, r, **_):
+    raise ExportError("a SHiRA mask over measured entries is bound to the base model only while exporting")
+
+
 def write_peft(source: ExportSource, out_dir: Path) -> list[Path]:
     config = peft_config_of(source)
     init = source.lora_init.init if source.lora_init is not None else None
     written = [out_dir / "adapter_config.json"]
+    if _masked_by_rule(source.structure):
+        return _write_shira_by_rule(source, config, out_dir)
     if init == "eva":
         validate_on_base_model(config, source)
         written.append(_write_eva_state(source, out_dir / EVA_STATE_NAME))
@@ -119,6 +125,34 @@ def write_peft(source: ExportSource, out_dir: Path) -> list[Path]:
         validate_on_base_model(config, source)
     config.save_pretrained(str(out_dir))
     return written
+
+
+def _masked_by_rule(structure: Structure) -> bool:
+    tuner = structure.tuner
+    return tuner is not None and tuner.method in TUNER_METHODS and TUNER_METHODS[tuner.method].mask is not None
+
+
+def _write_shira_by_rule(source: ExportSource, config: PeftConfig, out_dir: Path) -> list[Path]:
+    """A SHiRA adapter over entries chosen by a rule peft does not ship (magnitude, principal, or
+    a measured ranking): its config names the rule as ``mask_type``, and ``adapter_model.safetensors``
+    holds the zero-initialised update with its ``shira_indices``, which peft restores on load, so
+    ``PeftModel.from_pretrained(base, folder, is_trainable=True)`` trains exactly the trial's entries."""
+    model = validate_on_base_model(config, source, prepare=_bind_measured_entries(source))
+    model.save_pretrained(str(out_dir))
+    return [out_dir / "adapter_config.json", out_dir / "adapter_model.safetensors"]
+
+
+def _bind_measured_entries(source: ExportSource):
+    """Binds the trial's measured entries to the modules of the base model the check builds on."""
+    if source.ranking is None:
+        return None
+    entries = source.ranking.entries_for(source.structure, source.layout)
+
+    def prepare(model, config) -> None:
+        config.mask_fn = EntriesMask({model.get_submodule(source.layout.matrix(*place).name): ranked
+                                      for place, ranked in entries.items()})
+
+    return prepare
 
 
 def _write_eva_state(source: ExportSource, path: Path) -> Path:
@@ -150,10 +184,9 @@ def _corda_preprocess(config: PeftConfig, cache: Path):
     reading the written cache (so the check loads the very file the export ships)."""
     from peft.tuners.lora.corda import preprocess_corda
 
-    def prepare(model) -> None:
-        with_cache = copy.deepcopy(config)
-        with_cache.corda_config.cache_file = str(cache)
-        preprocess_corda(model, with_cache)
+    def prepare(model, built: PeftConfig) -> None:
+        built.corda_config.cache_file = str(cache)
+        preprocess_corda(model, built)
 
     return prepare
 
@@ -165,11 +198,18 @@ _LOADABLE_BY_PEFT = {
 """Data-driven inits a peft export carries, and how."""
 
 
-def refuse_measured_init(source: ExportSource, fmt: str) -> None:
-    """ExportError when the trial's LoRA starts from a measurement (EVA, CorDA) that ``fmt`` cannot load."""
+def refuse_beyond_config(source: ExportSource, fmt: str) -> None:
+    """ExportError when the trial needs more than a peft config, which ``fmt`` is: LoRA started from
+    a measurement (EVA, CorDA), or SHiRA entries chosen by a rule peft does not ship."""
     lora = source.structure.lora
     if lora is not None and lora.starts_from_measurement:
         raise ExportError(
             f"{source.describe()} starts LoRA from its {lora.init} measurement, which {fmt} cannot load; export "
             f"it with {_LOADABLE_BY_PEFT.get(lora.init, '--format autopeft')}"
+        )
+    if _masked_by_rule(source.structure):
+        rule = TUNER_METHODS[source.structure.tuner.method].mask
+        raise ExportError(
+            f"{source.describe()} trains SHiRA entries chosen by {rule}, which {fmt} cannot rebuild from a config; "
+            "export it with --format peft (the adapter with its entries) or --format autopeft"
         )

@@ -18,7 +18,7 @@ from peft import PeftConfig
 
 import autopeft
 from autopeft.errors import ExportError
-from autopeft.export.peft_format import peft_config_of, refuse_measured_init
+from autopeft.export.peft_format import peft_config_of, refuse_beyond_config
 from autopeft.export.source import ExportSource
 from autopeft.export.validation import validate_on_base_model
 from autopeft.space.tuners import TUNER_METHODS
@@ -75,7 +75,7 @@ def render_script(source: ExportSource, config: PeftConfig) -> str:
 
 
 def write_trl(source: ExportSource, out_dir: Path) -> list[Path]:
-    refuse_measured_init(source, "a TRL script")
+    refuse_beyond_config(source, "a TRL script")
     tuner = source.structure.tuner
     if tuner is not None and TUNER_METHODS[tuner.method].scheduled:
         raise ExportError(

@@ -11,7 +11,7 @@ import copy
 import warnings
 from collections.abc import Callable
 
-from peft import PeftConfig, get_peft_model
+from peft import PeftConfig, PeftModel, get_peft_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
@@ -36,20 +36,24 @@ def adapted_module_names(structure: Structure, layout: ModelLayout) -> set[str]:
 
 
 def validate_on_base_model(
-    config: PeftConfig, source: ExportSource, prepare: Callable[[nn.Module], None] | None = None
-) -> None:
+    config: PeftConfig, source: ExportSource, prepare: Callable[[nn.Module, PeftConfig], None] | None = None
+) -> PeftModel:
     """Build ``config`` with peft on the real base model; modules and count must be the trial's.
+    Returns the built model, whose adapter config names the hub id.
 
-    ``prepare`` runs on the base model first: the step a user runs before ``get_peft_model``
-    (CorDA's preprocessing), so the check builds what the user will.
+    ``prepare(base_model, config)`` runs first, on the base model and the copy of ``config`` that
+    is built: the step a user runs before ``get_peft_model`` (CorDA's preprocessing), or binding a
+    mask function to this model's modules, so the check builds what the user will.
     """
     base = load_base_model(source.stored.model, source.stored.head)
     # get_peft_model rewrites base_model_name_or_path to the local folder: build from a copy.
+    built = copy.deepcopy(config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if prepare is not None:
-            prepare(base)
-        model = get_peft_model(base, copy.deepcopy(config))
+            prepare(base, built)
+        model = get_peft_model(base, built)
+    model.peft_config["default"].base_model_name_or_path = config.base_model_name_or_path
     expected = adapted_module_names(source.structure, source.layout)
     adapted = {
         name.removeprefix("base_model.model.")
@@ -68,3 +72,4 @@ def validate_on_base_model(
             f"peft builds {trainable:,} trainable parameters from this config, {source.describe()} "
             f"reported {source.trial.trainable_params:,}; nothing written"
         )
+    return model

@@ -6,16 +6,18 @@ import copy
 import json
 
 import pytest
-from peft import IA3Config, LoraConfig, PeftConfig, get_peft_model
+from peft import IA3Config, LoraConfig, PeftConfig, PeftModel, get_peft_model
 
 from autopeft.errors import ExportError
 from autopeft.export import export_trial
 from autopeft.models import TaskHead, load_base_model
+from autopeft.space.sparse_masks import MASK_FUNCTIONS
 from autopeft.space.structure import LoraModules, Structure, TunerModules
 from autopeft.tasks import TaskKind
 from tests.export.conftest import grid, lora
 
 pytestmark = pytest.mark.slow
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def loaded_count(out, minilm_ref):
@@ -32,7 +34,7 @@ def test_lora_with_per_layer_ranks_round_trips(mrpc_job, minilm_ref, tmp_path):
     config, count = loaded_count(tmp_path / "out", minilm_ref)
     assert isinstance(config, LoraConfig) and config.use_rslora
     assert count == trial.trainable_params
-    assert config.base_model_name_or_path == "sentence-transformers/all-MiniLM-L6-v2"
+    assert config.base_model_name_or_path == MINILM_HUB_ID
 
 
 def test_pure_ia3_exports_as_an_ia3_config(mrpc_job, minilm_ref, tmp_path):
@@ -69,6 +71,25 @@ def test_other_peft_tuners_export_through_their_own_config_class(mrpc_job, minil
     assert count == trial.trainable_params
 
 
+@pytest.mark.parametrize("rule", ["magnitude", "principal"])
+def test_shira_by_a_rule_peft_does_not_ship_exports_its_entries_for_peft_s_loader(mrpc_job, minilm_ref, tmp_path, rule):
+    structure = Structure(tuner=TunerModules(f"sparse_{rule}", 2, frozenset(grid((1, 4), ("v", "up")))))
+    trial = mrpc_job.trial(structure)
+    written = export_trial(*mrpc_job.records(trial), "peft", tmp_path / "out")
+    assert sorted(p.name for p in written) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert PeftConfig.from_pretrained(str(tmp_path / "out")).base_model_name_or_path == MINILM_HUB_ID
+    base = load_base_model(minilm_ref, TaskHead(TaskKind.CLASSIFICATION, 2))
+    model = PeftModel.from_pretrained(base, str(tmp_path / "out"), is_trainable=True)
+    assert model.get_nb_trainable_parameters()[0] == trial.trainable_params
+    for place in structure.tuner.places:
+        module = model.get_submodule(f"base_model.model.{mrpc_job.layout.matrix(*place).name}")
+        rows, columns = module.shira_indices["default"]
+        mask = MASK_FUNCTIONS[rule](module.get_base_layer(), 2)
+        assert mask[rows.long(), columns.long()].all() and len(rows) == mask.sum() == 2 * sum(mask.shape)
+    with pytest.raises(ExportError, match=f"trains SHiRA entries chosen by {rule}, which a TRL script cannot"):
+        export_trial(*mrpc_job.records(trial), "trl", tmp_path / "trl")
+
+
 @pytest.mark.parametrize(
     "structure, reason",
     [
@@ -77,9 +98,8 @@ def test_other_peft_tuners_export_through_their_own_config_class(mrpc_job, minil
         (Structure(prefix={2: 4}), "per-layer prefixes"),
         (Structure(lora=LoraModules({(0, "q"): 4}), ia3=frozenset({(1, "v")})), "LoRA mixed with IA3"),
         (Structure(tuner=TunerModules("bias", 0, frozenset({(1, "v")}))), "peft has no bias-only tuner"),
-        (Structure(tuner=TunerModules("sparse_principal", 8, frozenset({(1, "v")}))), "chosen by principal"),
     ],
-    ids=["serial", "parallel", "prefix", "lora+ia3", "bias", "sparse"],
+    ids=["serial", "parallel", "prefix", "lora+ia3", "bias"],
 )
 def test_structures_peft_cannot_hold_are_refused_with_the_reason(mrpc_job, tmp_path, structure, reason):
     trial = mrpc_job.trial(structure)

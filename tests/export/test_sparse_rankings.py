@@ -1,11 +1,12 @@
 """A sparse update by SPT's sensitivity rule on the real MiniLM with SST-2: the job ranks the
-entries once and keeps them in the store; the autopeft export carries the trained entries, peft's
-format refuses them, and what loads trains exactly the trial's entries."""
+entries once and keeps them in the store; the autopeft and peft exports carry the entries, and
+what loads trains exactly the trial's entries."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from peft import PeftModel
 
 import autopeft
 from autopeft.errors import ExportError
@@ -74,10 +75,21 @@ def test_the_autopeft_export_carries_the_trained_entries_and_apply_trains_exactl
         autopeft.apply(load_base_model(minilm_ref, classification_head()), tmp_path / "out")
 
 
-def test_peft_s_format_refuses_and_a_store_without_the_ranking_fails_clearly(sparse_job, measuring_store, tmp_path):
-    _, _, _, job, trial = sparse_job
-    with pytest.raises(ExportError, match="SHiRA entries chosen by sensitivity"):
-        export_trial(job, trial, "peft", tmp_path / "peft", measuring_store)
+def test_the_peft_export_trains_exactly_the_ranked_entries_and_a_store_without_the_ranking_fails_clearly(
+    sparse_job, measuring_store, minilm_ref, tmp_path
+):
+    prepared, _, _, job, trial = sparse_job
+    written = export_trial(job, trial, "peft", tmp_path / "peft", measuring_store)
+    assert sorted(p.name for p in written) == ["adapter_config.json", "adapter_model.safetensors"]
+    model = PeftModel.from_pretrained(load_base_model(minilm_ref, classification_head()), str(tmp_path / "peft"),
+                                      is_trainable=True)
+    assert model.peft_config["default"].mask_type == "sensitivity"
+    assert model.get_nb_trainable_parameters()[0] == trial.trainable_params
+    for place in STRUCTURE.tuner.places:
+        module = model.get_submodule(f"base_model.model.{prepared.space.layout.matrix(*place).name}")
+        rows, columns = module.shira_indices["default"]
+        wanted = prepared.rankings["sensitivity"].entries[place_key(place)][: 2 * (384 + 384)]
+        assert set((rows * 384 + columns).tolist()) == set(wanted.tolist())
     with pytest.raises(ExportError, match="sensitivity rankings are not in the store"):
-        export_trial(job, trial, "autopeft", tmp_path / "none")
-    assert not (tmp_path / "peft").exists() and not (tmp_path / "none").exists()
+        export_trial(job, trial, "peft", tmp_path / "none")
+    assert not (tmp_path / "none").exists()
