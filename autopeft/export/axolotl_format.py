@@ -4,7 +4,8 @@ Keys follow axolotl's config schema (``src/axolotl/utils/schemas/peft.py`` and `
 the way its loader turns them into a peft ``LoraConfig`` (``src/axolotl/loaders/adapter.py``):
 ``lora_r``/``lora_alpha`` are the common rank and alpha, ``lora_target_modules`` plus
 ``peft_layers_to_transform`` place the modules when that form is exact, and otherwise the modules
-are named in full with ``lora_rank_pattern``/``lora_alpha_pattern`` for per-module ranks.
+are named in full with ``lora_rank_pattern``/``lora_alpha_pattern`` for per-module ranks, and
+``peft_init_lora_weights`` carries a LoRA init that needs no measurement (PiSSA, OLoRA, ...).
 The YAML is validated by building the ``LoraConfig`` axolotl would build on the real base model.
 """
 
@@ -19,15 +20,17 @@ from peft import LoraConfig, TaskType
 from autopeft.export.lora_stacks import compact_targets, integer_alpha, lora_for_stack
 from autopeft.export.source import ExportSource
 from autopeft.export.validation import validate_on_base_model
-from autopeft.injection.peft_modules import lora_config
+from autopeft.injection.peft_modules import PEFT_INIT, lora_config
 
 STACK = "axolotl"
 FILE_NAME = "axolotl.yaml"
+INITS = ("default", "gaussian", "orthogonal", "pissa", "olora")
+"""LoRA inits axolotl passes to peft as they are (``peft_init_lora_weights``)."""
 
 
 def axolotl_fields(source: ExportSource) -> dict[str, Any]:
     """The axolotl keys that reproduce the trial's LoRA modules."""
-    lora = lora_for_stack(source, STACK)
+    lora = lora_for_stack(source, STACK, INITS)
     full = lora_config(lora, source.layout)
     fields: dict[str, Any] = {
         "base_model": source.hub_id,
@@ -52,6 +55,8 @@ def axolotl_fields(source: ExportSource) -> dict[str, Any]:
         fields["lora_fan_in_fan_out"] = True
     fields["peft_use_dora"] = lora.variant == "dora"
     fields["peft_use_rslora"] = lora.variant == "rslora"
+    if lora.init != "default":
+        fields["peft_init_lora_weights"] = PEFT_INIT[lora.init]
     fields["output_dir"] = f"./outputs/autopeft-job{source.job.id}-trial{source.trial.number}"
     return fields
 
@@ -69,6 +74,7 @@ def lora_config_as_axolotl_builds_it(fields: dict[str, Any]) -> LoraConfig:
         task_type=TaskType.CAUSAL_LM,
         use_dora=fields["peft_use_dora"],
         use_rslora=fields["peft_use_rslora"],
+        init_lora_weights=fields.get("peft_init_lora_weights", True),
         rank_pattern=fields.get("lora_rank_pattern", {}),
         alpha_pattern=fields.get("lora_alpha_pattern", {}),
     )

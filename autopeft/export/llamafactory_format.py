@@ -6,7 +6,8 @@ Keys follow LLaMA-Factory's ``FinetuningArguments``/``LoraArguments``
 ``lora_rank`` and passes ``lora_target`` (comma-separated) to peft as ``target_modules``.
 So a structure is exported only when one rank holds it: its modules are named by leaf name when
 that is exact on every layer, and by fully-qualified module name otherwise. Per-module ranks are
-refused, never flattened.
+refused, never flattened. PiSSA is the one LoRA init it has a key for (``pissa_init``, with
+``pissa_iter: -1`` for the exact SVD the trial used); the others are refused.
 """
 
 from __future__ import annotations
@@ -24,11 +25,15 @@ from autopeft.export.validation import adapted_module_names, validate_on_base_mo
 
 STACK = "LLaMA-Factory"
 FILE_NAME = "llamafactory.yaml"
+INITS = ("default", "pissa")
+"""LoRA inits LLaMA-Factory has keys for (``pissa_init``)."""
+EXACT_PISSA = -1
+"""``pissa_iter`` -1: PiSSA from an exact SVD, as the trial's, not the fast randomised one."""
 
 
 def llamafactory_fields(source: ExportSource) -> dict[str, Any]:
     """The LLaMA-Factory arguments that reproduce the trial's LoRA modules."""
-    lora = lora_for_stack(source, STACK)
+    lora = lora_for_stack(source, STACK, INITS)
     ranks = sorted(set(lora.ranks.values()))
     if len(ranks) > 1:
         raise ExportError(
@@ -48,6 +53,7 @@ def llamafactory_fields(source: ExportSource) -> dict[str, Any]:
         "lora_target": ",".join(targets),
         "use_dora": lora.variant == "dora",
         "use_rslora": lora.variant == "rslora",
+        **({"pissa_init": True, "pissa_iter": EXACT_PISSA} if lora.init == "pissa" else {}),
         "output_dir": f"saves/autopeft-job{source.job.id}-trial{source.trial.number}",
     }
 
@@ -63,6 +69,7 @@ def lora_config_as_llamafactory_builds_it(fields: dict[str, Any]) -> LoraConfig:
         lora_dropout=fields["lora_dropout"],
         use_rslora=fields["use_rslora"],
         use_dora=fields["use_dora"],
+        init_lora_weights="pissa" if fields.get("pissa_init") and fields.get("pissa_iter") == EXACT_PISSA else True,
     )
 
 

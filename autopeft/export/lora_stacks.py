@@ -8,7 +8,7 @@ module names otherwise; nothing is ever widened or flattened.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from peft import LoraConfig
@@ -23,8 +23,13 @@ from autopeft.space.structure import LoraModules, Place
 from autopeft.tasks import TaskKind
 
 
-def lora_for_stack(source: ExportSource, stack: str) -> LoraModules:
-    """The trial's LoRA modules, or ExportError when ``stack`` cannot train this trial at all."""
+def lora_for_stack(source: ExportSource, stack: str, inits: Collection[str]) -> LoraModules:
+    """The trial's LoRA modules, or ExportError when ``stack`` cannot train this trial at all.
+
+    ``inits`` are the LoRA initialisations the stack has a key for; its keys name DoRA and rsLoRA
+    but not KaSA. A trial that needs another is refused: exported without it, the stack would
+    silently train a different LoRA with the same parameter count.
+    """
     if source.task_kind is not TaskKind.CAUSAL_LM:
         raise ExportError(
             f"{stack} fine-tunes causal language models and job {source.job.id}'s task is "
@@ -39,7 +44,15 @@ def lora_for_stack(source: ExportSource, stack: str) -> LoraModules:
             f"{', '.join(others) or 'no LoRA modules'}; export it with --format {pointer}"
         )
     refuse_beyond_config(source, stack)
-    return structure.lora
+    lora = structure.lora
+    missing = [what for what, has_key in ((f"the {lora.init} init", lora.init in inits),
+                                          ("the KaSA variant", lora.variant != "kasa")) if not has_key]
+    if missing:
+        raise ExportError(
+            f"{stack} has no key for {' or '.join(missing)} of {source.describe()}; export it with --format peft, "
+            "trl or autopeft"
+        )
+    return lora
 
 
 def integer_alpha(alpha: float, stack: str, key: str) -> int:

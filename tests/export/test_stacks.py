@@ -49,7 +49,7 @@ AXOLOTL_TYPES = {  # the declared types (schemas/peft.py; adapter.py passes the 
     "lora_r": int, "lora_alpha": int, "lora_dropout": float, "lora_target_modules": list,
     "peft_layers_to_transform": list, "peft_use_dora": bool, "peft_use_rslora": bool,
     "lora_fan_in_fan_out": bool, "lora_rank_pattern": dict, "lora_alpha_pattern": dict,
-    "base_model": str, "output_dir": str, "adapter": str,
+    "base_model": str, "output_dir": str, "adapter": str, "peft_init_lora_weights": (bool, str),
 }
 
 # LLaMA-Factory: src/llamafactory/hparams/finetuning_args.py, LoraArguments fields ...
@@ -159,6 +159,33 @@ def test_llamafactory_refuses_per_module_ranks_instead_of_flattening(smollm_job,
         "ranks [4, 8] on different modules; export it with --format axolotl, peft, trl or autopeft"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_both_stacks_carry_pissa_and_refuse_a_lora_they_would_silently_train_differently(
+    smollm_job, smollm_model, tmp_path
+):
+    pissa = lora(grid((3,), ("q", "v")), rank=4, init="pissa")
+    trial, fields, _ = exported(smollm_job, pissa, "axolotl", tmp_path)
+    check_axolotl_schema(fields)
+    assert fields["peft_init_lora_weights"] == "pissa"
+    assert lora_config_as_axolotl_builds_it(fields).init_lora_weights == "pissa"
+    trial, fields, _ = exported(smollm_job, pissa, "llamafactory", tmp_path)
+    check_llamafactory_schema(fields)
+    assert (fields["pissa_init"], fields["pissa_iter"]) == (True, -1)  # -1: the exact SVD the trial used
+    config = lora_config_as_llamafactory_builds_it(fields)
+    assert config.init_lora_weights == "pissa" and built_count(config, smollm_model)[0] == trial.trainable_params
+    _, fields, _ = exported(smollm_job, lora(grid((3,), ("q",)), rank=4, init="olora"), "axolotl", tmp_path / "o")
+    assert fields["peft_init_lora_weights"] == "olora"
+    for fmt, stack, structure, what in [
+        ("llamafactory", "LLaMA-Factory", lora(grid((3,), ("q",)), rank=4, init="olora"), "the olora init"),
+        ("axolotl", "axolotl", lora(grid((3,), ("q",)), rank=4, variant="kasa"), "the KaSA variant"),
+        ("llamafactory", "LLaMA-Factory", lora(grid((3,), ("q",)), rank=4, variant="kasa"), "the KaSA variant"),
+    ]:
+        refused = smollm_job.trial(structure)
+        with pytest.raises(ExportError, match=f"^{stack} has no key for {what} of trial {refused.number} .*; "
+                                              "export it with --format peft, trl or autopeft$"):
+            export_trial(*smollm_job.records(refused), fmt, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
 
 
 @pytest.mark.parametrize("fmt, stack", [("axolotl", "axolotl"), ("llamafactory", "LLaMA-Factory")])
