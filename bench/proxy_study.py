@@ -21,7 +21,8 @@ reference's dev score with a bootstrap 95% interval, and each design's median se
 ``default``. The design is **chosen on the lora structures of SST-2 only**; MRPC and the ``autopeft``
 structures are the verdict it never saw. Rows append to ``--results`` (one file per ``--shard``)
 as they finish, so a run resumes; every process rewrites the report from all rows so far (a cell
-still incomplete shows ``-``). ``--steps-scale`` shrinks every run's steps for a smoke test only.
+still incomplete shows ``-``; ``--report-only`` rewrites it without training). ``--steps-scale``
+shrinks every run's steps for a smoke test only.
 
     python -m bench.proxy_study --threads 1 --shard 0/2 --out docs/proxy_study.md &
     python -m bench.proxy_study --threads 1 --shard 1/2 --out docs/proxy_study.md
@@ -280,6 +281,8 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--results", type=Path, default=Path("bench/results/proxy_study.csv"))
     parser.add_argument("--shard", default="0/1", help="I/N: run every N-th unit from the I-th")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the report from the rows measured so far, training nothing")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     args.command = "python -m bench.proxy_study " + " ".join(
@@ -290,7 +293,8 @@ def main() -> None:
     spaces = {"lora": args.lora, "autopeft": args.autopeft}
     tasks = {name: study_task(name) for name in TASKS}
     started = time.perf_counter()
-    measure(args, spaces, tasks, Shard.parse(args.shard))
+    if not args.report_only:
+        measure(args, spaces, tasks, Shard.parse(args.shard))
     keys = {unit.key for unit in units(spaces, plans(tasks), args.steps_scale)}
     expected, measured = len(keys), len(keys & set(read_rows(args.results, "key")))
     print(f"{measured} of {expected} runs measured ({time.perf_counter() - started:.0f} s this process)")
