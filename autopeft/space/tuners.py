@@ -87,7 +87,12 @@ TUNER_METHODS: dict[str, TunerMethod] = {
     "sparse_principal": TunerMethod("ShiraConfig", "r", {"mask_type": "principal"}, mask="principal"),
     "sparse_sensitivity": TunerMethod("ShiraConfig", "r", {"mask_type": "sensitivity"}, mask="sensitivity"),
     "sparse_lottery": TunerMethod("ShiraConfig", "r", {"mask_type": "lottery"}, mask="lottery"),
-    "delora": TunerMethod("DeloraConfig", "r"),
+    # DeLoRA normalises each rank-one update to lambda / r times the base weight's column norms, and
+    # B starts at zero: after the first step the update jumps to that bound whatever the rate. At
+    # peft's lambda 15 (twice the weight at r 8) SmolLM2's 12-step proxy ended at dev loss 2.64
+    # from 1.87 at 5e-4 and at 2.50 at 5e-5; at lambda 1 it ended at 1.80 (bench/method_probes.py).
+    # lambda trains, so a run that needs a larger bound can grow it.
+    "delora": TunerMethod("DeloraConfig", "r", {"delora_lambda": 1}),
     "hira": TunerMethod("HiraConfig", "r"),
     "gralora": TunerMethod("GraloraConfig", "r"),
     "ln_tuning": TunerMethod("LNTuningConfig", None),
