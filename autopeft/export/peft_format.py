@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from peft import PeftConfig, TaskType
 from safetensors.torch import save_file
 
@@ -110,19 +111,19 @@ def _entries_not_bound(base_layer, r, **_):
 
 def write_peft(source: ExportSource, out_dir: Path) -> list[Path]:
     config = peft_config_of(source)
-    init = source.lora_init.init if source.lora_init is not None else None
-    written = [out_dir / "adapter_config.json"]
     if _masked_by_rule(source.structure):
         return _write_shira_by_rule(source, config, out_dir)
+    init = source.lora_init.init if source.lora_init is not None else None
+    written = [out_dir / "adapter_config.json"]
+    prepare = None
     if init == "eva":
-        validate_on_base_model(config, source)
         written.append(_write_eva_state(source, out_dir / EVA_STATE_NAME))
     elif init == "corda":
         written.append(_write_corda_cache(source, out_dir / CORDA_CACHE_NAME))
-        validate_on_base_model(config, source, prepare=_corda_preprocess(config, written[-1]))
-        config.corda_config.cache_file = CORDA_CACHE_NAME
-    else:
-        validate_on_base_model(config, source)
+        prepare = _corda_preprocess(written[-1])
+    validate_on_base_model(config, source, prepare=prepare)
+    if init == "corda":
+        config.corda_config.cache_file = CORDA_CACHE_NAME  # relative: the loader joins it to the folder
     config.save_pretrained(str(out_dir))
     return written
 
@@ -167,8 +168,6 @@ def _write_eva_state(source: ExportSource, path: Path) -> Path:
 def _write_corda_cache(source: ExportSource, path: Path) -> Path:
     """The trial's CorDA triplets keyed and shaped as peft's cache: ``<module>.eigens.S_WC`` (r,),
     ``U_WC`` (out, r) and ``V_WC`` (in, r), by the module's name in the base model."""
-    import torch
-
     initial = source.lora_init.for_lora(source.structure.lora)
     cache = {}
     for place, parts in initial.items():
@@ -179,7 +178,7 @@ def _write_corda_cache(source: ExportSource, path: Path) -> Path:
     return path
 
 
-def _corda_preprocess(config: PeftConfig, cache: Path):
+def _corda_preprocess(cache: Path):
     """What a user runs on the base model before ``get_peft_model``: peft's CorDA preprocessing,
     reading the written cache (so the check loads the very file the export ships)."""
     from peft.tuners.lora.corda import preprocess_corda
