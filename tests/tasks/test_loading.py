@@ -605,12 +605,16 @@ def test_hub_name_fails_fast_when_offline_mode_is_set_from_the_start(tmp_path):
     repository = str(Path(__file__).parents[2])
     python_path = os.pathsep.join(filter(None, [repository, os.environ.get("PYTHONPATH")]))
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": python_path}
-    script = "from autopeft.tasks import load_task\nload_task('nyu-mll/glue:sst2')"
-    started = time.monotonic()
-    finished = subprocess.run(
-        [sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=60
+    # Only the failing call is timed: importing datasets and transformers first takes 5-16 s on a
+    # loaded 2-core machine and says nothing about hub retries, which is what "fast" is about.
+    script = (
+        "import time, datasets, transformers\nfrom autopeft.tasks import load_task\nstarted = time.monotonic()\n"
+        "try:\n    load_task('nyu-mll/glue:sst2')\nfinally:\n    print(time.monotonic() - started)"
     )
-    assert time.monotonic() - started < 15
+    finished = subprocess.run(
+        [sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert float(finished.stdout.strip().splitlines()[-1]) < 15
     assert finished.returncode != 0
     last_line = finished.stderr.strip().splitlines()[-1]
     assert last_line.startswith(
