@@ -261,7 +261,7 @@ def report(args: argparse.Namespace, spaces: dict[str, int], tasks: dict[str, Ta
                 ratio = seconds[name] / seconds["default"] if seconds.get("default") else float("nan")
                 lines.append(f"| {name} | {len(pairs)} | {rho:.3f} | {low:.2f} .. {high:.2f} | "
                              f"{seconds[name]:.1f} | {ratio:.2f} |")
-                if rho == rho:  # NaN when a design's scores are constant: it cannot be chosen
+                if rho == rho and len(pairs) == count:  # NaN when a design's scores are constant
                     ranked.append((rho, name))
             if (task, space) == CHOICE and ranked and len(ranked) == len(plan[task]) - 1:
                 chosen = max(ranked)[1]
