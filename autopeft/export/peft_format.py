@@ -22,9 +22,9 @@ from safetensors.torch import save_file
 from autopeft.errors import ExportError
 from autopeft.export.source import ExportSource
 from autopeft.export.validation import validate_on_base_model
+from autopeft.injection.apply import entries_mask
 from autopeft.injection.peft_modules import ia3_config, lora_config, tuner_config
 from autopeft.space.layout import ModelLayout
-from autopeft.space.sparse_masks import EntriesMask
 from autopeft.space.structure import Structure
 from autopeft.space.tuners import TUNER_METHODS
 from autopeft.tasks import TaskKind
@@ -150,8 +150,7 @@ def _bind_measured_entries(source: ExportSource):
     entries = source.ranking.entries_for(source.structure, source.layout)
 
     def prepare(model, config) -> None:
-        config.mask_fn = EntriesMask({model.get_submodule(source.layout.matrix(*place).name): ranked
-                                      for place, ranked in entries.items()})
+        config.mask_fn = entries_mask(model, source.layout, source.structure.tuner.places, entries)
 
     return prepare
 

@@ -103,7 +103,7 @@ class AppliedStructure:
             places = sorted(structure.tuner.places)
             new += self._keep(model.get_submodule(layout.matrix(*place).name).bias for place in places)
         elif structure.tuner is not None:
-            mask_fn = _entries_mask(model, layout, structure.tuner.places, sparse_entries)
+            mask_fn = entries_mask(model, layout, structure.tuner.places, sparse_entries)
             config = tuner_config(structure.tuner, layout, total_steps=total_steps, mask_fn=mask_fn)
             parameters, tuner = inject(model, config)
             new += parameters
@@ -266,7 +266,7 @@ def _attach_corda_eigens(model: nn.Module, layout: ModelLayout, measured_init: M
                                     V_WC=parts["V"].T.to(device))
 
 
-def _entries_mask(
+def entries_mask(
     model: nn.Module, layout: ModelLayout, places, sparse_entries: Mapping[Place, torch.Tensor] | None
 ) -> EntriesMask | None:
     """The mask function of a sparse update over measured entries, or None when none were given."""
