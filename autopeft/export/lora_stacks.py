@@ -45,8 +45,9 @@ def lora_for_stack(source: ExportSource, stack: str, inits: Collection[str]) -> 
         )
     refuse_beyond_config(source, stack)
     lora = structure.lora
-    missing = [what for what, has_key in ((f"the {lora.init} init", lora.init in inits),
-                                          ("the KaSA variant", lora.variant != "kasa")) if not has_key]
+    missing = [f"the {lora.init} init"] if lora.init not in inits else []
+    if lora.variant == "kasa":
+        missing.append("the KaSA variant")
     if missing:
         raise ExportError(
             f"{stack} has no key for {' or '.join(missing)} of {source.describe()}; export it with --format peft, "
