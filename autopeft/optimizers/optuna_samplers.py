@@ -6,7 +6,10 @@ study's values are the maximised axes of :mod:`autopeft.optimizers.axes` (costs 
 same the MOBO acquisition and the hypervolume see, so that every optimizer ranks trade-offs alike.
 
 Dimensions map to Optuna distributions: Categorical and Flag -> categorical, Choice -> int index
-(ordered), Real -> float (log-scaled when the dimension is).
+(ordered), Real -> float (log-scaled when the dimension is). Trials are sampled define-by-run: a
+conditional dimension (a method's size) is suggested only when its parent's value makes it act,
+and MOTPE's ``group=True`` models each set of co-occurring parameters apart, which is how Optuna's
+TPE handles conditional spaces natively.
 
 A suggestion that is infeasible, or decodes to a structure already asked, told or pending, is
 told to the study as FAIL (both samplers ignore failed trials) and the sampler asked again; after
@@ -51,6 +54,15 @@ def distribution(dim: Dimension) -> BaseDistribution:
     raise TypeError(f"no Optuna distribution for {dim!r}")
 
 
+def suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> Value:
+    """Ask ``trial`` for parameter ``name`` from ``distribution`` through its public suggest API."""
+    if isinstance(distribution, CategoricalDistribution):
+        return trial.suggest_categorical(name, distribution.choices)
+    if isinstance(distribution, IntDistribution):
+        return trial.suggest_int(name, distribution.low, distribution.high)
+    return trial.suggest_float(name, distribution.low, distribution.high, log=distribution.log)
+
+
 def to_param(dim: Dimension, value: Value) -> Value:
     return dim.values.index(value) if isinstance(dim, Choice) else value
 
@@ -89,8 +101,8 @@ class OptunaOptimizer(Optimizer):
 
     def _suggest(self, excluded: set[str]) -> Point | None:
         for _ in range(self.max_rejections):
-            trial = self.study.ask(self.distributions)
-            point = self._point(trial.params)
+            trial = self.study.ask()
+            point = self._sample(trial)
             key = self.space.structure_key(point)
             if self.space.is_feasible(point) and key not in excluded:
                 self._running[key] = trial.number
@@ -100,15 +112,26 @@ class OptunaOptimizer(Optimizer):
         if not fallback:
             return None
         self.study.enqueue_trial(self._params(fallback[0]))
-        trial = self.study.ask(self.distributions)
+        trial = self.study.ask()
+        self._sample(trial)
         self._running[self.space.structure_key(fallback[0])] = trial.number
         return fallback[0]
 
-    def _point(self, params: dict[str, Value]) -> Point:
-        return {d.name: from_param(d, params[d.name]) for d in self.space.dimensions}
+    def _sample(self, trial: optuna.Trial) -> Point:
+        """The point of ``trial``, define-by-run: a dimension is suggested only when it acts given
+        the values suggested before it (a method's size only for that method), so the sampler sees
+        the space's conditional structure; inactive dimensions take their first value."""
+        point: Point = {}
+        for dim in self.space.dimensions:
+            if self.space.is_active(dim.name, point):
+                point[dim.name] = from_param(dim, suggest(trial, dim.name, self.distributions[dim.name]))
+            else:
+                point[dim.name] = dim.from_unit(0.0)
+        return point
 
     def _params(self, point: Point) -> dict[str, Value]:
-        return {d.name: to_param(d, point[d.name]) for d in self.space.dimensions}
+        """The study's parameters of ``point``: its active dimensions only."""
+        return {d.name: to_param(d, point[d.name]) for d in self.space.dimensions if self.space.is_active(d.name, point)}
 
     def _observe(self, observations: Sequence[Observation]) -> None:
         for observation in observations:
@@ -122,14 +145,14 @@ class OptunaOptimizer(Optimizer):
             else:
                 self.study.add_trial(
                     optuna.trial.create_trial(
-                        state=state, values=values, params=self._params(observation.point),
-                        distributions=self.distributions,
+                        state=state, values=values, params=(params := self._params(observation.point)),
+                        distributions={name: self.distributions[name] for name in params},
                     )  # fmt: skip
                 )
 
 
 class MotpeOptimizer(OptunaOptimizer):
-    """Multi-objective TPE (multivariate, constant liar for running trials)."""
+    """Multi-objective TPE (multivariate, grouped by conditional structure, constant liar for running trials)."""
 
     name = "motpe"
 
@@ -139,7 +162,7 @@ class MotpeOptimizer(OptunaOptimizer):
 
     def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=self.startup_trials, multivariate=True, constant_liar=True
+            seed=seed, n_startup_trials=self.startup_trials, multivariate=True, group=True, constant_liar=True
         )
 
 

@@ -141,10 +141,25 @@ class DimensionVectors:
 
     dimensions: tuple[Dimension, ...]
     space_name: str
+    conditions: Mapping[str, tuple[str, tuple[Value, ...]]] = {}
+    """Conditional dimensions: name -> (parent dimension, the parent's values under which it acts),
+    e.g. ``{"method.lora.size": ("method", ("lora",))}``. A dimension not listed always acts."""
 
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(d.name for d in self.dimensions)
+
+    def is_active(self, name: str, point: Mapping[str, Value]) -> bool:
+        """Whether dimension ``name`` acts on ``point`` (a parent that is not searched never silences it)."""
+        parent, values = self.conditions.get(name, (None, ()))
+        return parent is None or parent not in point or point[parent] in values
+
+    def canonical(self, point: Mapping[str, Value]) -> Point:
+        """``point`` with every inactive dimension at its first value, so that two points that
+        decode to the same structure encode to the same vector and a surrogate never sees
+        variation in a knob that did nothing."""
+        first = {d.name: d.from_unit(0.0) for d in self.dimensions if d.name in self.conditions}
+        return {name: value if self.is_active(name, point) else first[name] for name, value in point.items()}
 
     @property
     def bounds(self) -> list[tuple[float, float]]:
@@ -152,8 +167,9 @@ class DimensionVectors:
         return [d.bounds for d in self.dimensions]
 
     def encode(self, point: Mapping[str, Value]) -> list[float]:
-        """Point -> vector of shape (d,)."""
+        """Point -> vector of shape (d,), inactive dimensions at their first value (:meth:`canonical`)."""
         self.check_point(point)
+        point = self.canonical(point)
         return [d.encode(point[d.name]) for d in self.dimensions]
 
     def to_point(self, vector: Sequence[float]) -> Point:

@@ -7,9 +7,9 @@ Dimensions (on top of the space's layer mask)::
                             present for methods with more than one valid size
     method.role.<role>      whether the chosen method acts on role ``role`` (search_roles)
 
-A method's size dimension is *inactive* unless that method is chosen. :func:`canonical` resets
-inactive dimensions to their first value, so two points that decode to the same structure encode
-to the same vector and the surrogate never sees variation in a knob that did nothing.
+A method's size dimension is *inactive* unless that method is chosen (:meth:`MethodChoices.conditions`):
+the space encodes inactive dimensions at their first value, so two points that decode to the same
+structure encode to the same vector and the surrogate never sees variation in a knob that did nothing.
 
 Binding drops what cannot act on the model, with the reason (:attr:`MethodChoices.excluded`): a
 size that peft refuses on one of the chosen matrices (an OFT block that does not divide the input
@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from autopeft.errors import SpaceError
-from autopeft.space.dimensions import Categorical, Choice, Dimension, Flag, Point, Value
+from autopeft.space.dimensions import Categorical, Choice, Dimension, Flag, Value
 from autopeft.space.layout import ModelLayout
 from autopeft.space.schema import MethodsSpec
 from autopeft.space.structure import (
@@ -59,6 +59,10 @@ class MethodChoices:
         if search_roles:
             dims += [Flag(f"method.role.{role}") for role in self.roles]
         return dims
+
+    def conditions(self) -> dict[str, tuple[str, tuple[str, ...]]]:
+        """Each method's size dimension acts only when that method is chosen."""
+        return {f"method.{m}.size": ("method", (m,)) for m, sizes in self.sizes.items() if len(sizes) > 1}
 
     def constants(self) -> dict[str, Value]:
         """Values of settings that are not searched (one method, or one size)."""
@@ -117,20 +121,6 @@ def _why_not(name: str, sizes: Sequence[int], layout: ModelLayout) -> str:
     if (name in TUNER_METHODS or name in NOT_ON_CONV1D) and conv1d:
         return f"peft's {name} does not act on this model's Conv1D matrices at sizes {list(sizes)}"
     return f"peft's {name} cannot act on the chosen matrices at sizes {list(sizes)}"
-
-
-def canonical(point: Mapping[str, Value], choices: MethodChoices) -> Point:
-    """``point`` with the size dimensions of methods it did not choose set to their first value."""
-    chosen = point.get("method", next(iter(choices.sizes)))
-    return {
-        name: (choices.sizes[name.split(".")[1]][0] if _inactive_size(name, chosen) else value)
-        for name, value in point.items()
-    }
-
-
-def _inactive_size(name: str, chosen: Value) -> bool:
-    parts = name.split(".")
-    return len(parts) == 3 and parts[0] == "method" and parts[2] == "size" and parts[1] != chosen
 
 
 def decode_method(values: Mapping[str, Value], choices: MethodChoices, layout: ModelLayout,

@@ -33,7 +33,7 @@ from autopeft.space.cost import count_trainable, count_tuner
 from autopeft.space.dimensions import Categorical, Choice, Dimension, DimensionVectors, Flag, Real, Value
 from autopeft.space.architectures import FUSED_INTO, Architecture, declared_architecture
 from autopeft.space.layout import ModelLayout, read_layout
-from autopeft.space.methods import MethodChoices, bind_methods, canonical, decode_method
+from autopeft.space.methods import MethodChoices, bind_methods, decode_method
 from autopeft.space.schema import Granularity, Sizes, SpaceSpec
 from autopeft.space.structure import DATA_DRIVEN_INITS, NOT_ON_CONV1D, LayerSchedule, LoraModules, Place, Structure
 from autopeft.space.tuners import measured_mask
@@ -83,6 +83,7 @@ class SearchSpace(DimensionVectors):
             *(self._budget_dimensions() if budget is not None else self._module_dimensions()),
             *self._schedule_dimensions(),
         )
+        self.conditions = {name: condition for name, condition in self._conditions().items() if name in self.names}
 
     @property
     def needed_sensitivities(self) -> tuple[str, ...]:
@@ -295,6 +296,14 @@ class SearchSpace(DimensionVectors):
                 self._constants[name] = values[0]
         return dims
 
+    def _conditions(self) -> dict[str, tuple[str, tuple[Value, ...]]]:
+        """A method's size acts only when that method is chosen; a schedule's knobs only under a schedule."""
+        conditions = self.methods.conditions() if self.methods is not None else {}
+        if self.spec.schedule is not None:
+            acting = tuple(kind for kind in self.spec.schedule.kinds if kind != "none")
+            conditions |= {name: ("schedule.kind", acting) for name in ("schedule.active", "schedule.period")}
+        return conditions
+
     def _decode_budget(self, values: Mapping[str, Value]) -> Structure:
         """Allocate LoRA ranks for the point's budget, rule and sharpness (empty if impossible)."""
         budget, rule = self.spec.budget, str(values["budget.rule"])
@@ -360,9 +369,6 @@ class SearchSpace(DimensionVectors):
                     break
         return sizes
 
-    def encode(self, point: Mapping[str, Value]) -> list[float]:
-        """Point -> vector of shape (d,), with the sizes of methods not chosen at a fixed value."""
-        return super().encode(canonical(point, self.methods) if self.methods is not None else point)
 
     # ----------------------------------------------------------------- costs and validity
     def trainable_params(self, point: Mapping[str, Value]) -> int:

@@ -47,6 +47,21 @@ def test_encode_and_to_point_round_trip(bert):
     assert [low for low, _ in space.bounds] == [0.0] * 6
 
 
+def test_a_schedule_s_knobs_act_only_under_a_schedule(bert):
+    from autopeft.space import load_space_spec
+
+    space = bind_space(load_space_spec("sparse"), bert)
+    assert space.conditions["schedule.active"][0] == "schedule.kind"
+    point = space.from_unit([0.3] * len(space.dimensions))
+    unscheduled = {**point, "schedule.kind": "none"}
+    periods = space.dimensions[space.names.index("schedule.period")].values
+    other = next(v for v in periods if v != unscheduled["schedule.period"])
+    assert space.encode({**unscheduled, "schedule.period": other}) == space.encode(unscheduled)
+    scheduled = {**point, "schedule.kind": "lisa"}
+    assert space.encode({**scheduled, "schedule.period": other}) != space.encode(scheduled)
+    assert space.canonical(unscheduled)["schedule.period"] == periods[0]
+
+
 def test_structure_round_trips_through_json(bert):
     space = bind_space(parse_space(PER_PLACEMENT), bert)
     structure = space.decode({name: 8 for name in space.names})
