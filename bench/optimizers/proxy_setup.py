@@ -17,10 +17,11 @@ TASKS = {"sst2": SST2, "mrpc": "/work/shared/data/glue/MRPC"}
 FIDELITY = Fidelity(
     train_examples=2400, steps=150, batch_size=16, max_length=64, learning_rate=1e-3, eval_examples=400
 )
-TABLE_FIDELITY = {"lora": FIDELITY, "adapters": replace(FIDELITY, train_examples=1280, steps=80)}
-"""The proxy each grouped space's lookup table was recorded at. The adapter table runs 80 steps:
-at 150 its largest rows took 100 s each on one thread (about 250 s beside other work), too slow
-to record 182 of them in one session on 2 cores."""
+SHORT = replace(FIDELITY, train_examples=1280, steps=80)
+TABLE_FIDELITY = {"lora": FIDELITY, "adapters": SHORT, "methods": SHORT}
+"""The proxy each grouped space's lookup table was recorded at. The adapter and methods tables run
+80 steps: at 150 the adapter table's largest rows took 100 s each on one thread (about 250 s
+beside other work), too slow to record 160-180 rows in one session on 2 cores."""
 
 
 def grouped_space(name: str = "lora") -> GroupedSpace:
