@@ -1,8 +1,10 @@
-"""The proxy study's fixed rules: equal-cost designs, a 4x reference on dev, resumable run keys."""
+"""The proxy study's fixed rules: equal-cost designs, a 4x reference on dev, resumable run keys,
+a design chosen on one cell only and the verdict cells training only what the verdict needs."""
 
 from dataclasses import replace
 
-from bench.proxy_study import REFERENCE, Design, designs, reference, units
+from bench.proxy_study import CHOICE, REFERENCE, Design, choose, designs, owned, reference, units
+from bench.shards import Shard
 
 SEARCH_SIZE = 1000
 
@@ -47,3 +49,42 @@ def test_a_changed_fidelity_is_a_new_run_not_a_reused_row():
     assert {run.key for run in units({"lora": 1}, plan, steps_scale=0.5)}.isdisjoint(
         {run.key for run in units({"lora": 1}, plan)}
     )
+
+
+def two_task_plan() -> dict[str, dict[str, Design]]:
+    table = {REFERENCE: Design(reference(64, 60_000))} | designs(64, SEARCH_SIZE)
+    return {"SST-2": table, "MRPC": table}
+
+
+def test_shards_split_whole_structures_and_verdict_cells_wait_for_the_choice():
+    runs = list(units({"lora": 3, "autopeft": 2}, two_task_plan()))
+    halves = [owned(runs, Shard(i, 2)) for i in range(2)]
+    assert sorted(map(id, halves[0] + halves[1])) == sorted(map(id, runs))
+    assert not {u.structure for u in halves[0]} & {u.structure for u in halves[1]}
+    choice_cell = [u for u in runs if (u.task, u.space) == CHOICE]
+    verdict = [u for u in runs if (u.task, u.space) != CHOICE]
+    assert all(u.needed(None) for u in choice_cell)
+    assert {u.design for u in verdict if u.needed(None)} == {REFERENCE, "default"}
+    assert {u.design for u in verdict if u.needed("smaller eval")} == {REFERENCE, "default", "smaller eval"}
+
+
+def score_rows(plan, count: int, order: dict[str, list[float]]) -> list[dict]:
+    """Rows of the choice cell: the reference scores structure i as i; each design as ``order``."""
+    table = plan[CHOICE[0]]
+    rows = []
+    for name, design in table.items():
+        scores = list(range(count)) if name == REFERENCE else order.get(name, list(range(count)))
+        for index, score in enumerate(scores):
+            for replicate in range(design.seeds):
+                rows.append({"task": CHOICE[0], "space": CHOICE[1], "design": name, "index": index,
+                             "score": str(score), "seconds": "1"})  # fmt: skip
+    return rows
+
+
+def test_the_choice_is_the_best_ranking_design_and_only_once_the_choice_cell_is_complete():
+    plan, count = two_task_plan(), 6
+    scrambled = [5.0, 4.0, 3.0, 2.0, 1.0, 0.0]
+    rows = score_rows(plan, count, {name: scrambled for name in plan["SST-2"] if name != "longer steps"})
+    assert choose(rows, plan, count) == "longer steps"
+    incomplete = [r for r in rows if not (r["design"] == "no rescue" and r["index"] == 5)]
+    assert choose(incomplete, plan, count) is None
