@@ -62,7 +62,9 @@ TRAINED = {
 }
 """Per model, the (method, size) pairs trained at every rate of ``RATE_SCALES``."""
 RATE_SCALES = (1.0, 0.1)
-"""Multiples of the setup's proxy rate: whether a method's trouble is its step size."""
+"""Multiples of the setup's proxy rate: whether a method's trouble is its step size. The proxy
+trains the method's parameters at its factor of that rate (autopeft.space.tuners.rate_factor);
+the rows in bench/results/method_probes.csv were measured before the factors, at the rate shown."""
 
 
 def register_probes() -> None:

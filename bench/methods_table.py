@@ -38,7 +38,7 @@ from autopeft.space.cost import count_trainable
 from autopeft.errors import SpaceError
 from autopeft.space.layout import ModelLayout
 from autopeft.space.structure import LoraModules, Structure, TunerModules
-from autopeft.space.tuners import NORMS
+from autopeft.space.tuners import NORMS, rate_factor
 from autopeft.tasks import load_task
 from autopeft.tasks.holdout import with_search_split
 from autopeft.trials import Fidelity, TrialRequest
@@ -161,7 +161,10 @@ class Bench:
         return TrialRequest(seed, seed, built.to_json(), seed=seed, fidelity=fidelity, split=split)
 
     def run(self, wanted: dict) -> dict:
-        fidelity = replace(FIDELITY, learning_rate=wanted["learning_rate"])
+        # The proxy trains a method's parameters at its factor of the run's rate; the rate tried is
+        # the method's own, so the run's is that over the factor (the head trains at the run's).
+        base = wanted["learning_rate"] / rate_factor(wanted["method"])
+        fidelity = replace(FIDELITY, learning_rate=base)
         outcome = self.trainer.run(self.request(wanted["method"], wanted["seed"], fidelity, wanted["split"]))
         if outcome.error:  # a diverged or crashed run is a result: chance, with its reason printed
             print(f"{run_key(wanted)} failed: {outcome.error}", flush=True)

@@ -21,7 +21,7 @@ from autopeft.errors import ExportError
 from autopeft.export.peft_format import peft_config_of, refuse_beyond_config
 from autopeft.export.source import ExportSource
 from autopeft.export.validation import validate_on_base_model
-from autopeft.space.tuners import TUNER_METHODS
+from autopeft.space.tuners import TUNER_METHODS, adapter_rate_factor
 from autopeft.tasks import TaskKind
 
 FILE_NAME = "train_trl.py"
@@ -67,7 +67,8 @@ def render_script(source: ExportSource, config: PeftConfig) -> str:
             f"BASE_MODEL = {source.hub_id!r}",
             f"TASK_KIND = {str(kind)!r}",
             f"LABEL_NAMES = {list(source.job.spec['task_info']['label_names'])!r}",
-            f"LEARNING_RATE = {fidelity.get('learning_rate', 1e-3)!r}",
+            # One rate for the whole adapter: the proxy's, times the method's factor (head included).
+            f"LEARNING_RATE = {fidelity.get('learning_rate', 1e-3) * adapter_rate_factor(source.structure)!r}",
             f"MAX_LENGTH = {fidelity.get('max_length', 128)!r}",
         ]
     )

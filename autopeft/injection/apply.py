@@ -9,7 +9,7 @@ a worker can run trial after trial on one loaded model.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
@@ -24,7 +24,7 @@ from autopeft.injection.sparse_delta import attach_delta, chosen_entries, detach
 from autopeft.space.layout import ModelLayout
 from autopeft.space.sparse_masks import EntriesMask
 from autopeft.space.structure import LoraModules, Place, SparseDeltas, Structure
-from autopeft.space.tuners import TUNER_METHODS
+from autopeft.space.tuners import TUNER_METHODS, rate_factor
 
 MeasuredLoraInit = Mapping[Place, Mapping[str, torch.Tensor]]
 """Place -> part -> tensor: what a data-driven LoRA init starts from (see :func:`apply_structure`)."""
@@ -71,6 +71,7 @@ class AppliedStructure:
         # KaSA rewrite base weights: keep copies to restore.
         self._own: list[nn.Parameter] = []
         self._own_before: list[torch.Tensor] = []
+        self._rate_factors: dict[int, float] = {}
         try:
             self.parameters = self._attach(structure, layout, measured_init, total_steps, sparse_entries)
         except BaseException:
@@ -98,15 +99,15 @@ class AppliedStructure:
             if lora.init == "eva":
                 _load_initial_a(model, layout, measured_init)
         if structure.ia3:
-            new += inject(model, ia3_config(structure.ia3, layout))[0]
+            new += self._at_rate("ia3", inject(model, ia3_config(structure.ia3, layout))[0])
         if structure.tuner is not None and structure.tuner.method == "bias":
             places = sorted(structure.tuner.places)
-            new += self._keep(model.get_submodule(layout.matrix(*place).name).bias for place in places)
+            new += self._at_rate("bias", self._keep(model.get_submodule(layout.matrix(*p).name).bias for p in places))
         elif structure.tuner is not None:
             mask_fn = entries_mask(model, layout, structure.tuner.places, sparse_entries)
             config = tuner_config(structure.tuner, layout, total_steps=total_steps, mask_fn=mask_fn)
             parameters, tuner = inject(model, config)
-            new += parameters
+            new += self._at_rate(structure.tuner.method, parameters)
             self._scheduled = tuner if TUNER_METHODS[structure.tuner.method].scheduled else None
         if structure.sparse is not None:
             new += self._attach_deltas(structure.sparse, layout, sparse_entries)
@@ -138,6 +139,20 @@ class AppliedStructure:
         singular values from the gradients and prunes ranks on its schedule (0-based ``step``)."""
         if self._scheduled is not None:
             self._scheduled.update_and_allocate(step)
+
+    def _at_rate(self, kind: str, parameters: list[nn.Parameter]) -> list[nn.Parameter]:
+        """``parameters``, recorded to train at ``kind``'s learning-rate factor."""
+        self._rate_factors.update((id(p), rate_factor(kind)) for p in parameters)
+        return parameters
+
+    def optimizer_groups(self, parameters: Sequence[nn.Parameter] | None = None) -> list[dict]:
+        """Optimizer parameter groups of ``parameters`` (default: every trainable one), one per
+        learning-rate factor: ``{"params": [...], "rate_factor": f}``; a group trains at the run's
+        rate times ``f`` (:func:`autopeft.space.tuners.rate_factor`)."""
+        groups: dict[float, list[nn.Parameter]] = {}
+        for parameter in self.parameters if parameters is None else parameters:
+            groups.setdefault(self._rate_factors.get(id(parameter), 1.0), []).append(parameter)
+        return [{"params": params, "rate_factor": factor} for factor, params in groups.items()]
 
     def _keep(self, parameters) -> list[nn.Parameter]:
         """The model's own ``parameters`` (to train, or that peft rewrites), restored by :meth:`remove`."""

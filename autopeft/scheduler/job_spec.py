@@ -101,9 +101,9 @@ class JobSpec:
              f"unknown optimizer '{self.optimizer}' (choose from {', '.join(OPTIMIZER_NAMES)})"),
         ]
         fidelity = self.fidelity
-        for option in ("steps", "batch_size", "max_length", "train_examples", "eval_examples"):
-            value = getattr(fidelity, option)
-            flag = f"--{option.replace('_', '-')}"
+        for name in ("steps", "batch_size", "max_length", "train_examples", "eval_examples"):
+            value = getattr(fidelity, name)
+            flag = f"--{name.replace('_', '-')}"
             checks.append((value is None or value >= 1, f"{flag} must be at least 1, got {value}"))
         checks.append((fidelity.learning_rate > 0, f"--learning-rate must be positive, got {fidelity.learning_rate}"))
         for ok, message in checks:

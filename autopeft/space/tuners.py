@@ -104,6 +104,32 @@ TUNER_METHODS: dict[str, TunerMethod] = {
 
 NATIVE_METHODS = ("bias",)
 
+LORA_RATE = 3e-3
+RATES_AT_LORA_3E3: dict[str, float] = {
+    "loha": 2e-2, "lokr": 2e-2, "hira": 2e-2, "hra": 2e-2, "fourierft": 2e-2, "adalora": 2e-2,
+    "ln_tuning": 2e-2, "bias": 2e-2,
+    "shira": 2e-2, "sparse_random": 2e-2, "sparse_magnitude": 2e-2, "sparse_principal": 2e-2,
+    "sparse_sensitivity": 2e-2, "sparse_lottery": 2e-2,
+    "ia3": 1.2e-1, "c3a": 1.2e-1, "vera": 1.2e-1,
+    "waveft": 5e-4, "randlora": 5e-4,
+}  # fmt: skip
+"""The learning rate each module kind trained best at where LoRA's best was ``LORA_RATE``: chosen
+on SST-2's search split with MiniLM by bench/methods_table.py (docs/methods_table.md) from rates
+about 6x apart. Kinds not listed (the LoRA family, OFT, BOFT, MiSS, DeLoRA, GraLoRA, adapters,
+prefixes, sparse deltas, the head) trained best at LoRA's rate or were not measured. The SHiRA
+rules share SHiRA's layers and its measured rate."""
+
+
+def rate_factor(kind: str) -> float:
+    """The factor by which ``kind``'s parameters scale a run's learning rate: one shared rate would
+    compare rates rather than methods (at LoRA's rate, LoHa, FourierFT and C3A barely move in a proxy)."""
+    return RATES_AT_LORA_3E3.get(kind, LORA_RATE) / LORA_RATE
+
+
+def adapter_rate_factor(structure: Structure) -> float:
+    """The factor of a structure one peft adapter holds: its tuner, IA3, or the LoRA family."""
+    return rate_factor(structure.tuner.method if structure.tuner else "ia3" if structure.ia3 else "lora")
+
 MEASURED_MASKS = ("sensitivity", "lottery")
 """SHiRA mask rules whose entries come from a measurement on task data (SPT's accumulated squared
 gradients; LT-SFT's movement in a dense warm-up), not from the weight alone."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from peft import get_peft_model
@@ -20,6 +20,7 @@ from autopeft.api import apply, save_adapter
 from autopeft.errors import ExportError
 from autopeft.export.autopeft_format import AutopeftConfig, layout_on
 from autopeft.export.peft_format import fits_one_peft_adapter, peft_config_for
+from autopeft.space.tuners import adapter_rate_factor
 
 # Registered under the model so that the Trainer's optimizer and device moves see the hand-written
 # modules, which otherwise sit outside the module tree (attached through hooks).
@@ -36,16 +37,26 @@ class TrainableModel:
         save: writes the adapter (trained tensors and config) into a folder.
         after_optimizer_step: what must run after every optimizer step, before gradients are
             cleared (AdaLoRA's rank allocation), or None.
+        rate_factors: trainable parameter -> the factor on the run's learning rate its module
+            kind trains at (:func:`autopeft.space.tuners.rate_factor`); a parameter not listed trains at 1.
     """
 
     model: PreTrainedModel
     adapter_format: str
     save: Callable[[Path], object]
     after_optimizer_step: Callable[[int], None] | None = None
+    rate_factors: dict[int, float] = field(default_factory=dict)
 
     @property
     def trainable_params(self) -> int:
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+    def optimizer_groups(self, learning_rate: float) -> list[dict]:
+        """AdamW parameter groups of the trainable parameters, each at ``learning_rate`` times its factor."""
+        groups: dict[float, list] = {}
+        for parameter in (p for p in self.model.parameters() if p.requires_grad):
+            groups.setdefault(self.rate_factors.get(id(parameter), 1.0), []).append(parameter)
+        return [{"params": params, "lr": learning_rate * factor} for factor, params in groups.items()]
 
 
 def prepare_model(base: PreTrainedModel, config: AutopeftConfig, total_steps: int | None = None) -> TrainableModel:
@@ -58,8 +69,9 @@ def prepare_model(base: PreTrainedModel, config: AutopeftConfig, total_steps: in
     else:
         applied = apply(base, config, total_steps=total_steps)
         base.add_module(NATIVE_MODULE_NAME, applied.native)
+        factors = {id(p): group["rate_factor"] for group in applied.optimizer_groups() for p in group["params"]}
         trainable = TrainableModel(base, "autopeft", lambda folder: save_adapter(applied, folder),
-                                   applied.after_optimizer_step)
+                                   applied.after_optimizer_step, factors)
     if trainable.trainable_params != config.trainable_params:
         raise ExportError(
             f"the structure trains {trainable.trainable_params:,} parameters on this model, the config "
@@ -78,5 +90,7 @@ def _peft_model(base: PreTrainedModel, config: AutopeftConfig, total_steps: int 
     model.peft_config["default"].base_model_name_or_path = config.base_model
     # No embedding layer ever trains; "auto" would look the base model up on the hub to decide.
     allocate = getattr(model.base_model, "update_and_allocate", None)  # AdaLoRA's
+    factor = adapter_rate_factor(config.structure)  # the head (modules_to_save) trains at the run's rate
+    factors = {id(p): factor for name, p in model.named_parameters() if p.requires_grad and "modules_to_save" not in name}
     return TrainableModel(model, "peft", lambda folder: model.save_pretrained(str(folder), save_embedding_layers=False),
-                          allocate)
+                          allocate, factors)

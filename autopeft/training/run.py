@@ -209,9 +209,11 @@ def train_model(
     keeper = _KeepBestAdapter(trainable, out_dir, task.kind, task.metric)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="autopeft-train-") as scratch:
+        optimizer = torch.optim.AdamW(trainable.optimizer_groups(options.learning_rate), weight_decay=0.0)
         trainer = Trainer(
             model=trainable.model,
             args=_training_arguments(options, scratch, task.kind),
+            optimizers=(optimizer, None),
             train_dataset=RowDataset(train),
             eval_dataset=RowDataset(search),
             data_collator=collate_rows,

@@ -100,12 +100,17 @@ def _sparse_entries(rankings: Mapping[str, SparseRanking], structure: Structure,
 
 
 class ProxyTrainer:
-    """Runs proxy fine-tunes of structures on one base model held in memory."""
+    """Runs proxy fine-tunes of structures on one base model held in memory.
 
-    def __init__(self, spec: WorkerSpec, device: str | None = None) -> None:
+    Each module kind trains at its factor of the fidelity's rate (:func:`autopeft.space.tuners.rate_factor`);
+    ``kind_rates=False`` trains every parameter at the fidelity's rate, for benchmarks that compare.
+    """
+
+    def __init__(self, spec: WorkerSpec, device: str | None = None, kind_rates: bool = True) -> None:
         if spec.threads:
             torch.set_num_threads(spec.threads)
         self.spec = spec
+        self.kind_rates = kind_rates
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = load_base_model(spec.model, spec.task).to(self.device)
         self.model.requires_grad_(False)
@@ -259,7 +264,9 @@ class ProxyTrainer:
         self, applied: AppliedStructure, schedule: LayerSchedule | None, train: TokenizedSplit, fidelity: Fidelity,
         seed: int, learning_rate: float, constant_loss: float | None,
     ) -> _Run:
-        """AdamW with linear warm-up (10%) and decay; see :class:`_Run`.
+        """AdamW with linear warm-up (10%) and decay; see :class:`_Run`. Each module kind trains at
+        ``learning_rate`` times its factor (:meth:`AppliedStructure.optimizer_groups`) unless
+        ``kind_rates`` is off.
 
         With a layer ``schedule`` (LISA / IST), each period trains the sampled layers' parameters
         and the head with a fresh optimizer (:mod:`autopeft.worker.schedules`).
@@ -269,7 +276,7 @@ class ProxyTrainer:
         ``constant_loss`` halfway through or at the end. Without it a non-finite loss fails.
         """
         sampler = LayerSampler(schedule, applied.parameters_by_layer(self.layout), seed) if schedule else None
-        optimizer = torch.optim.AdamW(applied.parameters, lr=learning_rate, weight_decay=0.0)
+        optimizer = torch.optim.AdamW(applied.optimizer_groups(), lr=learning_rate, weight_decay=0.0)
         warmup = max(1, fidelity.steps // 10)
         checks = {max(1, fidelity.steps // 2), fidelity.steps}
         window = max(1, fidelity.steps // 10)
@@ -281,10 +288,11 @@ class ProxyTrainer:
                 if sampler is not None and sampler.starts_period(step):
                     layers, active = sampler.sample()
                     train_only(applied.parameters, active)
-                    optimizer = torch.optim.AdamW(active, lr=learning_rate, weight_decay=0.0)
+                    optimizer = torch.optim.AdamW(applied.optimizer_groups(active), lr=learning_rate, weight_decay=0.0)
                     run.sampled_layers.append(layers)
                 for group in optimizer.param_groups:
-                    group["lr"] = learning_rate * _warmup_decay(step, warmup, fidelity.steps)
+                    factor = group["rate_factor"] if self.kind_rates else 1.0
+                    group["lr"] = learning_rate * factor * _warmup_decay(step, warmup, fidelity.steps)
                 batch = {k: v.to(self.device) for k, v in train.batch(indices).items()}
                 with self._autocast():
                     loss, task_loss = applied.training_loss(**batch)

@@ -121,3 +121,23 @@ def test_each_module_type_alone_receives_gradients_and_changes_outputs(model, mo
             assert not torch.allclose(model.eval()(**inputs).logits, reference)
     finally:
         applied.remove()
+
+
+def test_each_module_kind_trains_at_its_own_learning_rate_factor(model):
+    from autopeft.space.structure import Structure, TunerModules
+    from autopeft.space.tuners import rate_factor
+
+    layout = read_layout(model)
+    roles = sorted(layout.layers[0].matrices)
+    structure = Structure(tuner=TunerModules("fourierft", 4, frozenset({(0, roles[0])})), ia3=frozenset({(1, roles[-1])}))
+    applied = apply_structure(model, structure, layout)
+    try:
+        groups = {group["rate_factor"]: group["params"] for group in applied.optimizer_groups()}
+        assert set(groups) - {1.0} == {rate_factor("fourierft"), rate_factor("ia3")}
+        assert rate_factor("ia3") > rate_factor("fourierft") > 1.0 == rate_factor("lora")
+        assert {id(p) for p in groups.get(1.0, [])} == {id(p) for p in head_parameters(model, layout)}
+        assert sorted(id(p) for ps in groups.values() for p in ps) == sorted(id(p) for p in applied.parameters)
+        ia3 = groups[rate_factor("ia3")][:1]
+        assert applied.optimizer_groups(ia3) == [{"params": ia3, "rate_factor": rate_factor("ia3")}]
+    finally:
+        applied.remove()

@@ -101,6 +101,25 @@ def test_adalora_trains_with_its_rank_schedule_and_saves_a_peft_adapter(mrpc_sto
     assert isinstance(loaded.peft_config["default"], AdaLoraConfig)
 
 
+@pytest.mark.parametrize("with_adapter", [False, True], ids=["peft", "autopeft"])
+def test_a_method_trains_at_its_rate_factor_and_the_head_at_the_run_s_rate(mrpc_store_job, minilm_ref, with_adapter):
+    from autopeft.space.tuners import rate_factor
+    from autopeft.training.model import prepare_model
+
+    _, job = mrpc_store_job
+    structure = Structure(tuner=TunerModules("loha", 2, frozenset(grid((5,), ("q", "v")))),
+                          serial_adapter={4: 8} if with_adapter else {})  # fmt: skip
+    config = config_of_trial(*job.records(job.trial(structure)))
+    trainable = prepare_model(load_base_model(minilm_ref, TaskHead(TaskKind.CLASSIFICATION, 2)), config)
+    assert trainable.adapter_format == ("autopeft" if with_adapter else "peft")
+    groups = {group["lr"]: group["params"] for group in trainable.optimizer_groups(1e-3)}
+    assert sorted(groups) == pytest.approx([1e-3, 1e-3 * rate_factor("loha")]) and rate_factor("loha") > 1
+    loha = groups[max(groups)]
+    named = {id(p): name for name, p in trainable.model.named_parameters()}
+    assert all("hada" in named[id(p)] for p in loha)  # LoHa's own factors, not the head or the adapter
+    assert sum(p.numel() for ps in groups.values() for p in ps) == config.trainable_params
+
+
 def test_a_task_that_does_not_fit_the_head_is_refused(mrpc_store_job, shared_data):
     _, job = mrpc_store_job
     config = config_of_trial(*job.records(job.trial(lora(grid(range(6), "qv")))))
