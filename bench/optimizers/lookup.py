@@ -2,9 +2,10 @@
 
 Every configuration of a grouped space (:mod:`bench.optimizers.grouped_spaces`) was trained once
 for real by :mod:`bench.optimizers.record_table` (150 steps, 2,400 training examples, 400 scored
-examples, training seed 0): the LoRA space on SST-2 (the default table, scored on dev, on which
-MOBO's defaults were chosen), or the adapter space on SST-2 (``--space adapters``, scored on the
-search split, a table no default was tuned on). Here each optimizer searches that space through
+examples, training seed 0; the adapter and methods tables 80 steps): the LoRA space on SST-2 (the
+default table, scored on dev, on which MOBO's defaults were chosen), the adapter space on SST-2
+(``--space adapters``, scored on the search split, a table no default was tuned on), or the
+methods space (``--space methods``, the same, for issue 13's conditional space). Here each optimizer searches that space through
 autopeft's own contract, and "evaluating" a point reads its recorded accuracy; trainable
 parameters are the exact counts. Two points per batch, as with 2 workers. The noise of a real proxy is frozen
 into the table (one draw per configuration), so a seed changes the optimizer, not the scores.
@@ -16,6 +17,11 @@ runs, placed by autopeft's rule on the whole table; 100% is the HV of the table'
         --out docs/optimizers_lookup.md
     python -m bench.optimizers.lookup --seeds 10 --space adapters --optimizers mobo mobo-collapse random motpe nsga2 \
         --out docs/optimizers_lookup_adapters.md
+    python -m bench.optimizers.lookup --seeds 10 --space methods --optimizers mobo random motpe nsga2 \
+        --out docs/optimizers_lookup_methods.md
+
+``--space methods`` is conditional: a method's size acts only when that method is chosen. MOBO
+encodes inactive sizes at a fixed value; MOTPE samples them define-by-run (``group=True``).
 
 Seeds are 0 .. seeds - 1 unless ``--first-seed`` moves them (seeds 10-19 were used to choose
 between MOBO variants on the adapter table, so the reports above stay on seeds they did not see).

@@ -1,8 +1,8 @@
 """Record a MiniLM lookup table: every feasible point of a grouped space, trained once.
 
 ``--space lora --task sst2`` is the table the optimizer defaults were chosen on (recorded before
-trials scored on a search split). ``--space adapters`` (SST-2) and ``--task mrpc`` are tables no
-default was tuned on.
+trials scored on a search split). ``--space adapters`` and ``--space methods`` (SST-2) and
+``--task mrpc`` are tables no default was tuned on.
 
 Appends one CSV row per configuration as soon as it finishes and skips configurations already in
 the file, so an interrupted recording resumes where it stopped::
