@@ -364,9 +364,14 @@ def main() -> None:
     started = time.perf_counter()
     if not args.report_only:
         measure(args, spaces, tasks, Shard.parse(args.shard))
-    keys = {unit.key for unit in units(spaces, plans(tasks), args.steps_scale)}
-    expected, measured = len(keys), len(keys & set(read_rows(args.results, "key")))
-    print(f"{measured} of {expected} runs measured ({time.perf_counter() - started:.0f} s this process)")
+    plan = plans(tasks)
+    rows = current_rows(args, spaces, plan)
+    chosen = choose(rows, plan, spaces[CHOICE[1]])
+    needed = [u for u in units(spaces, plan, args.steps_scale) if u.needed(chosen)]
+    verdict = sum(spaces.values()) * len(TASKS) - spaces[CHOICE[1]]
+    later = "" if chosen else f", plus the chosen design's runs on {verdict} verdict structures"
+    print(f"{len(rows)} of {len(needed)} needed runs measured{later} "
+          f"({time.perf_counter() - started:.0f} s this process)")
     args.out.write_text(report(args, spaces, tasks))
 
 
