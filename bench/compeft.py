@@ -34,9 +34,9 @@ from autopeft.training.compress import compress_trial
 from autopeft.training.run import score_dev, train_config
 from autopeft.training.sources import config_of_trial, model_of, task_of
 from autopeft.trials import Fidelity, TrialOutcome, TrialState
+from bench.data import SST2
 
 ROOT = Path(__file__).resolve().parent.parent
-SST2 = ROOT.parent / "shared" / "data" / "glue" / "SST-2"
 STRUCTURE = Structure(lora=LoraModules({(layer, role): 8 for layer in range(6) for role in ("q", "v")}))
 
 

@@ -42,8 +42,8 @@ from autopeft.tasks import load_task
 from autopeft.tasks.holdout import with_search_split
 from autopeft.trials import Fidelity, TrialRequest
 from autopeft.worker import ProxyTrainer, WorkerSpec
+from bench.data import SHARED_DATA as DATA
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CASES = {"minilm": DATA / "glue" / "SST-2", "smollm2": DATA / "instruct" / "alpaca_en_demo.json"}
 COLUMNS = ["model", "trial", "state", "worker", "wall_time_s", "step_time_s", "peak_memory_bytes", "score"]
 

@@ -36,8 +36,7 @@ from autopeft.tasks import load_task
 from autopeft.tasks.holdout import with_search_split
 from autopeft.trials import Fidelity, TrialRequest
 from autopeft.worker import ProxyTrainer, WorkerSpec
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from bench.data import SHARED_DATA as SHARED
 
 SETUPS = {
     "minilm": dict(

@@ -22,8 +22,8 @@ from autopeft.optimizers.hypervolume import hypervolume, reference_point
 from autopeft.scheduler import JobSpec, prepare, run_search
 from autopeft.store import Store
 from autopeft.trials import Fidelity, TrialState
+from bench.data import SST2
 
-SST2 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue" / "SST-2"
 BASE = Fidelity(train_examples=800, steps=50, batch_size=16, max_length=64, learning_rate=1e-3, eval_examples=872)
 OBJECTIVES = [Objective("accuracy", "max"), Objective("trainable_params", "min")]
 

@@ -62,9 +62,9 @@ from autopeft.tasks import Task, load_task
 from autopeft.tasks.holdout import with_search_split
 from autopeft.trials import Fidelity, TrialRequest
 from autopeft.worker import ProxyTrainer, WorkerSpec
+from bench.data import GLUE
 from bench.shards import Shard, read_rows, row_writer
 
-GLUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
 TASKS = {"SST-2": 64, "MRPC": 128}
 """Tasks and the tokens per example their default proxy uses (MRPC's sentence pairs need 128)."""
 SPACES = {"lora": 30, "autopeft": 20}

@@ -24,8 +24,8 @@ from autopeft.integrations.ray_tune import AutopeftSearcher
 from autopeft.scheduler import JobSpec, prepare, run_search
 from autopeft.store import Store
 from autopeft.trials import Fidelity, TrialRequest
+from bench.data import SST2
 
-SST2 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue" / "SST-2"
 FIDELITY = Fidelity(train_examples=1200, steps=60, batch_size=16, max_length=64, learning_rate=1e-3, eval_examples=400)
 
 

@@ -20,8 +20,8 @@ from autopeft.optimizers.hypervolume import hypervolume, reference_point
 from autopeft.scheduler import JobSpec, prepare, run_search
 from autopeft.store import Store
 from autopeft.trials import Fidelity, TrialState
+from bench.data import SST2
 
-SST2 = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "glue" / "SST-2"
 SPACE = Path(__file__).with_name("grouped_lora.yaml")
 FIDELITY = Fidelity(train_examples=1600, steps=100, batch_size=16, max_length=64, learning_rate=1e-3, eval_examples=400)
 OBJECTIVES = [Objective("accuracy", "max"), Objective("trainable_params", "min")]

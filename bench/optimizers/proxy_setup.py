@@ -10,10 +10,10 @@ from autopeft.tasks import load_task
 from autopeft.tasks.holdout import with_search_split
 from autopeft.trials import Fidelity, TrialOutcome, TrialRequest
 from autopeft.worker.proxy import ProxyTrainer, WorkerSpec
+from bench.data import GLUE, SST2
 from bench.optimizers.grouped_spaces import GROUPED_SPACES, GroupedSpace
 
-SST2 = "/work/shared/data/glue/SST-2"
-TASKS = {"sst2": SST2, "mrpc": "/work/shared/data/glue/MRPC"}
+TASKS = {"sst2": str(SST2), "mrpc": str(GLUE / "MRPC")}
 """Tasks a lookup table can be recorded on; each scores accuracy on its search split."""
 FIDELITY = Fidelity(
     train_examples=2400, steps=150, batch_size=16, max_length=64, learning_rate=1e-3, eval_examples=400
@@ -29,7 +29,7 @@ of docs/methods_table.md measured: at 1e-3, 10 of its first 12 rows stayed at th
 
 def grouped_space(name: str = "lora") -> GroupedSpace:
     """The grouped benchmark space ``name`` (a key of GROUPED_SPACES) on MiniLM's meta skeleton."""
-    return GROUPED_SPACES[name](build_skeleton(resolve_model("minilm"), load_task(SST2)))
+    return GROUPED_SPACES[name](build_skeleton(resolve_model("minilm"), load_task(str(SST2))))
 
 
 def proxy_trainer(task: str = "sst2") -> ProxyTrainer:

@@ -1,0 +1,146 @@
+"""Do the per-method learning-rate factors help on a task they were not chosen on?
+
+The proxy trains each module kind at its factor of the run's rate (``autopeft.space.tuners.rate_factor``);
+the factors were chosen on SST-2's search split (docs/methods_table.md). This is their verdict on
+MRPC, which the choice never read: every method whose factor is not 1 trains with MiniLM at its
+methods-table structure (q and v of every layer, the size nearest 0.3% of the model), through the
+methods table's proxy (80 steps of 16 x 128 tokens, at LoRA's rate there, 3e-3, without stall
+rescues so that the arms differ only in rates), once with the factors and once with every
+parameter at the shared rate, as before them. Dev accuracy is reported per method (mean over
+``SEEDS``; one seed keeps the study under an hour of 2 cores), with how many runs ended at the
+majority class, and the mean paired difference over methods with a bootstrap 95% interval.
+
+    python -m bench.method_rates --threads 1 --shard I/2 --out docs/method_rates.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+from pathlib import Path
+
+import torch
+
+from autopeft.models import resolve_model
+from autopeft.space.tuners import LORA_RATE, rate_factor
+from autopeft.tasks import load_task
+from autopeft.trials import Fidelity, TrialRequest
+from autopeft.worker import ProxyTrainer, WorkerSpec
+from bench.data import GLUE
+from bench.methods_table import METHODS, nearest_size, structure
+from bench.reporting import machine_line
+from bench.shards import Shard, read_rows, row_writer
+
+TASK = "MRPC"
+FIDELITY = Fidelity(train_examples=1280, steps=80, batch_size=16, max_length=128, learning_rate=LORA_RATE,
+                    lr_rescues=0)
+SEEDS = (0,)
+ARMS = ("factors", "shared rate")
+RAW = Path(__file__).parent / "results" / "method_rates.csv"
+COLUMNS = ("method", "arm", "seed", "size", "trainable", "accuracy", "learning_rate", "rescues", "seconds")
+AT_MAJORITY = 0.005
+"""A run within this much of the majority-class accuracy counts as having learned nothing."""
+
+
+def methods() -> list[str]:
+    """Methods of the methods table whose factor is not 1 (for the others the arms are the same run)."""
+    return [m for m in METHODS if rate_factor(m) != 1.0]
+
+
+def run_key(row: dict) -> str:
+    return f"{row['method']}/{row['arm']}/{row['seed']}"
+
+
+def measure(args: argparse.Namespace, shard: Shard) -> None:
+    done = read_rows(RAW, run_key)
+    todo = [{"method": m, "arm": arm, "seed": seed} for m in methods() for seed in SEEDS for arm in ARMS]
+    todo = [run for number, run in enumerate(todo) if shard.owns(number) and run_key(run) not in done]
+    if not todo:
+        return
+    task = load_task(str(GLUE / TASK))
+    trainers = {arm: None for arm in ARMS}
+    with row_writer(shard.path(RAW), COLUMNS) as write:
+        for run in todo:
+            if trainers[run["arm"]] is None:  # one model per arm, loaded when first needed
+                trainers[run["arm"]] = ProxyTrainer(WorkerSpec(resolve_model("minilm"), task, threads=args.threads),
+                                                    kind_rates=run["arm"] == "factors")  # fmt: skip
+            trainer = trainers[run["arm"]]
+            size = nearest_size(run["method"], trainer.layout)
+            built = structure(run["method"], size, trainer.layout)
+            outcome = trainer.run(TrialRequest(run["seed"], run["seed"], built.to_json(), seed=run["seed"],
+                                               fidelity=FIDELITY, split="dev"))  # fmt: skip
+            metrics = outcome.metrics or {}
+            row = {**run, "size": size, "trainable": outcome.trainable_params or 0,
+                   "accuracy": metrics.get("accuracy", float("nan")), "learning_rate": metrics.get("learning_rate", ""),
+                   "rescues": metrics.get("lr_rescues", ""), "seconds": round(outcome.wall_time_s or 0.0, 1)}  # fmt: skip
+            write(row)
+            print(run_key(row), row["accuracy"], outcome.error or "", flush=True)
+
+
+def majority_accuracy() -> float:
+    labels = list(load_task(str(GLUE / TASK)).dev.labels)
+    return max(labels.count(label) for label in set(labels)) / len(labels)
+
+
+def paired_interval(differences: list[float], rounds: int = 4000) -> tuple[float, float]:
+    rng = random.Random(0)
+    means = sorted(statistics.fmean(rng.choices(differences, k=len(differences))) for _ in range(rounds))
+    return means[int(0.025 * rounds)], means[int(0.975 * rounds) - 1]
+
+
+def report(command: str, threads: int) -> str:
+    rows = read_rows(RAW, run_key)
+    floor = majority_accuracy()
+    lines = [
+        f"# Per-method learning-rate factors: the verdict on {TASK}\n",
+        f"Command: `{command}`  ",
+        machine_line(threads) + "  ",
+        f"MiniLM on {TASK}, proxy {FIDELITY}, scored on dev; seeds {list(SEEDS)}. "
+        f"Majority-class dev accuracy {floor:.4f}; a run within {AT_MAJORITY} of it learned nothing.\n",
+        "| method | factor | size | trainable | dev acc., factors | dev acc., shared rate | difference "
+        "| runs at the majority (factors / shared) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    differences, stuck = [], {arm: 0 for arm in ARMS}
+    for method in methods():
+        arms = {arm: [rows.get(run_key({"method": method, "arm": arm, "seed": s})) for s in SEEDS] for arm in ARMS}
+        if any(row is None for runs in arms.values() for row in runs):
+            lines.append(f"| {method} | {rate_factor(method):.3g} | | | - | - | - | - |")
+            continue
+        accuracy = {arm: [float(r["accuracy"]) for r in runs] for arm, runs in arms.items()}
+        at_floor = {arm: sum(a <= floor + AT_MAJORITY for a in accs) for arm, accs in accuracy.items()}
+        for arm in ARMS:
+            stuck[arm] += at_floor[arm]
+        mean = {arm: statistics.fmean(accs) for arm, accs in accuracy.items()}
+        differences.append(mean["factors"] - mean["shared rate"])
+        first = arms["factors"][0]
+        lines.append(f"| {method} | {rate_factor(method):.3g} | {first['size']} | {int(first['trainable']):,} | "
+                     f"{mean['factors']:.4f} | {mean['shared rate']:.4f} | {differences[-1]:+.4f} | "
+                     f"{at_floor['factors']} / {at_floor['shared rate']} |")
+    lines.append("")
+    if differences:
+        low, high = paired_interval(differences)
+        lines.append(f"Over {len(differences)} methods: mean difference (factors - shared rate) "
+                     f"{statistics.fmean(differences):+.4f}, bootstrap 95% interval {low:+.4f} .. {high:+.4f}; "
+                     f"runs at the majority class: {stuck['factors']} with factors, {stuck['shared rate']} at the "
+                     f"shared rate, of {len(differences) * len(SEEDS)} each.")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--shard", default="0/1", help="I/N: run every N-th run from the I-th")
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if not args.report_only:
+        measure(args, Shard.parse(args.shard))
+    command = f"python -m bench.method_rates --threads {args.threads} --out {args.out}"
+    args.out.write_text(report(command, args.threads))
+
+
+if __name__ == "__main__":
+    main()
