@@ -369,7 +369,6 @@ class SearchSpace(DimensionVectors):
                     break
         return sizes
 
-
     # ----------------------------------------------------------------- costs and validity
     def trainable_params(self, point: Mapping[str, Value]) -> int:
         """Exact trainable parameters of the decoded structure, task head included."""

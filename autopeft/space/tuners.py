@@ -130,6 +130,7 @@ def adapter_rate_factor(structure: Structure) -> float:
     """The factor of a structure one peft adapter holds: its tuner, IA3, or the LoRA family."""
     return rate_factor(structure.tuner.method if structure.tuner else "ia3" if structure.ia3 else "lora")
 
+
 MEASURED_MASKS = ("sensitivity", "lottery")
 """SHiRA mask rules whose entries come from a measurement on task data (SPT's accumulated squared
 gradients; LT-SFT's movement in a dense warm-up), not from the weight alone."""
