@@ -153,8 +153,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     path = table_path(args.space, args.task)
-    space, table = grouped_space(args.space), read_table(path)
-    missing = [space.config_id(p) for p in space.all_points() if space.config_id(p) not in table]
+    space = grouped_space(args.space)
+    ids = {space.config_id(p) for p in space.all_points()}
+    table = {config: values for config, values in read_table(path).items() if config in ids}  # rows of dropped points
+    missing = sorted(ids - set(table))
     if missing:
         raise SystemExit(f"{path} lacks {len(missing)} configurations (e.g. {missing[0]}); record them first")
     completed = [v for v in table.values() if v is not None]
