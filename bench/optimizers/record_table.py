@@ -59,7 +59,8 @@ def merge_shards(table: Path, fieldnames: list[str]) -> None:
     done = recorded(table)
     new_file = not table.exists()
     with table.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fieldnames)
+        # A dimension the space has since dropped (and its rows' column) is left out.
+        writer = csv.DictWriter(handle, fieldnames=fieldnames, extrasaction="ignore")
         if new_file:
             writer.writeheader()
         for shard in shards:
