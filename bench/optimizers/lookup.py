@@ -5,8 +5,8 @@ for real by :mod:`bench.optimizers.record_table` (150 steps, 2,400 training exam
 examples, training seed 0; the adapter and methods tables 80 steps): the LoRA space on SST-2 (the
 default table, scored on dev, on which MOBO's defaults were chosen), the adapter space on SST-2
 (``--space adapters``, scored on the search split, a table no default was tuned on), or the
-methods space (``--space methods``, the same, for issue 13's conditional space). Here each optimizer searches that space through
-autopeft's own contract, and "evaluating" a point reads its recorded accuracy; trainable
+conditional methods space (``--space methods``, likewise). Here each optimizer searches that
+space through autopeft's own contract, and "evaluating" a point reads its recorded accuracy; trainable
 parameters are the exact counts. Two points per batch, as with 2 workers. The noise of a real proxy is frozen
 into the table (one draw per configuration), so a seed changes the optimizer, not the scores.
 
