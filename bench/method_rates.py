@@ -8,7 +8,7 @@ methods table's proxy (80 steps of 16 x 128 tokens, at LoRA's rate there, 3e-3, 
 rescues so that the arms differ only in rates), once with the factors and once with every
 parameter at the shared rate, as before them. Dev accuracy is reported per method (mean over
 ``SEEDS``; one seed keeps the study under an hour of 2 cores), with how many runs ended at the
-majority class, and the mean paired difference over methods with a bootstrap 95% interval. At 80
+majority class, and the mean paired difference over methods with its 95% t-interval. At 80
 steps most MRPC runs stay at the majority class whatever the rate, so the dev loss (cross-entropy,
 nats) is the primary measure: it shows how far a method moved when its accuracy cannot yet.
 
@@ -18,7 +18,6 @@ nats) is the primary measure: it shows how far a method moved when its accuracy 
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from autopeft.trials import Fidelity, TrialRequest
 from autopeft.worker import ProxyTrainer, WorkerSpec
 from bench.data import GLUE
 from bench.methods_table import METHODS, nearest_size, structure
-from bench.reporting import machine_line
+from bench.reporting import machine_line, paired_interval
 from bench.shards import Shard, read_rows, row_writer
 
 TASK = "MRPC"
@@ -86,12 +85,6 @@ def majority_accuracy() -> float:
     return max(labels.count(label) for label in set(labels)) / len(labels)
 
 
-def paired_interval(differences: list[float], rounds: int = 4000) -> tuple[float, float]:
-    rng = random.Random(0)
-    means = sorted(statistics.fmean(rng.choices(differences, k=len(differences))) for _ in range(rounds))
-    return means[int(0.025 * rounds)], means[int(0.975 * rounds) - 1]
-
-
 def report(command: str, threads: int) -> str:
     rows = read_rows(RAW, run_key)
     floor = majority_accuracy()
@@ -125,12 +118,11 @@ def report(command: str, threads: int) -> str:
                      f"{at_floor['factors']} / {at_floor['shared rate']} |")
     lines.append("")
     if differences:
-        low, high = paired_interval(differences)
         lower = sum(d < 0 for d in differences)
         lines.append(f"Over {len(differences)} methods: dev loss lower with the factors for {lower}; mean difference "
-                     f"(factors - shared rate) {statistics.fmean(differences):+.4f} nats, bootstrap 95% interval "
-                     f"{low:+.4f} .. {high:+.4f}. Runs at the majority class: {stuck['factors']} with the factors, "
-                     f"{stuck['shared rate']} at the shared rate, of {len(differences) * len(SEEDS)} each.")
+                     f"(factors - shared rate) with its 95% t-interval {paired_interval(differences)} nats. Runs at "
+                     f"the majority class: {stuck['factors']} with the factors, {stuck['shared rate']} at the shared "
+                     f"rate, of {len(differences) * len(SEEDS)} each.")
     return "\n".join(lines) + "\n"
 
 
