@@ -9,7 +9,7 @@ a worker can run trial after trial on one loaded model.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
@@ -54,6 +54,8 @@ class AppliedStructure:
     Attributes:
         parameters: every trainable tensor — the structure's modules and the task head.
         native: the hand-written modules (bottleneck adapters, prefixes) by name, for saving.
+        rate_factors: id of a trainable parameter -> its module kind's learning-rate factor
+            (absent: 1, e.g. the head); see :meth:`optimizer_groups`.
     """
 
     def __init__(
@@ -71,7 +73,7 @@ class AppliedStructure:
         # KaSA rewrite base weights: keep copies to restore.
         self._own: list[nn.Parameter] = []
         self._own_before: list[torch.Tensor] = []
-        self._rate_factors: dict[int, float] = {}
+        self.rate_factors: dict[int, float] = {}
         try:
             self.parameters = self._attach(structure, layout, measured_init, total_steps, sparse_entries)
         except BaseException:
@@ -142,17 +144,14 @@ class AppliedStructure:
 
     def _at_rate(self, kind: str, parameters: list[nn.Parameter]) -> list[nn.Parameter]:
         """``parameters``, recorded to train at ``kind``'s learning-rate factor."""
-        self._rate_factors.update((id(p), rate_factor(kind)) for p in parameters)
+        self.rate_factors.update((id(p), rate_factor(kind)) for p in parameters)
         return parameters
 
     def optimizer_groups(self, parameters: Sequence[nn.Parameter] | None = None) -> list[dict]:
         """Optimizer parameter groups of ``parameters`` (default: every trainable one), one per
         learning-rate factor: ``{"params": [...], "rate_factor": f}``; a group trains at the run's
         rate times ``f`` (:func:`autopeft.space.tuners.rate_factor`)."""
-        groups: dict[float, list[nn.Parameter]] = {}
-        for parameter in self.parameters if parameters is None else parameters:
-            groups.setdefault(self._rate_factors.get(id(parameter), 1.0), []).append(parameter)
-        return [{"params": params, "rate_factor": factor} for factor, params in groups.items()]
+        return rate_groups(self.parameters if parameters is None else parameters, self.rate_factors)
 
     def _keep(self, parameters) -> list[nn.Parameter]:
         """The model's own ``parameters`` (to train, or that peft rewrites), restored by :meth:`remove`."""
@@ -279,6 +278,15 @@ def _attach_corda_eigens(model: nn.Module, layout: ModelLayout, measured_init: M
         device = module.weight.device
         module.eigens = CordaEigens(S_WC=parts["S"].to(device), U_WC=parts["U"].T.to(device),
                                     V_WC=parts["V"].T.to(device))
+
+
+def rate_groups(parameters: Iterable[nn.Parameter], factors: Mapping[int, float]) -> list[dict]:
+    """``parameters`` grouped by learning-rate factor (``factors``: id -> factor; 1 when absent):
+    ``[{"params": [...], "rate_factor": f}, ...]``."""
+    groups: dict[float, list[nn.Parameter]] = {}
+    for parameter in parameters:
+        groups.setdefault(factors.get(id(parameter), 1.0), []).append(parameter)
+    return [{"params": params, "rate_factor": factor} for factor, params in groups.items()]
 
 
 def entries_mask(

@@ -20,6 +20,7 @@ from autopeft.api import apply, save_adapter
 from autopeft.errors import ExportError
 from autopeft.export.autopeft_format import AutopeftConfig, layout_on
 from autopeft.export.peft_format import fits_one_peft_adapter, peft_config_for
+from autopeft.injection.apply import rate_groups
 from autopeft.space.tuners import adapter_rate_factor
 
 # Registered under the model so that the Trainer's optimizer and device moves see the hand-written
@@ -53,10 +54,9 @@ class TrainableModel:
 
     def optimizer_groups(self, learning_rate: float) -> list[dict]:
         """AdamW parameter groups of the trainable parameters, each at ``learning_rate`` times its factor."""
-        groups: dict[float, list] = {}
-        for parameter in (p for p in self.model.parameters() if p.requires_grad):
-            groups.setdefault(self.rate_factors.get(id(parameter), 1.0), []).append(parameter)
-        return [{"params": params, "lr": learning_rate * factor} for factor, params in groups.items()]
+        trainable = (p for p in self.model.parameters() if p.requires_grad)
+        return [{"params": group["params"], "lr": learning_rate * group["rate_factor"]}
+                for group in rate_groups(trainable, self.rate_factors)]
 
 
 def prepare_model(base: PreTrainedModel, config: AutopeftConfig, total_steps: int | None = None) -> TrainableModel:
@@ -69,9 +69,8 @@ def prepare_model(base: PreTrainedModel, config: AutopeftConfig, total_steps: in
     else:
         applied = apply(base, config, total_steps=total_steps)
         base.add_module(NATIVE_MODULE_NAME, applied.native)
-        factors = {id(p): group["rate_factor"] for group in applied.optimizer_groups() for p in group["params"]}
         trainable = TrainableModel(base, "autopeft", lambda folder: save_adapter(applied, folder),
-                                   applied.after_optimizer_step, factors)
+                                   applied.after_optimizer_step, applied.rate_factors)
     if trainable.trainable_params != config.trainable_params:
         raise ExportError(
             f"the structure trains {trainable.trainable_params:,} parameters on this model, the config "
