@@ -44,7 +44,8 @@ def structure_summary(structure: dict[str, Any]) -> str:
     if "tuner" in structure:
         tuner = structure["tuner"]
         size = f" {tuner['size']}" if tuner["size"] else ""
-        parts.append(f"{tuner['method']}{size} x{len(tuner['places'])}")
+        settings = "".join(f" {name}={value:g}" for name, value in tuner.get("settings", {}).items())
+        parts.append(f"{tuner['method']}{size}{settings} x{len(tuner['places'])}")
     if "sparse" in structure:
         entries = structure["sparse"]["entries"]
         parts.append(f"sparse deltas ({structure['sparse']['rule']}) {sum(entries.values()):,} entries x{len(entries)}")

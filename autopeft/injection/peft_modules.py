@@ -81,9 +81,10 @@ def tuner_config(tuner: TunerModules, layout: ModelLayout, **extra) -> PeftConfi
     """The peft config of a non-LoRA tuner (``tuner.method`` other than ``bias``)."""
     if tuner.method == "ln_tuning":
         names = [name for layer, _ in tuner.places for name in layout.layers[layer].norms]
-        return peft_config(tuner.method, tuner.size, names, **extra)
+        return peft_config(tuner.method, tuner.size, names, settings=tuner.settings, **extra)
     names = [layout.matrix(layer, role).name for layer, role in tuner.places]
-    return peft_config(tuner.method, tuner.size, names, conv1d=_uses_conv1d(tuner.places, layout), **extra)
+    return peft_config(tuner.method, tuner.size, names, settings=tuner.settings,
+                       conv1d=_uses_conv1d(tuner.places, layout), **extra)
 
 
 def _uses_conv1d(places, layout: ModelLayout) -> bool:

@@ -43,7 +43,8 @@ def count_tuner(tuner: TunerModules, layout: ModelLayout) -> int | None:
     """Trainable parameters of a tuner; None when the method cannot act on one of its places."""
     if tuner.method == "ln_tuning":
         return sum(sum(layout.layers[layer].norms.values()) for layer, _ in tuner.places) or None
-    counts = [matrix_params(tuner.method, tuner.size, layout.matrix(layer, role)) for layer, role in tuner.places]
+    counts = [matrix_params(tuner.method, tuner.size, layout.matrix(layer, role), tuner.settings)
+              for layer, role in tuner.places]
     return None if None in counts else sum(counts)
 
 

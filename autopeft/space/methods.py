@@ -5,9 +5,12 @@ Dimensions (on top of the space's layer mask)::
     method                  lora | dora | rslora | dsee | ia3 | loha | lokr | vera | oft | ... | bias
     method.<name>.size      the size of that method (rank, block size, frequencies); only
                             present for methods with more than one valid size
+    method.<name>.<field>   another searched config field of that method (DeLoRA's
+                            ``delora_lambda``; see ``TunerMethod.searchable``), when the space
+                            gives it more than one value
     method.role.<role>      whether the chosen method acts on role ``role`` (search_roles)
 
-A method's size dimension is *inactive* unless that method is chosen (:meth:`MethodChoices.conditions`):
+A method's size and setting dimensions are *inactive* unless that method is chosen (:meth:`MethodChoices.conditions`):
 the space encodes inactive dimensions at their first value, so two points that decode to the same
 structure encode to the same vector and the surrogate never sees variation in a knob that did nothing.
 
@@ -20,12 +23,12 @@ on layers without norms.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from autopeft.errors import SpaceError
 from autopeft.space.dimensions import Categorical, Choice, Dimension, Flag, Value
 from autopeft.space.layout import ModelLayout
-from autopeft.space.schema import MethodsSpec
+from autopeft.space.schema import MethodChoice, MethodsSpec
 from autopeft.space.structure import (
     LORA_VARIANTS, NOT_ON_CONV1D, LoraModules, Place, SparseDeltas, Structure, TunerModules,
 )
@@ -47,26 +50,36 @@ class MethodChoices:
         sizes: method -> its valid sizes, in the file's order (``(0,)`` for sizeless methods).
         excluded: method -> why it cannot act on this model's chosen matrices.
         roles: the roles the methods act on.
+        settings: method -> searched config field -> its values (only methods the space gives
+            settings for).
     """
 
     sizes: Mapping[str, tuple[int, ...]]
     excluded: Mapping[str, str]
     roles: tuple[str, ...]
+    settings: Mapping[str, Mapping[str, tuple[float, ...]]] = field(default_factory=dict)
+
+    def _knobs(self) -> dict[str, tuple[Value, ...]]:
+        """Each method's size and setting dimensions (by name) with their values."""
+        knobs: dict[str, tuple[Value, ...]] = {f"method.{m}.size": sizes for m, sizes in self.sizes.items()}
+        for method, fields in self.settings.items():
+            knobs.update({f"method.{method}.{name}": values for name, values in fields.items()})
+        return knobs
 
     def dimensions(self, search_roles: bool) -> list[Dimension]:
         dims: list[Dimension] = [Categorical("method", tuple(self.sizes))] if len(self.sizes) > 1 else []
-        dims += [Choice(f"method.{m}.size", sizes) for m, sizes in self.sizes.items() if len(sizes) > 1]
+        dims += [Choice(name, values) for name, values in self._knobs().items() if len(values) > 1]
         if search_roles:
             dims += [Flag(f"method.role.{role}") for role in self.roles]
         return dims
 
     def conditions(self) -> dict[str, tuple[str, tuple[str, ...]]]:
-        """Each method's size dimension acts only when that method is chosen."""
-        return {f"method.{m}.size": ("method", (m,)) for m, sizes in self.sizes.items() if len(sizes) > 1}
+        """Each method's size and setting dimensions act only when that method is chosen."""
+        return {name: ("method", (name.split(".")[1],)) for name, values in self._knobs().items() if len(values) > 1}
 
     def constants(self) -> dict[str, Value]:
-        """Values of settings that are not searched (one method, or one size)."""
-        fixed: dict[str, Value] = {f"method.{m}.size": sizes[0] for m, sizes in self.sizes.items()}
+        """Values of settings that are not searched (one method, or one size or setting value)."""
+        fixed: dict[str, Value] = {name: values[0] for name, values in self._knobs().items()}
         if len(self.sizes) == 1:
             fixed["method"] = next(iter(self.sizes))
         return fixed
@@ -97,7 +110,20 @@ def bind_methods(spec: MethodsSpec, source: str, layout: ModelLayout, layers: Se
     if not sizes:
         reasons = "; ".join(f"{m}: {why}" for m, why in excluded.items())
         raise SpaceError(f"{source}: modules.methods: no method can act on model type '{layout.model_type}' ({reasons})")
-    return MethodChoices(sizes, excluded, roles)
+    settings = {name: _searched_settings(name, choice, source) for name, choice in spec.choices.items()}
+    return MethodChoices(sizes, excluded, roles, {name: s for name, s in settings.items() if s and name in sizes})
+
+
+def _searched_settings(method: str, choice: MethodChoice, source: str) -> dict[str, tuple[float, ...]]:
+    """The config fields ``choice`` searches for ``method``; SpaceError for a field it cannot."""
+    allowed = TUNER_METHODS[method].searchable if method in TUNER_METHODS else ()
+    for name in choice.settings:
+        if name not in allowed:
+            raise SpaceError(
+                f"{source}: modules.methods.choices.{method}.settings: '{name}' is not searchable for {method} "
+                f"(searchable: {', '.join(allowed) or 'none'})"
+            )
+    return {name: tuple(setting.choices) for name, setting in choice.settings.items()}
 
 
 def _acts_on(name: str, size: int, matrices, layout: ModelLayout, layers: Sequence[int]) -> bool:
@@ -128,6 +154,7 @@ def decode_method(values: Mapping[str, Value], choices: MethodChoices, layout: M
     """The structure of the chosen method, at its size, on the chosen roles of ``layers``."""
     method = str(values["method"])
     size = int(values[f"method.{method}.size"])
+    settings = {name: float(values[f"method.{method}.{name}"]) for name in choices.settings.get(method, {})}
     if method == "ln_tuning":
         return Structure(tuner=TunerModules(method, 0, frozenset((layer, NORMS) for layer in layers)))
     places: set[Place] = {
@@ -144,4 +171,4 @@ def decode_method(values: Mapping[str, Value], choices: MethodChoices, layout: M
                          sparse=SparseDeltas(deltas, "residual"))
     if method == "ia3":
         return Structure(ia3=frozenset(places))
-    return Structure(tuner=TunerModules(method, size, frozenset(places)))
+    return Structure(tuner=TunerModules(method, size, frozenset(places), settings))

@@ -196,11 +196,19 @@ class GlobalSizes(Sizes):
     per: Literal["global"] = "global"
 
 
+class SettingChoices(_Strict):
+    """Values a searched peft config field may take (an ordered dimension, in the file's order)."""
+
+    choices: list[float] = Field(min_length=1)
+
+
 class MethodChoice(_Strict):
     """One peft method a ``methods`` space may pick, with its searched sizes (none for IA3, LN
-    tuning and bias)."""
+    tuning and bias) and any other searched config fields the method allows (DeLoRA's
+    ``delora_lambda``)."""
 
     size: GlobalSizes | None = None
+    settings: dict[str, SettingChoices] = Field(default_factory=dict)
 
 
 class MethodsSpec(_Strict):

@@ -96,14 +96,18 @@ class TunerModules:
         method: a key of :data:`autopeft.space.tuners.TUNER_METHODS`, or ``bias``.
         size: the method's one size (rank, block size, frequencies; 0 for methods without one).
         places: the matrices it acts on; ``ln_tuning`` uses ``(layer, "norms")``.
+        settings: searched peft config fields beside the size (DeLoRA's ``delora_lambda``); a field
+            not given keeps autopeft's setting for the method.
     """
 
     method: str
     size: int
     places: frozenset[Place]
+    settings: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "places", frozenset(self.places))
+        object.__setattr__(self, "settings", _frozen(self.settings))
 
 
 SparseRule = Literal["sensitivity", "lottery", "residual"]
@@ -264,6 +268,8 @@ class Structure:
                 "size": self.tuner.size,
                 "places": sorted(place_key(p) for p in self.tuner.places),
             }
+            if self.tuner.settings:
+                data["tuner"]["settings"] = dict(self.tuner.settings)
         if self.sparse is not None:
             data["sparse"] = {"rule": self.sparse.rule,
                               "entries": {place_key(p): k for p, k in self.sparse.entries.items()}}
@@ -297,6 +303,7 @@ class Structure:
                 method=tuner["method"],
                 size=int(tuner["size"]),
                 places=frozenset(parse_place_key(k) for k in tuner["places"]),
+                settings={name: float(value) for name, value in tuner.get("settings", {}).items()},
             ),
             sparse=None
             if sparse is None

@@ -25,8 +25,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from autopeft.space.layout import MatrixShape
@@ -51,6 +52,8 @@ class TunerMethod:
         scheduled: the method changes itself during training on a schedule of the run's length
             (AdaLoRA prunes ranks), so its config needs the run's total steps and its training
             loop a call after every optimizer step.
+        searchable: numeric config fields a space may search beside the size (a structure's
+            :attr:`~autopeft.space.structure.TunerModules.settings`).
     """
 
     config_class: str
@@ -60,6 +63,7 @@ class TunerMethod:
     rank_ratio: dict[str, float] = field(default_factory=dict)
     mask: str | None = None
     scheduled: bool = False
+    searchable: tuple[str, ...] = ()
 
 
 SHIRA_RANDOM = TunerMethod("ShiraConfig", "r", {"random_seed": 0})
@@ -87,11 +91,12 @@ TUNER_METHODS: dict[str, TunerMethod] = {
     "sparse_principal": TunerMethod("ShiraConfig", "r", {"mask_type": "principal"}, mask="principal"),
     "sparse_sensitivity": TunerMethod("ShiraConfig", "r", {"mask_type": "sensitivity"}, mask="sensitivity"),
     "sparse_lottery": TunerMethod("ShiraConfig", "r", {"mask_type": "lottery"}, mask="lottery"),
-    # peft's lambda 15. B starts at zero, so after one step DeLoRA's update jumps to lambda / r times
-    # the weight's column norms whatever the rate: on SmolLM2 that ended a 12-step proxy at dev loss
-    # 2.64 from 1.87. lambda 1 fixed SmolLM2 (1.80) but cost MiniLM/SST-2 about 7 points in the
-    # methods table (bench/results/methods_table_delora_lambda1.csv), so no fixed bound suits both.
-    "delora": TunerMethod("DeloraConfig", "r"),
+    # The bound lambda is searchable (peft's default 15 when a space does not search it). B starts at
+    # zero, so after one step DeLoRA's update jumps to lambda / r times the weight's column norms
+    # whatever the rate: on SmolLM2 lambda 15 ended a 12-step proxy at dev loss 2.64 from 1.87.
+    # lambda 1 fixed SmolLM2 (1.80) but cost MiniLM/SST-2 about 7 points in the methods table
+    # (bench/results/methods_table_delora_lambda1.csv): no fixed bound suits both models.
+    "delora": TunerMethod("DeloraConfig", "r", searchable=("delora_lambda",)),
     "hira": TunerMethod("HiraConfig", "r"),
     "gralora": TunerMethod("GraloraConfig", "r"),
     "ln_tuning": TunerMethod("LNTuningConfig", None),
@@ -157,10 +162,11 @@ def method_names() -> tuple[str, ...]:
 
 
 def peft_config(
-    method: str, size: int, target_modules: Iterable[str], *, conv1d: bool = False, total_steps: int | None = None,
-    mask_fn=None, **extra,
+    method: str, size: int, target_modules: Iterable[str], *, settings: Mapping[str, float] = MappingProxyType({}),
+    conv1d: bool = False, total_steps: int | None = None, mask_fn=None, **extra,
 ):
-    """The peft config of ``method`` at ``size`` on the named modules; ``extra`` goes to the config.
+    """The peft config of ``method`` at ``size`` on the named modules, with the searched
+    ``settings`` (fields of ``TunerMethod.searchable``); ``extra`` goes to the config.
 
     ``total_steps`` is the training run's length, which a scheduled method (AdaLoRA) needs;
     ValueError when it needs it and it is missing. ``mask_fn`` picks a measured rule's entries
@@ -176,6 +182,7 @@ def peft_config(
     }
     if spec.size_field is not None:
         fields[spec.size_field] = size
+    fields.update(settings)
     if conv1d:
         fields["fan_in_fan_out"] = True
     if spec.scheduled:
@@ -206,8 +213,10 @@ def rank_schedule(method: str, total_steps: int | None) -> dict[str, int]:
     return {"total_step": total_steps, "tinit": total_steps // 10, "tfinal": total_steps // 5}
 
 
-def matrix_params(method: str, size: int, shape: MatrixShape) -> int | None:
-    """Trainable parameters ``method`` at ``size`` adds on one matrix of ``shape``; None if it cannot."""
+def matrix_params(method: str, size: int, shape: MatrixShape,
+                  settings: Mapping[str, float] = MappingProxyType({})) -> int | None:
+    """Trainable parameters ``method`` at ``size`` (and searched ``settings``) adds on one matrix of
+    ``shape``; None if it cannot."""
     if method == "bias":
         return shape.out_features if shape.bias else None
     spec = TUNER_METHODS.get(method)
@@ -221,11 +230,11 @@ def matrix_params(method: str, size: int, shape: MatrixShape) -> int | None:
         entries = size * (shape.in_features + shape.out_features)
         return entries if 0 < entries <= shape.numel and not shape.conv1d else None  # nn.Linear only
     unnamed = MatrixShape("matrix", shape.in_features, shape.out_features, shape.conv1d, shape.bias)
-    return _built_count(method, size, unnamed)
+    return _built_count(method, size, unnamed, tuple(sorted(settings.items())))
 
 
 @functools.lru_cache(maxsize=4096)
-def _built_count(method: str, size: int, shape: MatrixShape) -> int | None:
+def _built_count(method: str, size: int, shape: MatrixShape, settings: tuple[tuple[str, float], ...]) -> int | None:
     """Counted on one matrix built on the meta device; cached per shape (the name is always ``matrix``)."""
     import torch
     from peft.tuners.tuners_utils import BaseTunerLayer
@@ -242,7 +251,8 @@ def _built_count(method: str, size: int, shape: MatrixShape) -> int | None:
     before = {id(p) for p in holder.parameters()}
     try:
         # A schedule's length changes no parameter count
-        build_tuner(holder, peft_config(method, size, ["matrix"], conv1d=shape.conv1d, total_steps=100), "count")
+        config = peft_config(method, size, ["matrix"], settings=dict(settings), conv1d=shape.conv1d, total_steps=100)
+        build_tuner(holder, config, "count")
     except (ValueError, TypeError, RuntimeError, NotImplementedError, AssertionError):
         return None
     if not isinstance(holder.matrix, BaseTunerLayer):

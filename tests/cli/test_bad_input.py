@@ -47,6 +47,8 @@ SPACE_FILES = {
     "roles.yaml": "name: roles\nmodules:\n  lora: {roles: [wq], rank: {choices: [4]}}\n",
     "schedule.yaml": "name: s\nmodules:\n  lora: {roles: [q], rank: {choices: [4]}}\nschedule: {active: [6]}\n",
     "methods.yaml": "name: m\nmodules:\n  methods: {roles: [q], choices: {qlora: {size: {choices: [4]}}}}\n",
+    "setting.yaml": "name: m\nmodules:\n  methods: {roles: [q], choices: {loha: {size: {choices: [4]}, "
+                    "settings: {alpha: {choices: [1, 8]}}}}}\n",
 }
 
 
@@ -66,6 +68,9 @@ IN_PROCESS = {
                                       "{tmp}/schedule.yaml: schedule.active: 6 layers at a time leaves none out"),
     "unknown method": ([*SEARCH, "--task", "demo", "--space", "{tmp}/methods.yaml"],
                        "{tmp}/methods.yaml: modules.methods.choices: unknown method 'qlora'"),
+    "unsearchable setting": ([*SEARCH, "--task", "demo", "--space", "{tmp}/setting.yaml"],
+                             "{tmp}/setting.yaml: modules.methods.choices.loha.settings: 'alpha' is not searchable "
+                             "for loha (searchable: none)"),
     "confirm seeds 0": ([*SEARCH, "--task", "demo", "--confirm-seeds", "0"], "--confirm-seeds must be at least 1, got 0"),
     "search split 0": ([*SEARCH, "--task", "demo", "--search-examples", "0"], "--search-examples must be at least 1, got 0"),
     "search split eats train": ([*SEARCH, "--task", "demo", "--search-examples", "600"],

@@ -71,6 +71,15 @@ def test_other_peft_tuners_export_through_their_own_config_class(mrpc_job, minil
     assert count == trial.trainable_params
 
 
+def test_a_searched_setting_is_written_into_peft_s_config(mrpc_job, minilm_ref, tmp_path):
+    places = frozenset(grid((4, 5), ("q", "v")))
+    trial = mrpc_job.trial(Structure(tuner=TunerModules("delora", 4, places, {"delora_lambda": 1.0})))
+    export_trial(*mrpc_job.records(trial), "peft", tmp_path / "out")
+    config, count = loaded_count(tmp_path / "out", minilm_ref)
+    assert type(config).__name__ == "DeloraConfig" and config.delora_lambda == 1.0
+    assert count == trial.trainable_params
+
+
 @pytest.mark.parametrize("rule", ["magnitude", "principal"])
 def test_shira_by_a_rule_peft_does_not_ship_exports_its_entries_for_peft_s_loader(mrpc_job, minilm_ref, tmp_path, rule):
     structure = Structure(tuner=TunerModules(f"sparse_{rule}", 2, frozenset(grid((1, 4), ("v", "up")))))

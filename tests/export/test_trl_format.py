@@ -39,8 +39,9 @@ def run_script(script, *args, cwd):
 @pytest.mark.parametrize(
     "structure",
     [lora({(layer, "q"): 2 ** layer for layer in range(6)}, variant="dora"),
-     Structure(ia3=frozenset(grid(range(6), ("v", "down"))))],
-    ids=["lora-per-layer-ranks", "ia3"],
+     Structure(ia3=frozenset(grid(range(6), ("v", "down")))),
+     Structure(tuner=TunerModules("delora", 4, frozenset(grid((4, 5), ("q", "v"))), {"delora_lambda": 1.0}))],
+    ids=["lora-per-layer-ranks", "ia3", "delora-searched-bound"],
 )
 def test_classification_script_builds_the_peft_export(mrpc_job, tmp_path, structure):
     _, script = export_both(mrpc_job, structure, tmp_path)

@@ -43,14 +43,16 @@ def assert_same_state(model, before):
 
 
 def every_method_point(space):
-    """One point per offered method: its largest valid size, every layer and role on."""
-    for method, sizes in space.methods.sizes.items():
+    """One point per offered method: its largest valid size (and last value of each searched
+    setting), every layer and role on."""
+    for method in space.methods.sizes:
         point = {}
         for dimension in space.dimensions:
             if dimension.name == "method":
                 point["method"] = method
-            elif dimension.name.endswith(".size"):
-                point[dimension.name] = sizes[-1] if dimension.name == f"method.{method}.size" else dimension.values[0]
+            elif dimension.name in space.conditions:
+                own = dimension.name.startswith(f"method.{method}.")
+                point[dimension.name] = dimension.values[-1 if own else 0]
             else:
                 point[dimension.name] = True
         yield method, point
@@ -106,14 +108,34 @@ def test_exact_count_equals_built_count_over_random_points(bound):
     assert checked >= RANDOM_POINTS // len(TINY_MODELS)
 
 
-def test_sizes_of_methods_not_chosen_do_not_change_the_encoding(bound):
+def test_sizes_and_settings_of_methods_not_chosen_do_not_change_the_encoding(bound):
     _, space = bound
-    sized = [d for d in space.dimensions if d.name.endswith(".size")]
     point = dict(next(p for _, p in every_method_point(space)))
-    other = next(d for d in sized if d.name != f"method.{point['method']}.size")
-    changed = {**point, other.name: other.values[-1]}
-    assert space.encode(changed) == space.encode(point)
-    assert space.structure_key(changed) == space.structure_key(point)
+    others = [d for d in space.dimensions
+              if d.name in space.conditions and not d.name.startswith(f"method.{point['method']}.")]
+    assert ("method.delora.delora_lambda" in {d.name for d in others}) == ("delora" in space.methods.sizes)
+    for other in others:
+        changed = {**point, other.name: other.values[-1]}
+        assert space.encode(changed) == space.encode(point), other.name
+        assert space.structure_key(changed) == space.structure_key(point), other.name
+
+
+def test_a_searched_setting_reaches_the_peft_module_and_the_structure_s_key(bound):
+    model, space = bound
+    if "delora" not in space.methods.sizes:
+        pytest.skip("DeLoRA cannot act on this family")
+    point = next(p for method, p in every_method_point(space) if method == "delora")
+    low = {**point, "method.delora.delora_lambda": 1.0}
+    structure = space.decode(low)
+    assert dict(structure.tuner.settings) == {"delora_lambda": 1.0}
+    assert space.structure_key(low) != space.structure_key(point)
+    assert space.encode(low) != space.encode(point)
+    applied = apply_structure(model, structure, space.layout)
+    try:
+        bounds = [b for m in model.modules() if hasattr(m, "delora_lambda") for b in m.delora_lambda.values()]
+        assert bounds and all(torch.allclose(b, torch.ones_like(b)) for b in bounds)
+    finally:
+        applied.remove()
 
 
 @pytest.mark.parametrize("family", ["bert", "llama", "gpt2"])

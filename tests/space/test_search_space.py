@@ -63,9 +63,15 @@ def test_a_schedule_s_knobs_act_only_under_a_schedule(bert):
 
 
 def test_structure_round_trips_through_json(bert):
+    from autopeft.space.structure import TunerModules
+
     space = bind_space(parse_space(PER_PLACEMENT), bert)
     structure = space.decode({name: 8 for name in space.names})
     assert Structure.from_json(structure.to_json()) == structure
+    delora = Structure(tuner=TunerModules("delora", 4, frozenset({(0, "q")}), {"delora_lambda": 4.0}))
+    assert delora.to_json()["tuner"]["settings"] == {"delora_lambda": 4.0}
+    assert Structure.from_json(delora.to_json()) == delora
+    assert "settings" not in Structure(tuner=TunerModules("delora", 4, frozenset({(0, "q")}))).to_json()["tuner"]
 
 
 def test_unknown_role_names_the_file_key_and_known_roles(bert):
