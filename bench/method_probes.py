@@ -53,8 +53,9 @@ PROBED = {
     "delora (lambda 0.1)": ("delora", {"delora_lambda": 0.1}),
 }
 """Probe names -> (peft method, the settings probed). The plain ``fourierft`` and ``delora`` rows are
-peft's defaults (a random spectrum; lambda 15). autopeft now ships FourierFT's zero spectrum; it
-keeps DeLoRA's lambda 15, since lambda 1 cost MiniLM/SST-2 about 7 points in the methods table."""
+peft's defaults (a random spectrum; lambda 15). autopeft now ships FourierFT's zero spectrum; the
+``methods`` space searches DeLoRA's lambda (1, 4, 15), since lambda 1 cost MiniLM/SST-2 about 7
+points in the methods table."""
 TRAINED = {
     "smollm2": [("fourierft", 1024), ("fourierft (zero spectrum)", 1024), ("delora", 8), ("delora (lambda 1)", 8),
                 ("delora (lambda 0.1)", 8)],
