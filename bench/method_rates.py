@@ -6,9 +6,10 @@ MRPC, which the choice never read: every method whose factor is not 1 trains wit
 methods-table structure (q and v of every layer, the size nearest 0.3% of the model), through the
 methods table's proxy (80 steps of 16 x 128 tokens, at LoRA's rate there, 3e-3, without stall
 rescues so that the arms differ only in rates), once with the factors and once with every
-parameter at the shared rate, as before them. Dev accuracy is reported per method (mean over
-``SEEDS``; one seed keeps the study under an hour of 2 cores), with how many runs ended at the
-majority class, and the mean paired difference over methods with its 95% t-interval. At 80
+parameter at the shared rate, as before them. Native sparse deltas, which take SHiRA's factor
+because they train the same entries the same way, are measured the same way. Dev accuracy is
+reported per method (mean over ``SEEDS``; one seed keeps the study under an hour of 2 cores), with
+how many runs ended at the majority class, and the mean paired difference over methods with its 95% t-interval. At 80
 steps most MRPC runs stay at the majority class whatever the rate, so the dev loss (cross-entropy,
 nats) is the primary measure: it shows how far a method moved when its accuracy cannot yet.
 
@@ -24,7 +25,8 @@ from pathlib import Path
 import torch
 
 from autopeft.models import resolve_model
-from autopeft.space.tuners import LORA_RATE, rate_factor
+from autopeft.space.structure import SparseDeltas, Structure
+from autopeft.space.tuners import LORA_RATE, SPARSE_DELTAS, rate_factor
 from autopeft.tasks import load_task
 from autopeft.trials import Fidelity, TrialRequest
 from autopeft.worker import ProxyTrainer, WorkerSpec
@@ -45,8 +47,22 @@ AT_MAJORITY = 0.005
 
 
 def methods() -> list[str]:
-    """Methods of the methods table whose factor is not 1 (for the others the arms are the same run)."""
-    return [m for m in METHODS if rate_factor(m) != 1.0]
+    """Methods of the methods table whose factor is not 1 (for the others the arms are the same run),
+    then native sparse deltas, which take SHiRA's factor."""
+    return [m for m in METHODS if rate_factor(m) != 1.0] + [SPARSE_DELTAS]
+
+
+def method_structure(method: str, layout) -> tuple[int, Structure]:
+    """A method's size and methods-table structure; sparse deltas train as many entries of each q and
+    v as SHiRA's structure does, chosen by DSEE's weight-only rule (no measurement to wait for)."""
+    if method != SPARSE_DELTAS:
+        size = nearest_size(method, layout)
+        return size, structure(method, size, layout)
+    size = nearest_size("shira", layout)
+    shira = structure("shira", size, layout).tuner
+    entries = {place: size * (layout.matrix(*place).in_features + layout.matrix(*place).out_features)
+               for place in shira.places}
+    return size, Structure(sparse=SparseDeltas(entries, "residual"))
 
 
 def run_key(row: dict) -> str:
@@ -67,8 +83,7 @@ def measure(args: argparse.Namespace, shard: Shard) -> None:
                 trainers[run["arm"]] = ProxyTrainer(WorkerSpec(resolve_model("minilm"), task, threads=args.threads),
                                                     kind_rates=run["arm"] == "factors")  # fmt: skip
             trainer = trainers[run["arm"]]
-            size = nearest_size(run["method"], trainer.layout)
-            built = structure(run["method"], size, trainer.layout)
+            size, built = method_structure(run["method"], trainer.layout)
             outcome = trainer.run(TrialRequest(run["seed"], run["seed"], built.to_json(), seed=run["seed"],
                                                fidelity=FIDELITY, split="dev"))  # fmt: skip
             metrics = outcome.metrics or {}

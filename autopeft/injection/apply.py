@@ -24,7 +24,7 @@ from autopeft.injection.sparse_delta import attach_delta, chosen_entries, detach
 from autopeft.space.layout import ModelLayout
 from autopeft.space.sparse_masks import EntriesMask
 from autopeft.space.structure import LoraModules, Place, SparseDeltas, Structure
-from autopeft.space.tuners import TUNER_METHODS, rate_factor
+from autopeft.space.tuners import SPARSE_DELTAS, TUNER_METHODS, rate_factor
 
 MeasuredLoraInit = Mapping[Place, Mapping[str, torch.Tensor]]
 """Place -> part -> tensor: what a data-driven LoRA init starts from (see :func:`apply_structure`)."""
@@ -112,7 +112,7 @@ class AppliedStructure:
             new += self._at_rate(structure.tuner.method, parameters)
             self._scheduled = tuner if TUNER_METHODS[structure.tuner.method].scheduled else None
         if structure.sparse is not None:
-            new += self._attach_deltas(structure.sparse, layout, sparse_entries)
+            new += self._at_rate(SPARSE_DELTAS, self._attach_deltas(structure.sparse, layout, sparse_entries))
         new += self._attach_adapters(structure, layout)
         if structure.prefix:
             self._prefix = PrefixInjection(

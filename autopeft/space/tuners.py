@@ -110,19 +110,25 @@ TUNER_METHODS: dict[str, TunerMethod] = {
 NATIVE_METHODS = ("bias",)
 
 LORA_RATE = 3e-3
+SPARSE_DELTAS = "sparse_deltas"
+"""The module kind of native sparse deltas (:class:`~autopeft.space.structure.SparseDeltas`)."""
+ENTRY_KINDS = ("shira", "sparse_random", "sparse_magnitude", "sparse_principal", "sparse_sensitivity",
+               "sparse_lottery", SPARSE_DELTAS)
+"""Kinds that train chosen entries of a weight: SHiRA and its rules (peft's SHiRA layers) and native
+sparse deltas, which train identically to SHiRA on the same entries at the same rate
+(docs/sparse_types.md), so they share SHiRA's measured rate."""
 RATES_AT_LORA_3E3: dict[str, float] = {
     "loha": 2e-2, "lokr": 2e-2, "hira": 2e-2, "hra": 2e-2, "fourierft": 2e-2, "adalora": 2e-2,
     "ln_tuning": 2e-2, "bias": 2e-2,
-    "shira": 2e-2, "sparse_random": 2e-2, "sparse_magnitude": 2e-2, "sparse_principal": 2e-2,
-    "sparse_sensitivity": 2e-2, "sparse_lottery": 2e-2,
+    **dict.fromkeys(ENTRY_KINDS, 2e-2),
     "ia3": 1.2e-1, "c3a": 1.2e-1, "vera": 1.2e-1,
     "waveft": 5e-4, "randlora": 5e-4,
 }  # fmt: skip
 """The learning rate each module kind trained best at where LoRA's best was ``LORA_RATE``: chosen
 on SST-2's search split with MiniLM by bench/methods_table.py (docs/methods_table.md) from rates
 about 6x apart. Kinds not listed (the LoRA family, OFT, BOFT, MiSS, DeLoRA, GraLoRA, adapters,
-prefixes, sparse deltas, the head) trained best at LoRA's rate or were not measured. The SHiRA
-rules share SHiRA's layers and its measured rate."""
+prefixes, the head) trained best at LoRA's rate or were not measured. The kinds of
+:data:`ENTRY_KINDS` share SHiRA's measured rate."""
 
 
 def rate_factor(kind: str) -> float:

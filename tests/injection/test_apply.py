@@ -141,3 +141,20 @@ def test_each_module_kind_trains_at_its_own_learning_rate_factor(model):
         assert applied.optimizer_groups(ia3) == [{"params": ia3, "rate_factor": rate_factor("ia3")}]
     finally:
         applied.remove()
+
+
+def test_sparse_deltas_train_at_shira_s_factor_beside_lora_at_the_rate(model):
+    from autopeft.space.structure import LoraModules, SparseDeltas, Structure
+    from autopeft.space.tuners import rate_factor
+
+    layout = read_layout(model)
+    place = (0, sorted(layout.layers[0].matrices)[0])
+    dsee = Structure(lora=LoraModules({place: 2}), sparse=SparseDeltas({place: 5}, "residual"))
+    applied = apply_structure(model, dsee, layout)
+    try:
+        groups = {group["rate_factor"]: group["params"] for group in applied.optimizer_groups()}
+        assert set(groups) == {1.0, rate_factor("shira")} and rate_factor("shira") > 1.0
+        deltas = [m.parametrizations.weight[0].values for m in model.modules() if hasattr(m, "parametrizations")]
+        assert [id(p) for p in groups[rate_factor("shira")]] == [id(d) for d in deltas]
+    finally:
+        applied.remove()
