@@ -23,8 +23,11 @@ structures are the verdict it never saw. So the study runs in two stages: every 
 the SST-2 / ``lora`` structures; the verdict cells train the reference and ``default`` from the
 start and the chosen design once the choice is made (the other designs there would inform
 nothing, and skipping them takes the study from about 50 to about 30 core-hours on 2 CPU cores).
-Rows append to ``--results`` (one file per ``--shard``) as they finish, so a run resumes; a shard
-owns whole structures, and picks up the chosen design's runs as soon as the choice is complete.
+Rows are keyed on the proxy's revision (``autopeft.worker.proxy.REVISION``): the 59 rows of
+revision 1 (6 SST-2 structures) were dropped when a collapse after learning became a stall, since
+any of them may have trained differently. Rows append to ``--results`` (one file per ``--shard``) as
+they finish, so a run resumes; a shard owns whole structures, and picks up the chosen design's runs
+as soon as the choice is complete.
 Every process rewrites the report from all rows so far (a cell still incomplete shows ``-``;
 ``--report-only`` rewrites it without training). ``--steps-scale`` shrinks every run's steps for a
 smoke test only.
@@ -62,6 +65,7 @@ from autopeft.tasks import Task, load_task
 from autopeft.tasks.holdout import with_search_split
 from autopeft.trials import Fidelity, TrialRequest
 from autopeft.worker import ProxyTrainer, WorkerSpec
+from autopeft.worker.proxy import REVISION as PROXY_REVISION
 from bench.data import GLUE
 from bench.shards import Shard, read_rows, row_writer
 
@@ -71,7 +75,8 @@ SPACES = {"lora": 30, "autopeft": 20}
 """Spaces and how many structures each contributes per task."""
 CHOICE = ("SST-2", "lora")
 """The only (task, space) the design is chosen on; every other cell is the verdict."""
-COLUMNS = ["key", "task", "space", "index", "design", "seed", "params", "score", "seconds", "structure"]
+COLUMNS = ["key", "task", "space", "index", "design", "seed", "params", "score", "seconds", "learning_rate",
+           "lr_rescues", "structure"]
 REFERENCE = "reference"
 
 
@@ -146,8 +151,10 @@ class Unit:
 
     @property
     def key(self) -> str:
-        """Names the run and its exact fidelity, so rows of a changed design are never reused."""
-        digest = hashlib.sha1(json.dumps(self.fidelity.to_json(), sort_keys=True).encode()).hexdigest()[:8]
+        """Names the run, its exact fidelity and the proxy's revision, so rows of a changed design or
+        of an older proxy are never reused."""
+        run = {"fidelity": self.fidelity.to_json(), "proxy": PROXY_REVISION}
+        digest = hashlib.sha1(json.dumps(run, sort_keys=True).encode()).hexdigest()[:8]
         return f"{self.task}|{self.space}|{self.index}|{self.design}|{self.seed}|{digest}"
 
 
@@ -211,9 +218,11 @@ def train_runs(args: argparse.Namespace, runs: list[Unit], spaces: dict[str, int
             outcome = trainer.run(TrialRequest(unit.index, unit.index, structure, seed=unit.seed,
                                                fidelity=unit.fidelity, split=unit.split))  # fmt: skip
             score = outcome.metrics.get(task.metric) if outcome.metrics else None
+            metrics = outcome.metrics or {}
             write({"key": unit.key, "task": unit.task, "space": unit.space, "index": unit.index,
                    "design": unit.design, "seed": unit.seed, "params": outcome.trainable_params,
                    "score": "" if score is None else score, "seconds": round(outcome.wall_time_s, 2),
+                   "learning_rate": metrics.get("learning_rate", ""), "lr_rescues": metrics.get("lr_rescues", ""),
                    "structure": json.dumps(structure)})  # fmt: skip
             print(unit.key, outcome.trainable_params, score, f"{outcome.wall_time_s:.1f}s", flush=True)
 
