@@ -28,6 +28,7 @@ from autopeft.models import resolve_model
 from autopeft.space.structure import SparseDeltas, Structure
 from autopeft.space.tuners import LORA_RATE, SPARSE_DELTAS, rate_factor
 from autopeft.tasks import load_task
+from autopeft.training.run import AT_MAJORITY
 from autopeft.trials import Fidelity, TrialRequest
 from autopeft.worker import ProxyTrainer, WorkerSpec
 from bench.data import GLUE
@@ -42,8 +43,6 @@ SEEDS = (0,)
 ARMS = ("factors", "shared rate")
 RAW = Path(__file__).parent / "results" / "method_rates.csv"
 COLUMNS = ("method", "arm", "seed", "size", "trainable", "accuracy", "f1", "loss", "learning_rate", "rescues", "seconds")
-AT_MAJORITY = 0.005
-"""A run within this much of the majority-class accuracy counts as having learned nothing."""
 
 
 def methods() -> list[str]:

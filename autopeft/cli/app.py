@@ -355,6 +355,10 @@ def train(
     options = TrainingOptions(epochs, learning_rate, batch_size, max_length, train_examples, seed)
     result = train_config(structure_config, model_of(structure_config), task_of(structure_config, task), options, out)
     console.print(f"{origin}: {result.summary_line()}", highlight=False)
+    if result.learned_nothing:
+        console.print(f"warning: dev accuracy {result.dev['accuracy']:.4f} is at the majority class's "
+                      f"{result.baseline['accuracy']:.4f}: the run collapsed or never learnt; try another "
+                      f"--learning-rate (this run used {options.learning_rate:g})", highlight=False)
 
 
 @app.command()

@@ -39,6 +39,10 @@ from autopeft.training.options import TrainingOptions
 SUMMARY_NAME = "training_summary.json"
 
 
+AT_MAJORITY = 0.005
+"""Dev accuracy within this much of the majority class's counts as having learnt nothing."""
+
+
 @dataclass
 class TrainingResult:
     """What a run achieved.
@@ -75,6 +79,14 @@ class TrainingResult:
     options: dict[str, Any] = field(default_factory=dict)
     origin: dict[str, Any] | None = None
     initial_fingerprint: str | None = None
+
+    @property
+    def learned_nothing(self) -> bool:
+        """A classifier whose dev accuracy is within ``AT_MAJORITY`` of always predicting the
+        majority class: the run collapsed or never learnt (a rate too high or too low for it)."""
+        if not self.baseline or "accuracy" not in self.dev:
+            return False
+        return self.dev["accuracy"] <= self.baseline["accuracy"] + AT_MAJORITY
 
     def summary_line(self) -> str:
         others = ", ".join(f"{k} {v:.4f}" for k, v in self.dev.items() if k != self.metric)

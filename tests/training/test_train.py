@@ -56,7 +56,7 @@ def test_lora_beats_the_majority_class_and_loads_as_a_peft_adapter(sst2_store_jo
 
     assert result.adapter_format == "peft" and result.steps == 960 // 16
     assert result.baseline["accuracy"] == pytest.approx(MAJORITY_ACCURACY)
-    assert result.dev["accuracy"] > MAJORITY_ACCURACY + 0.1 and result.dev["mcc"] > 0.2
+    assert result.dev["accuracy"] > MAJORITY_ACCURACY + 0.1 and result.dev["mcc"] > 0.2 and not result.learned_nothing
     assert (result.search_examples, result.dev_examples) == (1000, 872)  # the epoch is chosen on search, not dev
     summary = json.loads((tmp_path / "adapter" / SUMMARY_NAME).read_text())
     assert summary["best"] == result.best and summary["dev"] == result.dev and summary["metric"] == "accuracy"
@@ -178,6 +178,18 @@ def test_cli_trains_a_trial_and_then_its_autopeft_export(demo_store_job, tmp_pat
                            *quick, "--learning-rate", "2e-3")
     assert code == 0, err[-3000:]
     assert json.loads((tmp_path / "given" / SUMMARY_NAME).read_text())["options"]["learning_rate"] == 2e-3
+
+
+def test_cli_warns_when_a_run_learnt_nothing(mrpc_store_job, tmp_path, capsys):
+    store_url, job = mrpc_store_job
+    trial = job.trial(lora(grid((5,), ("q", "v"))))
+    code, out, err = run_cli(capsys, "train", str(job.job_id), "--trial", str(trial.number), "--out",
+                             str(tmp_path / "run"), "--storage", store_url, "--train-examples", "16", "--epochs", "1",
+                             "--batch-size", "8", "--max-length", "32", "--learning-rate", "1e-9")
+    assert code == 0, err[-3000:]
+    text = " ".join(out.split())
+    assert "warning: dev accuracy" in text and "the run collapsed or never learnt" in text, text
+    assert "(this run used 1e-09)" in text
 
 
 def test_cli_train_needs_one_source(tmp_path, capsys):
