@@ -58,7 +58,6 @@ def test_a_worker_killed_mid_trial_is_replaced_and_its_trial_retried(tmp_path, p
 
 
 def test_out_of_memory_and_nan_trials_fail_with_reasons_and_the_search_goes_on(tmp_path, minilm_ref):
-    from autopeft.models import TaskHead  # noqa: F401 - documents the head the demo task needs
     from autopeft.space.structure import LoraModules, Structure
     from autopeft.tasks import load_task
     from autopeft.tasks.holdout import with_search_split
