@@ -23,9 +23,9 @@ structures are the verdict it never saw. So the study runs in two stages: every 
 the SST-2 / ``lora`` structures; the verdict cells train the reference and ``default`` from the
 start and the chosen design once the choice is made (the other designs there would inform
 nothing, and skipping them takes the study from about 50 to about 30 core-hours on 2 CPU cores).
-Rows are keyed on the proxy's revision (``autopeft.worker.proxy.REVISION``): the 59 rows of
-revision 1 (6 SST-2 structures) were dropped when a collapse after learning became a stall, since
-any of them may have trained differently. Rows append to ``--results`` (one file per ``--shard``) as
+Rows are keyed on the proxy's revision (``autopeft.worker.proxy.REVISION``): the 55 rows of
+revision 1 (SST-2 / ``lora`` structures 0-8, five of them complete) were dropped when a collapse
+after learning became a stall, since any of them may have trained differently. Rows append to ``--results`` (one file per ``--shard``) as
 they finish, so a run resumes; a shard owns whole structures, and picks up the chosen design's runs
 as soon as the choice is complete.
 Every process rewrites the report from all rows so far (a cell still incomplete shows ``-``;
