@@ -59,27 +59,27 @@ class MethodChoices:
     roles: tuple[str, ...]
     settings: Mapping[str, Mapping[str, tuple[float, ...]]] = field(default_factory=dict)
 
-    def _knobs(self) -> dict[str, tuple[Value, ...]]:
-        """Each method's size and setting dimensions (by name) with their values."""
-        knobs: dict[str, tuple[Value, ...]] = {f"method.{m}.size": sizes for m, sizes in self.sizes.items()}
+    def _knobs(self) -> dict[str, tuple[str, tuple[Value, ...]]]:
+        """Each method's size and setting dimensions: name -> (the method, its values)."""
+        knobs = {f"method.{m}.size": (m, sizes) for m, sizes in self.sizes.items()}
         for method, fields in self.settings.items():
-            knobs.update({f"method.{method}.{name}": values for name, values in fields.items()})
+            knobs.update({f"method.{method}.{name}": (method, values) for name, values in fields.items()})
         return knobs
 
     def dimensions(self, search_roles: bool) -> list[Dimension]:
         dims: list[Dimension] = [Categorical("method", tuple(self.sizes))] if len(self.sizes) > 1 else []
-        dims += [Choice(name, values) for name, values in self._knobs().items() if len(values) > 1]
+        dims += [Choice(name, values) for name, (_, values) in self._knobs().items() if len(values) > 1]
         if search_roles:
             dims += [Flag(f"method.role.{role}") for role in self.roles]
         return dims
 
     def conditions(self) -> dict[str, tuple[str, tuple[str, ...]]]:
         """Each method's size and setting dimensions act only when that method is chosen."""
-        return {name: ("method", (name.split(".")[1],)) for name, values in self._knobs().items() if len(values) > 1}
+        return {name: ("method", (method,)) for name, (method, values) in self._knobs().items() if len(values) > 1}
 
     def constants(self) -> dict[str, Value]:
         """Values of settings that are not searched (one method, or one size or setting value)."""
-        fixed: dict[str, Value] = {name: values[0] for name, values in self._knobs().items()}
+        fixed: dict[str, Value] = {name: values[0] for name, (_, values) in self._knobs().items()}
         if len(self.sizes) == 1:
             fixed["method"] = next(iter(self.sizes))
         return fixed

@@ -112,8 +112,8 @@ NATIVE_METHODS = ("bias",)
 LORA_RATE = 3e-3
 SPARSE_DELTAS = "sparse_deltas"
 """The module kind of native sparse deltas (:class:`~autopeft.space.structure.SparseDeltas`)."""
-ENTRY_KINDS = ("shira", "sparse_random", "sparse_magnitude", "sparse_principal", "sparse_sensitivity",
-               "sparse_lottery", SPARSE_DELTAS)
+ENTRY_KINDS = (*(name for name, method in TUNER_METHODS.items() if method.config_class == "ShiraConfig"),
+               SPARSE_DELTAS)
 """Kinds that train chosen entries of a weight: SHiRA and its rules (peft's SHiRA layers) and native
 sparse deltas, which train identically to SHiRA on the same entries at the same rate
 (docs/sparse_types.md), so they share SHiRA's measured rate."""
