@@ -8,6 +8,19 @@ from typing import Any
 
 from autopeft.options import option
 
+RESCUE_FACTORS = (0.3, 3.0)
+"""Learning rates of the restarts after a stall, as factors of the run's rate: lower first (large
+structures collapse to a constant at a rate that suits small ones), then higher (small structures
+on low layers may not move in a short run at that rate). The proxy and ``autopeft train`` use them."""
+RESCUES_HELP = ", then ".join(f"{factor:g}x" for factor in RESCUE_FACTORS)
+
+
+def lr_rescues_error(count: int) -> str | None:
+    """The one-line error for a number of restarts ``RESCUE_FACTORS`` cannot give, or None."""
+    if 0 <= count <= len(RESCUE_FACTORS):
+        return None
+    return f"--lr-rescues must be between 0 and {len(RESCUE_FACTORS)}, got {count}"
+
 
 class TrialState(StrEnum):
     PENDING = "pending"
@@ -43,9 +56,9 @@ class Fidelity:
         learning_rate: AdamW peak learning rate (linear warm-up over 10% of steps, then decay).
         eval_examples: examples of the scored split (the search split while searching) drawn
             once per job; None scores the whole split.
-        lr_rescues: restarts allowed (0-2) at other learning rates when the training loss stalls
-            at the constant-prediction level or turns non-finite (``RESCUE_FACTORS`` in
-            :mod:`autopeft.worker.proxy`); 0 trains at ``learning_rate`` come what may.
+        lr_rescues: restarts allowed (at most one per factor of :data:`RESCUE_FACTORS`) at other
+            learning rates when the training loss stalls at the constant-prediction level,
+            collapses back toward it or turns non-finite; 0 trains at ``learning_rate`` come what may.
     """
 
     train_examples: int = option(2400, help="Proxy fine-tune: training subset size.")
@@ -54,7 +67,8 @@ class Fidelity:
     max_length: int = option(64, help="Proxy fine-tune: tokens per example.")
     learning_rate: float = option(1e-3, help="Proxy fine-tune: AdamW learning rate.")
     eval_examples: int | None = option(None, help="Search-split examples scored (default: all).", ge=1)
-    lr_rescues: int = option(2, help="Restarts at 0.3x, then 3x the rate when a proxy's loss stalls.", ge=0, le=2)
+    lr_rescues: int = option(len(RESCUE_FACTORS), ge=0, le=len(RESCUE_FACTORS),
+                             help=f"Restarts at {RESCUES_HELP} the rate when a proxy's loss stalls.")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -19,7 +19,7 @@ from typing import Any
 
 from autopeft.errors import BudgetError
 from autopeft.options import option
-from autopeft.trials import Fidelity
+from autopeft.trials import Fidelity, lr_rescues_error
 
 DEFAULT_SPACE = "lora"
 DEFAULT_OPTIMIZER = "mobo"
@@ -96,7 +96,7 @@ class JobSpec:
             (self.confirm_seeds >= 1, f"--confirm-seeds must be at least 1, got {self.confirm_seeds}"),
             (self.search_examples is None or self.search_examples >= 1,
              f"--search-examples must be at least 1, got {self.search_examples}"),
-            (0 <= self.fidelity.lr_rescues <= 2, f"--lr-rescues must be 0, 1 or 2, got {self.fidelity.lr_rescues}"),
+            (lr_rescues_error(self.fidelity.lr_rescues) is None, lr_rescues_error(self.fidelity.lr_rescues)),
             (self.optimizer in OPTIMIZER_NAMES,
              f"unknown optimizer '{self.optimizer}' (choose from {', '.join(OPTIMIZER_NAMES)})"),
         ]

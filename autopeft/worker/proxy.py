@@ -37,14 +37,10 @@ from autopeft.space.structure import LayerSchedule, Place, Structure
 from autopeft.space.tuners import ranking_rule
 from autopeft.tasks import Task, TaskKind, TokenizedSplit, evaluate_predictions, tokenize_split
 from autopeft.tasks.metrics import constant_prediction_loss
-from autopeft.trials import Fidelity, TrialOutcome, TrialRequest, TrialState
+from autopeft.trials import RESCUE_FACTORS, Fidelity, TrialOutcome, TrialRequest, TrialState
 from autopeft.worker.schedules import LayerSampler, train_only
 
 EVAL_BATCH_SIZE = 64
-RESCUE_FACTORS = (0.3, 3.0)
-"""Learning rates of the restarts after a stall, as factors of the fidelity's rate: lower first
-(large structures collapse to a constant at a rate that suits small ones), then higher (small
-structures on low layers may not move in a short proxy at that rate)."""
 STALL_MARGIN = 0.01
 """A run is stalled while its recent loss is within this fraction of the constant-prediction loss."""
 GIVEN_BACK = 0.75

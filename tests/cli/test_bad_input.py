@@ -75,7 +75,7 @@ IN_PROCESS = {
     "search split 0": ([*SEARCH, "--task", "demo", "--search-examples", "0"], "--search-examples must be at least 1, got 0"),
     "search split eats train": ([*SEARCH, "--task", "demo", "--search-examples", "600"],
                                 "demo: --search-examples must be between 1 and 599 (the training split has 600"),
-    "lr rescues 5": ([*SEARCH, "--task", "demo", "--lr-rescues", "5"], "--lr-rescues must be 0, 1 or 2, got 5"),
+    "lr rescues 5": ([*SEARCH, "--task", "demo", "--lr-rescues", "5"], "--lr-rescues must be between 0 and 2, got 5"),
     "steps 0": ([*SEARCH, "--task", "demo", "--steps", "0"], "--steps must be at least 1, got 0"),
     "eval examples 0": ([*SEARCH, "--task", "demo", "--eval-examples", "0"], "--eval-examples must be at least 1, got 0"),
     "negative rate": ([*SEARCH, "--task", "demo", "--learning-rate", "-1"], "--learning-rate must be positive, got -1.0"),
