@@ -117,6 +117,7 @@ class Setting:
         return TrainingOptions(
             epochs=self.epochs, learning_rate=learning_rate, batch_size=16, max_length=self.max_length,
             train_examples=self.train_examples, seed=seed,
+            lr_rescues=0,  # every rate comes from the grid; the recorded rows trained without restarts
         )  # fmt: skip
 
     def describe(self) -> str:
@@ -308,10 +309,8 @@ def structure_config(task: Task, layout: ModelLayout, structure: Structure) -> A
     )  # fmt: skip
 
 
-def full_model(task: Task, seed: int) -> TrainableModel:
-    from transformers import set_seed
-
-    set_seed(seed)
+def full_model(task: Task) -> TrainableModel:
+    """MiniLM with every weight trainable (train_model seeds before building it)."""
     base = load_base_model(resolve_model(MODEL), TaskHead.of(task))
     base.requires_grad_(True)
     return TrainableModel(base, "full", lambda folder: base.save_pretrained(str(folder)))
@@ -403,9 +402,8 @@ def train_unit(bench: Bench, unit: Unit, rows: dict[str, dict[str, str]]) -> dic
     options = setting.options(rate, unit.seed)
     with tempfile.TemporaryDirectory(prefix="autopeft-quality-") as out:
         if unit.method == FULL:
-            trainable = full_model(task, unit.seed)
-            params = trainable.trainable_params
-            result = train_model(trainable, resolve_model(MODEL), task, options, Path(out))
+            result = train_model(lambda: full_model(task), resolve_model(MODEL), task, options, Path(out))
+            params = full_model(task).trainable_params  # a second load (~1 s) to count what trained
         else:
             structure = structure if unit.method == SEARCHED else baseline_structure(unit.method, layout)
             config = structure_config(task, layout, structure)

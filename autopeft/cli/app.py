@@ -24,7 +24,7 @@ from autopeft.options import help_of
 from autopeft.scheduler.job_spec import JobSpec, TaskOptions, job_options
 from autopeft.store import DEFAULT_URL, Store
 from autopeft.training.options import TrainingOptions
-from autopeft.trials import Fidelity
+from autopeft.trials import RESCUES_HELP, Fidelity
 
 # Each verb imports what it uses when it runs: `--help`, `jobs` and `status` must not wait for
 # Ray, torch and the rest of the search stack (tests/cli/test_lazy_cli.py keeps it so).
@@ -334,6 +334,9 @@ def train(
     max_length: Annotated[int, typer.Option(help="Tokens per example.")] = TrainingOptions.max_length,
     train_examples: Annotated[Optional[int], typer.Option(help="Seeded training subset (default: all).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, subset and data order.")] = 0,
+    lr_rescues: Annotated[int, typer.Option(
+        help=f"Restarts at {RESCUES_HELP} the rate when the training loss stalls or collapses.",
+    )] = TrainingOptions.lr_rescues,
     storage: Storage = DEFAULT_URL,
 ) -> None:
     """Train a trial's structure at full fidelity with the HF Trainer and save the best adapter."""
@@ -352,13 +355,15 @@ def train(
         origin = f"trial {trial} of job {job}"
     if learning_rate is None:
         learning_rate = proxy_learning_rate(structure_config) or TrainingOptions.learning_rate
-    options = TrainingOptions(epochs, learning_rate, batch_size, max_length, train_examples, seed)
+    options = TrainingOptions(epochs, learning_rate, batch_size, max_length, train_examples, seed,
+                              lr_rescues=lr_rescues)
     result = train_config(structure_config, model_of(structure_config), task_of(structure_config, task), options, out)
     console.print(f"{origin}: {result.summary_line()}", highlight=False)
     if result.learned_nothing:
+        tried = ", ".join(f"{rate:g}" for rate in result.learning_rates)
         console.print(f"warning: dev accuracy {result.dev['accuracy']:.4f} is at the majority class's "
                       f"{result.baseline['accuracy']:.4f}: the run collapsed or never learnt; try another "
-                      f"--learning-rate (this run used {options.learning_rate:g})", highlight=False)
+                      f"--learning-rate (this run tried {tried})", highlight=False)
 
 
 @app.command()

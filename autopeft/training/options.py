@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from autopeft.errors import AutopeftError
+from autopeft.trials import RESCUE_FACTORS, lr_rescues_error
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,10 @@ class TrainingOptions:
         train_examples: a seeded subset of the training split; None trains on all of it.
         seed: seeds the head and module initialisation, the subset and the data order.
         warmup: fraction of the steps spent warming up.
+        lr_rescues: restarts allowed from a fresh initialisation at the next rate of
+            :data:`~autopeft.trials.RESCUE_FACTORS` when the training loss stalls at the
+            constant-prediction level, collapses back toward it, or turns non-finite (checked
+            halfway and at the end, as the proxy checks); 0 trains at ``learning_rate`` come what may.
     """
 
     epochs: float = 3.0
@@ -29,6 +34,7 @@ class TrainingOptions:
     train_examples: int | None = None
     seed: int = 0
     warmup: float = 0.1
+    lr_rescues: int = len(RESCUE_FACTORS)
 
     def check(self) -> None:
         """AutopeftError naming the first option that cannot run."""
@@ -39,3 +45,5 @@ class TrainingOptions:
             raise AutopeftError(f"--train-examples must be at least 1, got {self.train_examples}")
         if not 0 <= self.warmup < 1:
             raise AutopeftError(f"warmup must be a fraction of the steps in [0, 1), got {self.warmup}")
+        if lr_rescues_error(self.lr_rescues):
+            raise AutopeftError(lr_rescues_error(self.lr_rescues))

@@ -32,7 +32,8 @@ pytestmark = pytest.mark.slow
 
 MAJORITY_ACCURACY = 444 / 872  # SST-2 dev: 444 of 872 sentences are positive
 LEARNS = TrainingOptions(epochs=1, learning_rate=2e-3, batch_size=16, max_length=64, train_examples=960, seed=0)
-QUICK = TrainingOptions(epochs=2, batch_size=8, max_length=32, train_examples=16)
+QUICK = TrainingOptions(epochs=2, batch_size=8, max_length=32, train_examples=16, lr_rescues=0)
+"""Four steps: too few to tell a stall from noise, so these runs never restart."""
 
 
 def dev_accuracy(model, task, minilm_ref) -> float:
@@ -65,6 +66,26 @@ def test_lora_beats_the_majority_class_and_loads_as_a_peft_adapter(sst2_store_jo
     loaded = PeftModel.from_pretrained(base, str(tmp_path / "adapter"))
     assert loaded.peft_config["default"].base_model_name_or_path == "sentence-transformers/all-MiniLM-L6-v2"
     # Scored here in other batches (other padding): at most one borderline sentence may flip.
+    assert dev_accuracy(loaded, sst2, minilm_ref) == pytest.approx(result.dev["accuracy"], abs=1 / 872)
+
+
+def test_a_run_that_stalls_restarts_at_a_lower_rate_and_learns(sst2_store_job, sst2, minilm_ref, tmp_path):
+    _, job = sst2_store_job
+    config = config_of_trial(*job.records(job.trial(lora(grid(range(6), ("q", "v"))))))
+    too_high = dataclasses.replace(LEARNS, learning_rate=3e-2)  # sits at the constant-prediction loss on SST-2
+    result = train_config(config, minilm_ref, sst2, too_high, tmp_path / "adapter")
+
+    [restart] = result.restarts
+    assert restart["learning_rate"] == 3e-2 and restart["steps"] == 30  # judged halfway, then stopped
+    assert "stayed at the constant-prediction level" in restart["reason"]
+    assert result.learning_rates == pytest.approx([3e-2, 3e-2 * 0.3]) and result.steps == 60
+    assert result.best["learning_rate"] == pytest.approx(9e-3)  # the kept epoch is the restart's
+    assert result.dev["accuracy"] > MAJORITY_ACCURACY + 0.1 and not result.learned_nothing
+    assert "restarted after 30 steps at 0.03: training loss" in result.summary_line()
+    summary = json.loads((tmp_path / "adapter" / SUMMARY_NAME).read_text())
+    assert summary["restarts"] == result.restarts and summary["options"]["lr_rescues"] == 2
+    loaded = PeftModel.from_pretrained(load_base_model(minilm_ref, TaskHead(TaskKind.CLASSIFICATION, 2)),
+                                       str(tmp_path / "adapter"))
     assert dev_accuracy(loaded, sst2, minilm_ref) == pytest.approx(result.dev["accuracy"], abs=1 / 872)
 
 
@@ -156,7 +177,7 @@ def test_cli_trains_a_trial_and_then_its_autopeft_export(demo_store_job, tmp_pat
     # the proxy's stall rescue moved this trial to 1e-2: training starts there, not at the 1e-3 default
     trial = job.trial(Structure(ia3=frozenset(grid(range(6), ("k", "v", "down")))),
                       metrics={"accuracy": 0.7, "learning_rate": 1e-2})
-    quick = ["--train-examples", "16", "--epochs", "1", "--batch-size", "8", "--max-length", "32"]
+    quick = ["--train-examples", "16", "--epochs", "1", "--batch-size", "8", "--max-length", "32", "--lr-rescues", "0"]
     code, out, err = run_cli(capsys, "train", str(job.job_id), "--trial", str(trial.number),
                              "--out", str(tmp_path / "ia3"), "--storage", store_url, *quick)
     assert code == 0, err[-3000:]
@@ -189,7 +210,8 @@ def test_cli_warns_when_a_run_learnt_nothing(mrpc_store_job, tmp_path, capsys):
     assert code == 0, err[-3000:]
     text = " ".join(out.split())
     assert "warning: dev accuracy" in text and "the run collapsed or never learnt" in text, text
-    assert "(this run used 1e-09)" in text
+    assert "(this run tried 1e-09, 3e-10, 3e-09)" in text  # the restarts could not save it either
+    assert "restarted after 1 steps at 1e-09" in text
 
 
 def test_cli_train_needs_one_source(tmp_path, capsys):
@@ -205,6 +227,7 @@ def test_cli_train_needs_one_source(tmp_path, capsys):
     (TrainingOptions(epochs=0), "--epochs must be positive, got 0"),
     (TrainingOptions(batch_size=-1), "--batch-size must be positive, got -1"),
     (TrainingOptions(train_examples=0), "--train-examples must be at least 1, got 0"),
+    (TrainingOptions(lr_rescues=3), "--lr-rescues must be between 0 and 2, got 3"),
 ])
 def test_bad_options_are_one_line_errors(options, message):
     with pytest.raises(AutopeftError, match=message):
