@@ -139,7 +139,6 @@ class SparseDeltas:
 
 
 ScheduleKind = Literal["lisa", "ist"]
-SCHEDULE_KINDS: tuple[ScheduleKind, ...] = ("lisa", "ist")
 
 
 @dataclass(frozen=True)
