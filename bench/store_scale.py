@@ -355,14 +355,6 @@ def check_bulk_rows_match_the_api(job: SeedJob, n: int = 60) -> None:
         raise SystemExit("bulk rows differ from the store API's")
 
 
-def seed_store(url: str, job: SeedJob) -> int:
-    store = Store(url)
-    try:
-        return write_in_bulk(store, job)
-    finally:
-        store.close()
-
-
 # ------------------------------------------------------------------------------- the databases
 @contextmanager
 def postgres_database() -> Iterator[str]:
