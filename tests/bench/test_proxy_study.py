@@ -3,7 +3,10 @@ a design chosen on one cell only and the verdict cells training only what the ve
 
 from dataclasses import replace
 
-from bench.proxy_study import CHOICE, REFERENCE, Design, choose, designs, owned, reference, units
+from bench.proxy_study import (
+    CHOICE, REFERENCE, REFERENCE_AGAIN, REFERENCES, Design, agreements, choose, designs, owned, reference, references,
+    units,
+)
 from bench.shards import Shard
 
 SEARCH_SIZE = 1000
@@ -52,8 +55,18 @@ def test_a_changed_fidelity_is_a_new_run_not_a_reused_row():
 
 
 def two_task_plan() -> dict[str, dict[str, Design]]:
-    table = {REFERENCE: Design(reference(64, 60_000))} | designs(64, SEARCH_SIZE)
+    table = references(64, 60_000) | designs(64, SEARCH_SIZE)
     return {"SST-2": table, "MRPC": table}
+
+
+def test_the_reference_repeats_at_other_seeds_on_the_choice_cell_only():
+    runs = list(units({"lora": 3, "autopeft": 2}, two_task_plan()))
+    first = {(u.task, u.space, u.index): u for u in runs if u.design == REFERENCE}
+    again = [u for u in runs if u.design == REFERENCE_AGAIN]
+    assert all(u.split == "dev" and u.fidelity == first[u.structure].fidelity for u in again)
+    assert all(u.seed != first[u.structure].seed for u in again)
+    assert {(u.task, u.space) for u in again if u.needed(None)} == {CHOICE}
+    assert not any(u.needed("longer steps") for u in again if (u.task, u.space) != CHOICE)
 
 
 def test_shards_split_whole_structures_and_verdict_cells_wait_for_the_choice():
@@ -64,16 +77,17 @@ def test_shards_split_whole_structures_and_verdict_cells_wait_for_the_choice():
     choice_cell = [u for u in runs if (u.task, u.space) == CHOICE]
     verdict = [u for u in runs if (u.task, u.space) != CHOICE]
     assert all(u.needed(None) for u in choice_cell)
-    assert {u.design for u in verdict if u.needed(None)} == {REFERENCE, "default"}
+    assert {u.design for u in verdict if u.needed(None)} == {REFERENCE, "default"}  # one reference seed
     assert {u.design for u in verdict if u.needed("smaller eval")} == {REFERENCE, "default", "smaller eval"}
 
 
 def score_rows(plan, count: int, order: dict[str, list[float]]) -> list[dict]:
-    """Rows of the choice cell: the reference scores structure i as i; each design as ``order``."""
+    """Rows of the choice cell: both references score structure i as i unless ``order`` says
+    otherwise; each design as ``order``."""
     table = plan[CHOICE[0]]
     rows = []
     for name, design in table.items():
-        scores = list(range(count)) if name == REFERENCE else order.get(name, list(range(count)))
+        scores = order.get(name, list(range(count)))
         for index, score in enumerate(scores):
             for replicate in range(design.seeds):
                 rows.append({"task": CHOICE[0], "space": CHOICE[1], "design": name, "index": index,
@@ -84,7 +98,21 @@ def score_rows(plan, count: int, order: dict[str, list[float]]) -> list[dict]:
 def test_the_choice_is_the_best_ranking_design_and_only_once_the_choice_cell_is_complete():
     plan, count = two_task_plan(), 6
     scrambled = [5.0, 4.0, 3.0, 2.0, 1.0, 0.0]
-    rows = score_rows(plan, count, {name: scrambled for name in plan["SST-2"] if name != "longer steps"})
+    losers = [name for name in plan["SST-2"] if name not in ("longer steps", *REFERENCES)]
+    rows = score_rows(plan, count, dict.fromkeys(losers, scrambled))
     assert choose(rows, plan, count) == "longer steps"
     incomplete = [r for r in rows if not (r["design"] == "no rescue" and r["index"] == 5)]
     assert choose(incomplete, plan, count) is None
+    no_repeat = [r for r in rows if not (r["design"] == REFERENCE_AGAIN and r["index"] == 5)]
+    assert choose(no_repeat, plan, count) is None  # the choice waits for both reference seeds
+
+
+def test_designs_rank_against_both_reference_seeds_and_the_repeat_against_the_first():
+    plan, count = two_task_plan(), 6
+    # the seeds disagree on structures 4 and 5; their mean orders 0..5 as 0, 1, 2, 3, 4.5, 4.5
+    again = [0.0, 1.0, 2.0, 3.0, 5.0, 4.0]
+    rows = score_rows(plan, count, {REFERENCE_AGAIN: again, "default": [0.0, 1.0, 2.0, 3.0, 4.5, 4.5]})
+    found = agreements(rows, *CHOICE, count, plan[CHOICE[0]])
+    assert found["default"].rho == 1.0  # exactly the mean's order
+    assert 0.9 < found[REFERENCE_AGAIN].rho < 1.0  # one swap against the first seed
+    assert not set(REFERENCES) & {choose(rows, plan, count)}
