@@ -320,6 +320,26 @@ def agreements(rows: list[dict], task: str, space: str, count: int,
     return found
 
 
+def reference_noise(rows: list[dict], task: Task, space: str, count: int, table: dict[str, Design]) -> str | None:
+    """A line on how far one reference seed is from another, where the reference was repeated:
+    the span of its dev scores, the seeds' differences, and (accuracy) the dev split's binomial
+    standard error at their mean; None where fewer than 2 structures have both seeds."""
+    scores = design_scores(rows, task.name, space, count, table)
+    pairs = [(a, b) for a, b in zip(scores.get(REFERENCE, []), scores.get(REFERENCE_AGAIN) or [])
+             if a is not None and b is not None]
+    if len(pairs) < 2:
+        return None
+    values = [value for pair in pairs for value in pair]
+    gaps = [abs(a - b) for a, b in pairs]
+    line = (f"Reference noise over the {len(pairs)} structures with both seeds: dev {task.metric} spans "
+            f"{min(values):.3f} .. {max(values):.3f}; the seeds differ by {statistics.median(gaps):.3f} "
+            f"(median; largest {max(gaps):.3f})")
+    if task.metric == "accuracy":
+        mean = statistics.fmean(values)
+        line += f"; dev's binomial standard error at {mean:.3f} is {math.sqrt(mean * (1 - mean) / len(task.dev)):.3f}"
+    return line + ".\n"
+
+
 def choose(rows: list[dict], plan: dict[str, dict[str, Design]], count: int) -> str | None:
     """The design with the highest rho (against both reference seeds) on the choice cell once
     every design and both references there scored all its ``count`` structures (NaN, from constant
@@ -375,6 +395,8 @@ def report(args: argparse.Namespace, spaces: dict[str, int], tasks: dict[str, Ta
                 lines.append(f"| {label.get(name, name)} | {a.structures} | {a.rho:.3f} | {a.low:.2f} .. "
                              f"{a.high:.2f} | {seconds[name]:.1f} | {ratio:.2f} |")
             lines.append("")
+            if noise := reference_noise(rows, tasks[task], space, count, plan[task]):
+                lines.append(noise)
     lines.append(f"**Chosen design (highest rho on {CHOICE[0]} / `{CHOICE[1]}`): {chosen or 'not yet: incomplete'}.**")
     lines.append("Targets (issue 12): Spearman >= 0.7 on SST-2 with the interval's lower bound >= 0.4; >= 0.6 on MRPC.")
     return "\n".join(lines) + "\n"

@@ -5,7 +5,7 @@ from dataclasses import replace
 
 from bench.proxy_study import (
     CHOICE, REFERENCE, REFERENCE_AGAIN, REFERENCES, Design, agreements, choose, designs, owned, reference, references,
-    units,
+    reference_noise, units,
 )
 from bench.shards import Shard
 
@@ -116,3 +116,14 @@ def test_designs_rank_against_both_reference_seeds_and_the_repeat_against_the_fi
     assert found["default"].rho == 1.0  # exactly the mean's order
     assert 0.9 < found[REFERENCE_AGAIN].rho < 1.0  # one swap against the first seed
     assert not set(REFERENCES) & {choose(rows, plan, count)}
+
+
+def test_the_report_says_how_far_one_reference_seed_is_from_another(sst2):
+    plan, count = two_task_plan(), 4
+    rows = score_rows(plan, count, {REFERENCE: [0.80, 0.82, 0.84, 0.86], REFERENCE_AGAIN: [0.81, 0.84, 0.84, 0.80]})
+    line = reference_noise(rows, sst2, CHOICE[1], count, plan[CHOICE[0]])
+    assert "over the 4 structures with both seeds: dev accuracy spans 0.800 .. 0.860" in line
+    assert "the seeds differ by 0.015 (median; largest 0.060)" in line
+    assert "dev's binomial standard error at 0.826 is 0.013" in line  # sqrt(0.826 * 0.174 / 872)
+    only_first = [row for row in rows if row["design"] != REFERENCE_AGAIN]
+    assert reference_noise(only_first, sst2, CHOICE[1], count, plan[CHOICE[0]]) is None
