@@ -18,22 +18,23 @@ tokens) and evaluation examples; they differ in how they spend them:
 
 The report gives, per task and space, Spearman's rho of each design's score against the reference's
 dev score with a bootstrap 95% interval, and each design's median seconds relative to ``default``.
-One reference seed is noisy (structure 9 of SST-2 / ``lora`` scored 0.776 at seed 9 and 0.847 at
-seed 109), so on the choice cell the reference trains at a second seed too: designs are chosen
-against the mean of both, and the two seeds' own rho says how far any proxy can agree with a single
-seed (the verdict cells' reference). The design is **chosen on the lora structures of SST-2 only**;
-MRPC and the ``autopeft`` structures are the verdict it never saw. So the study runs in two stages:
-every design trains on the SST-2 / ``lora`` structures; the verdict cells train the reference and
-``default`` from the start and the chosen design once the choice is made (the other designs there
-would inform nothing, and skipping them takes the study from about 50 to about 30 core-hours on 2
-CPU cores; the repeated reference adds about 3). Rows are keyed on the proxy's revision
-(``autopeft.worker.proxy.REVISION``): the 55 rows of revision 1 (SST-2 / ``lora`` structures 0-8,
-five of them complete) were dropped when a collapse after learning became a stall, since any of
-them may have trained differently. Rows append to ``--results`` (one file per ``--shard``) as they
-finish, so a run resumes; a shard owns whole structures, and picks up the chosen design's runs as
-soon as the choice is complete. Every process rewrites the report from all rows so far (a cell
-still incomplete shows ``-``; ``--report-only`` rewrites it without training). ``--steps-scale``
-shrinks every run's steps for a smoke test only.
+One reference seed is noisy (LoRA structures 1, 3 and 5 of SST-2 / ``lora`` moved 2.2-2.5 points
+between two seeds), so on the choice cell the reference trains at a second seed too: designs are
+chosen against the mean of both, and the two seeds' own rho says how far any proxy can agree with a
+single seed (the verdict cells' reference). The design is **chosen on the lora structures of SST-2
+only**; MRPC and the ``autopeft`` structures are the verdict it never saw. So the study runs in two
+stages: every design trains on the SST-2 / ``lora`` structures; the verdict cells train the
+reference and ``default`` from the start and the chosen design once the choice is made (the other
+designs there would inform nothing, and skipping them takes the study from about 50 to about 30
+core-hours on 2 CPU cores; the repeated reference adds about 3). Rows are keyed on the proxy's
+revision (``autopeft.worker.proxy.REVISION``): the 55 rows of revision 1 (SST-2 / ``lora``
+structures 0-8, five of them complete) were dropped when a collapse after learning became a stall,
+since any of them may have trained differently. Revision 3 changed rsLoRA's alpha only, so rows of
+revision 2 stand for structures without rsLoRA (``still_current``). Rows append to ``--results``
+(one file per ``--shard``) as they finish, so a run resumes; a shard owns whole structures, and
+picks up the chosen design's runs as soon as the choice is complete. Every process rewrites the
+report from all rows so far (a cell still incomplete shows ``-``; ``--report-only`` rewrites it
+without training). ``--steps-scale`` shrinks every run's steps for a smoke test only.
 
     python -m bench.proxy_study --threads 1 --shard 0/2 --out docs/proxy_study.md &
     python -m bench.proxy_study --threads 1 --shard 1/2 --out docs/proxy_study.md
@@ -52,7 +53,7 @@ import platform
 import random
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -64,11 +65,13 @@ from autopeft.models import TaskHead, build_skeleton, resolve_model
 from autopeft.optimizers.random_search import RandomSearch
 from autopeft.space import load_space_spec
 from autopeft.space.search_space import bind_space
+from autopeft.space.structure import Structure
 from autopeft.tasks import Task, load_task
 from autopeft.tasks.holdout import with_search_split
 from autopeft.trials import Fidelity, TrialRequest
 from autopeft.worker import ProxyTrainer, WorkerSpec
 from autopeft.worker.proxy import REVISION as PROXY_REVISION
+from autopeft.worker.proxy import revision_for
 from bench.data import GLUE
 from bench.shards import Shard, read_rows, row_writer
 
@@ -84,8 +87,7 @@ REFERENCE = "reference"
 REFERENCE_AGAIN = "reference again"
 """The reference at other seeds, on the choice cell only: how well one reference seed ranks like
 another (the most any proxy can agree with one seed), and with the first seed a two-seed mean that
-the designs are chosen against. On SST-2 / ``lora`` structure 9 (rsLoRA r16 on four roles of four
-layers) the study's reference at seed 9 scored 0.776 on dev and the same run at seed 109 0.847."""
+the designs are chosen against."""
 REFERENCES = (REFERENCE, REFERENCE_AGAIN)
 REPEAT_SEED_OFFSET = 500
 
@@ -171,7 +173,10 @@ class Unit:
     def key(self) -> str:
         """Names the run, its exact fidelity and the proxy's revision, so rows of a changed design or
         of an older proxy are never reused."""
-        run = {"fidelity": self.fidelity.to_json(), "proxy": PROXY_REVISION}
+        return self.key_at(PROXY_REVISION)
+
+    def key_at(self, revision: int) -> str:
+        run = {"fidelity": self.fidelity.to_json(), "proxy": revision}
         digest = hashlib.sha1(json.dumps(run, sort_keys=True).encode()).hexdigest()[:8]
         return f"{self.task}|{self.space}|{self.index}|{self.design}|{self.seed}|{digest}"
 
@@ -207,8 +212,20 @@ def owned(runs: list[Unit], shard: Shard) -> list[Unit]:
 
 def current_rows(args: argparse.Namespace, spaces: dict[str, int], plan: dict[str, dict[str, Design]]) -> list[dict]:
     """Rows measured so far whose run (and fidelity) is still part of the study."""
-    current = {unit.key for unit in units(spaces, plan, args.steps_scale)}
-    return [row for key, row in read_rows(args.results, "key").items() if key in current]
+    return still_current(read_rows(args.results, "key").values(), units(spaces, plan, args.steps_scale))
+
+
+def still_current(rows: Iterable[dict], runs: Iterable[Unit]) -> list[dict]:
+    """The rows of ``runs``, keyed as the current proxy keys them: a row of an older proxy revision
+    stands when no later revision changed how its structure trains (``revision_for``: revision 3
+    changed rsLoRA's alpha only, so the rows of LoRA and DoRA structures of revision 2 stand)."""
+    wanted = {unit.key_at(revision): (unit.key, revision) for unit in runs for revision in range(1, PROXY_REVISION + 1)}
+    kept = {}
+    for row in rows:
+        current, revision = wanted.get(row["key"], (None, 0))
+        if current and revision >= revision_for(Structure.from_json(json.loads(row["structure"]))):
+            kept[current] = {**row, "key": current}
+    return list(kept.values())
 
 
 def measure(args: argparse.Namespace, spaces: dict[str, int], tasks: dict[str, Task], shard: Shard) -> None:

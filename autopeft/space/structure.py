@@ -43,6 +43,15 @@ def parse_place_key(key: str) -> Place:
     return int(layer), role
 
 
+RSLORA_ALPHA_RANK = 8
+"""rsLoRA keeps one ``lora_alpha`` at every rank (``alpha_ratio`` times this rank), as peft and the
+rsLoRA paper use it, so its scaling alpha / sqrt(r) falls with the rank and rank 8 scales as it
+did with ``alpha = alpha_ratio * r``. With ``alpha = 2 r`` its scaling was 2 sqrt(r), 11.3 at
+rank 32, and 600-step SST-2 runs at 1e-3 of high-rank rsLoRA structures degraded: one collapsed,
+one scored 0.682 and 0.755 at two seeds, one 0.776 at one seed. With alpha fixed the last two
+scored 0.850 and 0.846 at the same seeds (docs/proxy_study.md)."""
+
+
 @dataclass(frozen=True)
 class LoraModules:
     """LoRA-family modules.
@@ -60,7 +69,8 @@ class LoraModules:
             ``corda`` (A, B from the top-r singular triplets of the weight times its inputs'
             covariance on task data, which keeps the residual).
         alpha_ratio: ``lora_alpha = alpha_ratio * rank`` for every module, so that plain LoRA's
-            scaling alpha / r is the same at every rank.
+            scaling alpha / r is the same at every rank; rsLoRA's is ``alpha_ratio *
+            RSLORA_ALPHA_RANK`` at every rank (see :data:`RSLORA_ALPHA_RANK`).
         dropout: dropout on the LoRA input.
     """
 
@@ -85,7 +95,8 @@ class LoraModules:
         return self.init in DATA_DRIVEN_INITS
 
     def alpha(self, rank: int) -> float:
-        return self.alpha_ratio * rank
+        """``lora_alpha`` of a module of ``rank`` (see ``alpha_ratio``)."""
+        return self.alpha_ratio * (RSLORA_ALPHA_RANK if self.variant == "rslora" else rank)
 
 
 @dataclass(frozen=True)

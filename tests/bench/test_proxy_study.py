@@ -1,11 +1,12 @@
 """The proxy study's fixed rules: equal-cost designs, a 4x reference on dev, resumable run keys,
 a design chosen on one cell only and the verdict cells training only what the verdict needs."""
 
+import json
 from dataclasses import replace
 
 from bench.proxy_study import (
     CHOICE, REFERENCE, REFERENCE_AGAIN, REFERENCES, Design, agreements, choose, designs, owned, reference, references,
-    reference_noise, units,
+    reference_noise, still_current, units,
 )
 from bench.shards import Shard
 
@@ -127,3 +128,18 @@ def test_the_report_says_how_far_one_reference_seed_is_from_another(sst2):
     assert "dev's binomial standard error at 0.826 is 0.013" in line  # sqrt(0.826 * 0.174 / 872)
     only_first = [row for row in rows if row["design"] != REFERENCE_AGAIN]
     assert reference_noise(only_first, sst2, CHOICE[1], count, plan[CHOICE[0]]) is None
+
+
+def test_rows_of_an_older_proxy_stand_only_for_structures_it_trained_the_same_way():
+    from autopeft.space.structure import LoraModules, Structure
+    from autopeft.worker.proxy import REVISION
+
+    runs = list(units({"lora": 2}, two_task_plan()))
+    lora, rslora = (Structure(lora=LoraModules({(0, "q"): 32}, variant=v)).to_json() for v in ("lora", "rslora"))
+    default = [u for u in runs if u.design == "default" and u.task == "SST-2"]
+    rows = [{"key": default[0].key_at(REVISION - 1), "structure": json.dumps(lora)},
+            {"key": default[1].key_at(REVISION - 1), "structure": json.dumps(rslora)},  # revision 3 changed rsLoRA
+            {"key": default[1].key_at(REVISION), "structure": json.dumps(rslora)}]
+    kept = still_current(rows, runs)
+    assert sorted(row["key"] for row in kept) == sorted([default[0].key, default[1].key])
+    assert [row["key"] for row in kept if row["structure"] == json.dumps(rslora)] == [default[1].key]

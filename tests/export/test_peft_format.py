@@ -33,6 +33,8 @@ def test_lora_with_per_layer_ranks_round_trips(mrpc_job, minilm_ref, tmp_path):
     export_trial(*mrpc_job.records(trial), "peft", tmp_path / "out")
     config, count = loaded_count(tmp_path / "out", minilm_ref)
     assert isinstance(config, LoraConfig) and config.use_rslora
+    # rsLoRA keeps one alpha at every rank (2 x 8), so its scaling alpha / sqrt(r) falls with the rank
+    assert config.lora_alpha == 16 and set(config.alpha_pattern.values()) <= {16}
     assert count == trial.trainable_params
     assert config.base_model_name_or_path == MINILM_HUB_ID
 
