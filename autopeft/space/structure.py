@@ -69,8 +69,11 @@ class LoraModules:
             ``corda`` (A, B from the top-r singular triplets of the weight times its inputs'
             covariance on task data, which keeps the residual).
         alpha_ratio: ``lora_alpha = alpha_ratio * rank`` for every module, so that plain LoRA's
-            scaling alpha / r is the same at every rank; rsLoRA's is ``alpha_ratio *
-            RSLORA_ALPHA_RANK`` at every rank (see :data:`RSLORA_ALPHA_RANK`).
+            scaling alpha / r is the same at every rank, unless ``alpha_rank`` is set.
+        alpha_rank: when positive, ``lora_alpha = alpha_ratio * alpha_rank`` at every rank; 0
+            scales alpha with the rank. Unset, it is :data:`RSLORA_ALPHA_RANK` for rsLoRA and 0
+            otherwise. A structure stored before rsLoRA kept one alpha has no ``alpha_rank`` in
+            its JSON and reads back as 0, so it exports as it was trained.
         dropout: dropout on the LoRA input.
     """
 
@@ -79,9 +82,12 @@ class LoraModules:
     alpha_ratio: float = 2.0
     dropout: float = 0.0
     init: LoraInit = "default"
+    alpha_rank: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ranks", _frozen(self.ranks))
+        if self.alpha_rank is None:
+            object.__setattr__(self, "alpha_rank", RSLORA_ALPHA_RANK if self.variant == "rslora" else 0)
 
     @property
     def changes_base_weights(self) -> bool:
@@ -96,7 +102,7 @@ class LoraModules:
 
     def alpha(self, rank: int) -> float:
         """``lora_alpha`` of a module of ``rank`` (see ``alpha_ratio``)."""
-        return self.alpha_ratio * (RSLORA_ALPHA_RANK if self.variant == "rslora" else rank)
+        return self.alpha_ratio * (self.alpha_rank or rank)
 
 
 @dataclass(frozen=True)
@@ -260,6 +266,7 @@ class Structure:
                 "dropout": self.lora.dropout,
                 "init": self.lora.init,
                 "ranks": {place_key(p): r for p, r in self.lora.ranks.items()},
+                **({"alpha_rank": self.lora.alpha_rank} if self.lora.alpha_rank else {}),
             }
         if self.ia3:
             data["ia3"] = sorted(place_key(p) for p in self.ia3)
@@ -301,6 +308,7 @@ class Structure:
                 alpha_ratio=float(lora["alpha_ratio"]),
                 dropout=float(lora["dropout"]),
                 init=lora.get("init", "default"),
+                alpha_rank=int(lora.get("alpha_rank", 0)),
             ),
             ia3=frozenset(parse_place_key(k) for k in data.get("ia3", ())),
             serial_adapter={int(k): int(v) for k, v in data.get("serial_adapter", {}).items()},

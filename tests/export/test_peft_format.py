@@ -38,6 +38,14 @@ def test_lora_with_per_layer_ranks_round_trips(mrpc_job, minilm_ref, tmp_path):
     assert count == trial.trainable_params
     assert config.base_model_name_or_path == MINILM_HUB_ID
 
+    # stored before rsLoRA kept one alpha (no alpha_rank in its JSON): it exports as it was trained, alpha = 2 r
+    stored = lora(ranks, variant="rslora").to_json()
+    del stored["lora"]["alpha_rank"]
+    older = mrpc_job.trial(Structure.from_json(stored))
+    export_trial(*mrpc_job.records(older), "peft", tmp_path / "older")
+    config, _ = loaded_count(tmp_path / "older", minilm_ref)
+    assert {config.lora_alpha, *config.alpha_pattern.values()} == {2 * rank for rank in ranks.values()}
+
 
 def test_pure_ia3_exports_as_an_ia3_config(mrpc_job, minilm_ref, tmp_path):
     structure = Structure(ia3=frozenset(grid(range(6), ("k", "v", "down"))))
