@@ -15,6 +15,11 @@ on low layers may not move in a short run at that rate). The proxy and ``autopef
 RESCUES_HELP = ", then ".join(f"{factor:g}x" for factor in RESCUE_FACTORS)
 
 
+def rescue_rates(learning_rate: float, rescues: int) -> list[float]:
+    """The rates a run tries in order: ``learning_rate``, then its first ``rescues`` restarts."""
+    return [learning_rate * factor for factor in (1.0, *RESCUE_FACTORS[:rescues])]
+
+
 def lr_rescues_error(count: int) -> str | None:
     """The one-line error for a number of restarts ``RESCUE_FACTORS`` cannot give, or None."""
     if 0 <= count <= len(RESCUE_FACTORS):

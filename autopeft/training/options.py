@@ -45,5 +45,5 @@ class TrainingOptions:
             raise AutopeftError(f"--train-examples must be at least 1, got {self.train_examples}")
         if not 0 <= self.warmup < 1:
             raise AutopeftError(f"warmup must be a fraction of the steps in [0, 1), got {self.warmup}")
-        if lr_rescues_error(self.lr_rescues):
-            raise AutopeftError(lr_rescues_error(self.lr_rescues))
+        if error := lr_rescues_error(self.lr_rescues):
+            raise AutopeftError(error)

@@ -39,7 +39,7 @@ from autopeft.tasks.metrics import METRICS_BY_KIND, constant_prediction_loss
 from autopeft.training.data import RowDataset, collate_rows
 from autopeft.training.model import TrainableModel, prepare_model
 from autopeft.training.options import TrainingOptions
-from autopeft.trials import RESCUE_FACTORS
+from autopeft.trials import rescue_rates
 from autopeft.worker.proxy import stall_reason
 
 SUMMARY_NAME = "training_summary.json"
@@ -274,7 +274,7 @@ def train_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     keeper = _KeepBestAdapter(out_dir, task.kind, task.metric)
     constant_loss = constant_prediction_loss(task.kind, train.labels)
-    rates = [options.learning_rate * factor for factor in (1.0, *RESCUE_FACTORS[: options.lr_rescues])]
+    rates = rescue_rates(options.learning_rate, options.lr_rescues)
     restarts: list[dict[str, Any]] = []
     started = time.perf_counter()
     # The Trainer warns about every unused TrainingArguments default; failures still raise.

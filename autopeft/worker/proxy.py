@@ -37,7 +37,7 @@ from autopeft.space.structure import LayerSchedule, Place, Structure
 from autopeft.space.tuners import ranking_rule
 from autopeft.tasks import Task, TaskKind, TokenizedSplit, evaluate_predictions, tokenize_split
 from autopeft.tasks.metrics import constant_prediction_loss
-from autopeft.trials import RESCUE_FACTORS, Fidelity, TrialOutcome, TrialRequest, TrialState
+from autopeft.trials import Fidelity, TrialOutcome, TrialRequest, TrialState, rescue_rates
 from autopeft.worker.schedules import LayerSampler, train_only
 
 EVAL_BATCH_SIZE = 64
@@ -281,7 +281,7 @@ class ProxyTrainer:
         with _timed(timings, "data"):
             train, scored = self.data(fidelity, request.split)
         constant_loss = self._constant_loss[_data_key(fidelity, request.split)]
-        rates = [fidelity.learning_rate * f for f in (1.0, *RESCUE_FACTORS[: fidelity.lr_rescues])]
+        rates = rescue_rates(fidelity.learning_rate, fidelity.lr_rescues)
         for rescue, learning_rate in enumerate(rates):
             last_try = rescue == len(rates) - 1
             with _timed(timings, "inject"):
