@@ -2,11 +2,12 @@
 a design chosen on one cell only and the verdict cells training only what the verdict needs."""
 
 import json
+import math
 from dataclasses import replace
 
 from bench.proxy_study import (
-    CHOICE, REFERENCE, REFERENCE_AGAIN, REFERENCES, Design, agreements, choose, designs, owned, reference, references,
-    reference_noise, still_current, units,
+    CHOICE, REFERENCE, REFERENCE_AGAIN, REFERENCES, Design, agreement, agreements, choose, designs, owned,
+    pooled_agreements, reference, reference_noise, references, still_current, units,
 )
 from bench.shards import Shard
 
@@ -117,6 +118,28 @@ def test_designs_rank_against_both_reference_seeds_and_the_repeat_against_the_fi
     assert found["default"].rho == 1.0  # exactly the mean's order
     assert 0.9 < found[REFERENCE_AGAIN].rho < 1.0  # one swap against the first seed
     assert not set(REFERENCES) & {choose(rows, plan, count)}
+
+
+def test_the_picks_regret_is_what_choosing_by_the_design_costs_on_the_reference():
+    # the design's top structure (0.9) is second best on the reference: 0.85 - 0.80
+    assert math.isclose(agreement([(0.9, 0.80), (0.5, 0.85), (0.1, 0.70), (0.3, 0.75)]).regret, 0.05)
+    tied = agreement([(0.9, 0.80), (0.9, 0.70), (0.1, 0.85), (0.3, 0.75)])
+    assert math.isclose(tied.regret, 0.85 - 0.75)  # tied tops count as their mean
+    assert math.isnan(agreement([(0.9, 0.80), (0.5, 0.85)]).regret)
+
+
+def test_the_pooled_table_ranks_both_spaces_structures_together():
+    table, count = two_task_plan()["SST-2"], 4
+    # within each space the default orders the structures backwards; between spaces it is right
+    reference_by_space = {"lora": [0.80, 0.81, 0.82, 0.83], "autopeft": [0.60, 0.61, 0.62, 0.63]}
+    default_by_space = {"lora": [0.74, 0.73, 0.72, 0.71], "autopeft": [0.54, 0.53, 0.52, 0.51]}
+    rows = [{"task": "SST-2", "space": space, "design": design, "index": index, "score": str(score), "seconds": "1"}
+            for design, by_space in ((REFERENCE, reference_by_space), ("default", default_by_space))
+            for space, scores in by_space.items() for index, score in enumerate(scores)]
+    assert agreements(rows, "SST-2", "autopeft", count, table)["default"].rho == -1.0
+    pooled = pooled_agreements(rows, "SST-2", {"lora": count, "autopeft": count}, table)
+    assert set(pooled) == {"default"} and pooled["default"].structures == 8
+    assert pooled["default"].rho > 0.5
 
 
 def test_the_report_says_how_far_one_reference_seed_is_from_another(sst2):
