@@ -34,9 +34,9 @@ designs there would inform nothing, and skipping them takes the study from about
 core-hours on 2 CPU cores; the repeated reference adds about 3). Rows are keyed on the proxy's
 revision (``autopeft.worker.proxy.REVISION``): the 55 rows of revision 1 (SST-2 / ``lora``
 structures 0-8, five of them complete) were dropped when a collapse after learning became a stall,
-since any of them may have trained differently. Revision 3 changed rsLoRA's alpha only, so rows of
-revision 2 stand for structures without rsLoRA (``still_current``). Rows append to ``--results``
-(one file per ``--shard``) as they finish, so a run resumes; a shard owns whole structures, and
+since any of them may have trained differently. Revisions 3 and 4 changed rsLoRA's alpha only, so
+rows of revision 2 stand for structures without rsLoRA (``still_current``). Rows append to
+``--results`` (one file per ``--shard``) as they finish, so a run resumes; a shard owns whole structures, and
 picks up the chosen design's runs as soon as the choice is complete. Every process rewrites the
 report from all rows so far (a cell still incomplete shows ``-``; ``--report-only`` rewrites it
 without training). ``--steps-scale`` shrinks every run's steps for a smoke test only.
@@ -222,8 +222,8 @@ def current_rows(args: argparse.Namespace, spaces: dict[str, int], plan: dict[st
 
 def still_current(rows: Iterable[dict], runs: Iterable[Unit]) -> list[dict]:
     """The rows of ``runs``, keyed as the current proxy keys them: a row of an older proxy revision
-    stands when no later revision changed how its structure trains (``revision_for``: revision 3
-    changed rsLoRA's alpha only, so the rows of LoRA and DoRA structures of revision 2 stand)."""
+    stands when no later revision changed how its structure trains (``revision_for``: revisions 3
+    and 4 changed rsLoRA's alpha only, so the rows of LoRA and DoRA structures of revision 2 stand)."""
     wanted = {unit.key_at(revision): (unit.key, revision) for unit in runs for revision in range(1, PROXY_REVISION + 1)}
     kept = {}
     for row in rows:

@@ -52,16 +52,16 @@ every role of two layers learnt on SST-2 (0.643 over the first 60 of 600 steps a
 drifted back to 0.678 over the last 60, just outside ``STALL_MARGIN`` of the constant level 0.686,
 and predicted one class on dev (0.509); the same structure scored 0.81 after 150 steps. With this
 rule the run restarts at 0.3x the rate and scores 0.841 on dev."""
-REVISION = 3
+REVISION = 4
 """Bumped whenever the proxy's behaviour changes for the same request (2: collapse after learning
-counts as a stall; 3: rsLoRA keeps one alpha at every rank), so that benchmarks keyed on it never
+counts as a stall; 3: rsLoRA keeps one alpha, 16, at every rank; 4: that alpha is 8), so that benchmarks keyed on it never
 reuse rows of an older proxy that trained the structure differently (:func:`revision_for`)."""
 
 
 def revision_for(structure: Structure) -> int:
-    """The latest :data:`REVISION` that changed how ``structure`` trains: 3 changed rsLoRA only."""
+    """The latest :data:`REVISION` that changed how ``structure`` trains: 3 and 4 changed rsLoRA only."""
     if structure.lora is not None and structure.lora.variant == "rslora":
-        return 3
+        return 4
     return 2
 
 

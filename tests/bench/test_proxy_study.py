@@ -161,7 +161,7 @@ def test_rows_of_an_older_proxy_stand_only_for_structures_it_trained_the_same_wa
     lora, rslora = (Structure(lora=LoraModules({(0, "q"): 32}, variant=v)).to_json() for v in ("lora", "rslora"))
     default = [u for u in runs if u.design == "default" and u.task == "SST-2"]
     rows = [{"key": default[0].key_at(REVISION - 1), "structure": json.dumps(lora)},
-            {"key": default[1].key_at(REVISION - 1), "structure": json.dumps(rslora)},  # revision 3 changed rsLoRA
+            {"key": default[1].key_at(REVISION - 1), "structure": json.dumps(rslora)},  # the latest revision changed rsLoRA
             {"key": default[1].key_at(REVISION), "structure": json.dumps(rslora)}]
     kept = still_current(rows, runs)
     assert sorted(row["key"] for row in kept) == sorted([default[0].key, default[1].key])

@@ -33,8 +33,8 @@ def test_lora_with_per_layer_ranks_round_trips(mrpc_job, minilm_ref, tmp_path):
     export_trial(*mrpc_job.records(trial), "peft", tmp_path / "out")
     config, count = loaded_count(tmp_path / "out", minilm_ref)
     assert isinstance(config, LoraConfig) and config.use_rslora
-    # rsLoRA keeps one alpha at every rank (2 x 8), so its scaling alpha / sqrt(r) falls with the rank
-    assert config.lora_alpha == 16 and set(config.alpha_pattern.values()) <= {16}
+    # rsLoRA keeps one alpha at every rank (2 x 4), so its scaling alpha / sqrt(r) falls with the rank
+    assert config.lora_alpha == 8 and set(config.alpha_pattern.values()) <= {8}
     assert count == trial.trainable_params
     assert config.base_model_name_or_path == MINILM_HUB_ID
 
@@ -45,6 +45,12 @@ def test_lora_with_per_layer_ranks_round_trips(mrpc_job, minilm_ref, tmp_path):
     export_trial(*mrpc_job.records(older), "peft", tmp_path / "older")
     config, _ = loaded_count(tmp_path / "older", minilm_ref)
     assert {config.lora_alpha, *config.alpha_pattern.values()} == {2 * rank for rank in ranks.values()}
+
+    # stored while rsLoRA's one alpha was 16: it keeps it
+    stored["lora"]["alpha_rank"] = 8
+    export_trial(*mrpc_job.records(mrpc_job.trial(Structure.from_json(stored))), "peft", tmp_path / "alpha16")
+    config, _ = loaded_count(tmp_path / "alpha16", minilm_ref)
+    assert {config.lora_alpha, *config.alpha_pattern.values()} == {16}
 
 
 def test_pure_ia3_exports_as_an_ia3_config(mrpc_job, minilm_ref, tmp_path):

@@ -138,7 +138,7 @@ def test_llamafactory_uses_leaf_names_on_every_layer(smollm_job, tmp_path):
                             "llamafactory", tmp_path)
     check_llamafactory_schema(fields)
     assert fields["lora_target"] == "k_proj,o_proj,q_proj,v_proj"
-    assert (fields["lora_rank"], fields["lora_alpha"], fields["use_rslora"]) == (8, 16, True)
+    assert (fields["lora_rank"], fields["lora_alpha"], fields["use_rslora"]) == (8, 8, True)  # rsLoRA: alpha 2 x 4
     assert fields["model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
