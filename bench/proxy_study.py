@@ -452,7 +452,8 @@ def report(args: argparse.Namespace, spaces: dict[str, int], tasks: dict[str, Ta
             if noise := reference_noise(rows, tasks[task], space, count, plan[task]):
                 lines.append(noise)
         lines += [f"## {task}, all {sum(spaces.values())} structures pooled\n"]
-        lines += agreement_table(pooled_agreements(rows, task, spaces, plan[task]), ["default", chosen], {})
+        lines += agreement_table(pooled_agreements(rows, task, spaces, plan[task]),
+                                 list(dict.fromkeys(["default", chosen])), {})
     lines.append(f"**Chosen design (highest rho on {CHOICE[0]} / `{CHOICE[1]}`): {chosen or 'not yet: incomplete'}.**")
     lines.append("Targets (issue 12, on the pooled tables): Spearman >= 0.7 on SST-2 with the interval's lower "
                  "bound >= 0.4; >= 0.6 on MRPC.")
