@@ -54,8 +54,9 @@ and predicted one class on dev (0.509); the same structure scored 0.81 after 150
 rule the run restarts at 0.3x the rate and scores 0.841 on dev."""
 REVISION = 4
 """Bumped whenever the proxy's behaviour changes for the same request (2: collapse after learning
-counts as a stall; 3: rsLoRA keeps one alpha, 16, at every rank; 4: that alpha is 8), so that benchmarks keyed on it never
-reuse rows of an older proxy that trained the structure differently (:func:`revision_for`)."""
+counts as a stall; 3: rsLoRA keeps one alpha, 16, at every rank; 4: that alpha is 8), so that
+benchmarks keyed on it never reuse rows of an older proxy that trained the structure differently
+(:func:`revision_for`)."""
 
 
 def revision_for(structure: Structure) -> int:
