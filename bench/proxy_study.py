@@ -41,8 +41,8 @@ picks up the chosen design's runs as soon as the choice is complete. Every proce
 report from all rows so far (a cell still incomplete shows ``-``; ``--report-only`` rewrites it
 without training). ``--steps-scale`` shrinks every run's steps for a smoke test only.
 
-    python -m bench.proxy_study --threads 1 --shard 0/2 --out docs/proxy_study.md &
-    python -m bench.proxy_study --threads 1 --shard 1/2 --out docs/proxy_study.md
+    python -m bench.proxy_study --threads 1 --shard 0/2 --out docs/fidelity.md &
+    python -m bench.proxy_study --threads 1 --shard 1/2 --out docs/fidelity.md
 
 On a machine with a GPU, run one shard per process (``--device cuda``); each holds MiniLM once.
 """
@@ -71,8 +71,9 @@ from autopeft.optimizers.random_search import RandomSearch
 from autopeft.space import load_space_spec
 from autopeft.space.search_space import bind_space
 from autopeft.space.structure import Structure
-from autopeft.tasks import Task, load_task
+from autopeft.tasks import Task, TaskKind, load_task
 from autopeft.tasks.holdout import with_search_split
+from autopeft.tasks.metrics import evaluate_predictions
 from autopeft.trials import Fidelity, TrialRequest
 from autopeft.worker import ProxyTrainer, WorkerSpec
 from autopeft.worker.proxy import REVISION as PROXY_REVISION
@@ -385,6 +386,38 @@ def reference_noise(rows: list[dict], task: Task, space: str, count: int, table:
     return line + ".\n"
 
 
+def one_class_scores(task: Task, split: str) -> list[float]:
+    """What predicting each class everywhere scores on ``split`` (search or dev), in the task's
+    metric: a run at one of these learned nothing that can rank. Empty unless classification."""
+    labels = getattr(task, split).labels
+    if task.kind != TaskKind.CLASSIFICATION:
+        return []
+    return [evaluate_predictions(task.kind, [label] * len(labels), labels)[task.metric]
+            for label in range(task.num_labels)]
+
+
+def one_class_line(rows: list[dict], task: Task, spaces: dict[str, int], table: dict[str, Design]) -> str | None:
+    """A line counting, per design with scores over ``spaces``, the structures it scored exactly at a
+    single class's level (:func:`one_class_scores` on the split it scored): ties that no ranking can
+    order. None when no score sits there."""
+    levels = {split: one_class_scores(task, split) for split in ("search", "dev")}
+    rows = [row for row in rows if row["design"] in table]
+    counts = {}
+    for space, count in spaces.items():
+        for name, scores in design_scores(rows, task.name, space, count, table).items():
+            split = "dev" if name in REFERENCES else "search"
+            found = [s for s in scores if s is not None]
+            hits = sum(any(math.isclose(s, level, abs_tol=1e-9) for level in levels[split]) for s in found)
+            seen, total = counts.get(name, (0, 0))
+            counts[name] = (seen + hits, total + len(found))
+    if not any(hits for hits, _ in counts.values()):
+        return None
+    shown = ", ".join(f"{name} {hits} of {total}" for name, (hits, total) in counts.items())
+    levels_shown = "; ".join(f"{split} {', '.join(f'{v:.3f}' for v in values)}" for split, values in levels.items())
+    return (f"At a single class's {task.metric} (the run predicts one class everywhere; {levels_shown}): "
+            f"{shown}.\n")
+
+
 def choose(rows: list[dict], plan: dict[str, dict[str, Design]], count: int) -> str | None:
     """The design with the highest rho (against both reference seeds) on the choice cell once
     every design and both references there scored all its ``count`` structures (NaN, from constant
@@ -451,9 +484,14 @@ def report(args: argparse.Namespace, spaces: dict[str, int], tasks: dict[str, Ta
                                      seconds_by_design(rows, task, space))
             if noise := reference_noise(rows, tasks[task], space, count, plan[task]):
                 lines.append(noise)
+            if constant := one_class_line(rows, tasks[task], {space: count}, plan[task]):
+                lines.append(constant)
         lines += [f"## {task}, all {sum(spaces.values())} structures pooled\n"]
         lines += agreement_table(pooled_agreements(rows, task, spaces, plan[task]),
                                  list(dict.fromkeys(["default", chosen])), {})
+        pooled_designs = {n: d for n, d in plan[task].items() if n in (REFERENCE, "default", chosen)}
+        if constant := one_class_line(rows, tasks[task], spaces, pooled_designs):
+            lines.append(constant)
     lines.append(f"**Chosen design (highest rho on {CHOICE[0]} / `{CHOICE[1]}`): {chosen or 'not yet: incomplete'}.**")
     lines.append("Targets (issue 12, on the pooled tables): Spearman >= 0.7 on SST-2 with the interval's lower "
                  "bound >= 0.4; >= 0.6 on MRPC.")

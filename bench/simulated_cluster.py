@@ -318,8 +318,8 @@ def report(speed: list[SimulatedRun], promo: list[SimulatedRun], machine: dict, 
         "What this does and does not answer: the table holds one fidelity, so a promoted trial scores its "
         "recorded rung-0 accuracy and costs 3x its recorded time. The replay therefore measures what promotion "
         "costs (fewer rung-0 trials, a reported front of the promoted few) and not what a 3x longer fine-tune "
-        "would change in the scores; docs/fidelity.md (Spearman 0.42 between fidelities) says it would change "
-        "them. A rung-1 table would make the second half answerable.",
+        "would change in the scores; docs/fidelity.md measures how far a 4x longer fine-tune reorders the "
+        "proxy's structures (it does). A rung-1 table would make the second half answerable.",
         "",
     ]
     return "\n".join(lines)

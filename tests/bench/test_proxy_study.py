@@ -6,8 +6,8 @@ import math
 from dataclasses import replace
 
 from bench.proxy_study import (
-    CHOICE, REFERENCE, REFERENCE_AGAIN, REFERENCES, Design, agreement, agreements, choose, designs, owned,
-    pooled_agreements, reference, reference_noise, references, still_current, units,
+    CHOICE, REFERENCE, REFERENCE_AGAIN, REFERENCES, Design, agreement, agreements, choose, designs, one_class_line,
+    one_class_scores, owned, pooled_agreements, reference, reference_noise, references, still_current, units,
 )
 from bench.shards import Shard
 
@@ -166,3 +166,21 @@ def test_rows_of_an_older_proxy_stand_only_for_structures_it_trained_the_same_wa
     kept = still_current(rows, runs)
     assert sorted(row["key"] for row in kept) == sorted([default[0].key, default[1].key])
     assert [row["key"] for row in kept if row["structure"] == json.dumps(rslora)] == [default[1].key]
+
+
+def test_the_report_counts_runs_that_score_what_predicting_one_class_scores(sst2):
+    from autopeft.tasks.holdout import with_search_split
+
+    task = with_search_split(sst2)
+    dev_levels = one_class_scores(task, "dev")
+    positives = sum(task.dev.labels) / len(task.dev)
+    assert [round(v, 9) for v in dev_levels] == [round(1 - positives, 9), round(positives, 9)]  # always 0, always 1
+    search_level = one_class_scores(task, "search")[1]
+    plan, count = two_task_plan(), 4
+    rows = score_rows(plan, count, {REFERENCE: [dev_levels[0], 0.85, 0.86, 0.87],
+                                    "default": [search_level, search_level, 0.80, 0.81]})
+    rows = [row for row in rows if row["design"] in (REFERENCE, "default")]
+    line = one_class_line(rows, task, {CHOICE[1]: count}, plan[CHOICE[0]])
+    assert "reference 1 of 4, default 2 of 4" in line
+    rows = [row for row in rows if float(row["score"]) > 0.8]
+    assert one_class_line(rows, task, {CHOICE[1]: count}, plan[CHOICE[0]]) is None
