@@ -396,26 +396,36 @@ def one_class_scores(task: Task, split: str) -> list[float]:
             for label in range(task.num_labels)]
 
 
+def at_one_class(score: float, levels: list[float]) -> bool:
+    return any(math.isclose(score, level, abs_tol=1e-9) for level in levels)
+
+
 def one_class_line(rows: list[dict], task: Task, spaces: dict[str, int], table: dict[str, Design]) -> str | None:
     """A line counting, per design with scores over ``spaces``, the structures it scored exactly at a
     single class's level (:func:`one_class_scores` on the split it scored): ties that no ranking can
-    order. None when no score sits there."""
+    order. Per proxy design it adds Spearman's rho over the structures it scored off that level, which
+    tells a proxy that collapses apart from one whose learned scores are noise. None when no score
+    sits there."""
     levels = {split: one_class_scores(task, split) for split in ("search", "dev")}
     rows = [row for row in rows if row["design"] in table]
-    counts = {}
+    counts: dict[str, tuple[int, int]] = {}
+    learned: dict[str, list[tuple[float, float]]] = {}
     for space, count in spaces.items():
         for name, scores in design_scores(rows, task.name, space, count, table).items():
-            split = "dev" if name in REFERENCES else "search"
             found = [s for s in scores if s is not None]
-            hits = sum(any(math.isclose(s, level, abs_tol=1e-9) for level in levels[split]) for s in found)
+            hits = sum(at_one_class(s, levels["dev" if name in REFERENCES else "search"]) for s in found)
             seen, total = counts.get(name, (0, 0))
             counts[name] = (seen + hits, total + len(found))
+        for name, pairs in paired_scores(rows, task.name, space, count, table).items():
+            if name not in REFERENCES:
+                learned.setdefault(name, []).extend(p for p in pairs if not at_one_class(p[0], levels["search"]))
     if not any(hits for hits, _ in counts.values()):
         return None
     shown = ", ".join(f"{name} {hits} of {total}" for name, (hits, total) in counts.items())
     levels_shown = "; ".join(f"{split} {', '.join(f'{v:.3f}' for v in values)}" for split, values in levels.items())
+    off_level = ", ".join(f"{name} {agreement(pairs).rho:.3f} over {len(pairs)}" for name, pairs in learned.items())
     return (f"At a single class's {task.metric} (the run predicts one class everywhere; {levels_shown}): "
-            f"{shown}.\n")
+            f"{shown}. Spearman rho over the structures a design scored off that level: {off_level}.\n")
 
 
 def choose(rows: list[dict], plan: dict[str, dict[str, Design]], count: int) -> str | None:

@@ -176,11 +176,13 @@ def test_the_report_counts_runs_that_score_what_predicting_one_class_scores(sst2
     positives = sum(task.dev.labels) / len(task.dev)
     assert [round(v, 9) for v in dev_levels] == [round(1 - positives, 9), round(positives, 9)]  # always 0, always 1
     search_level = one_class_scores(task, "search")[1]
-    plan, count = two_task_plan(), 4
-    rows = score_rows(plan, count, {REFERENCE: [dev_levels[0], 0.85, 0.86, 0.87],
-                                    "default": [search_level, search_level, 0.80, 0.81]})
+    plan, count = two_task_plan(), 6
+    rows = score_rows(plan, count, {REFERENCE: [dev_levels[0], 0.85, 0.86, 0.87, 0.84, 0.83],
+                                    "default": [search_level, search_level, 0.80, 0.81, 0.82, 0.83]})
     rows = [row for row in rows if row["design"] in (REFERENCE, "default")]
     line = one_class_line(rows, task, {CHOICE[1]: count}, plan[CHOICE[0]])
-    assert "reference 1 of 4, default 2 of 4" in line
+    assert "reference 1 of 6, default 2 of 6" in line
+    # off the level, default ranks (0.80 .. 0.83) against the reference's (0.86, 0.87, 0.84, 0.83)
+    assert "off that level: default -0.800 over 4." in line
     rows = [row for row in rows if float(row["score"]) > 0.8]
     assert one_class_line(rows, task, {CHOICE[1]: count}, plan[CHOICE[0]]) is None
