@@ -423,7 +423,8 @@ def one_class_line(rows: list[dict], task: Task, spaces: dict[str, int], table: 
         return None
     shown = ", ".join(f"{name} {hits} of {total}" for name, (hits, total) in counts.items())
     levels_shown = "; ".join(f"{split} {', '.join(f'{v:.3f}' for v in values)}" for split, values in levels.items())
-    off_level = ", ".join(f"{name} {agreement(pairs).rho:.3f} over {len(pairs)}" for name, pairs in learned.items())
+    off_level = ", ".join(f"{name} {rho:.3f} over {len(pairs)}" if (rho := agreement(pairs).rho) == rho
+                          else f"{name} - over {len(pairs)}" for name, pairs in learned.items())
     return (f"At a single class's {task.metric} (the run predicts one class everywhere; {levels_shown}): "
             f"{shown}. Spearman rho over the structures a design scored off that level: {off_level}.\n")
 

@@ -184,5 +184,7 @@ def test_the_report_counts_runs_that_score_what_predicting_one_class_scores(sst2
     assert "reference 1 of 6, default 2 of 6" in line
     # off the level, default ranks (0.80 .. 0.83) against the reference's (0.86, 0.87, 0.84, 0.83)
     assert "off that level: default -0.800 over 4." in line
+    collapsed = [row for row in rows if row["design"] == REFERENCE or float(row["score"]) == search_level]
+    assert "off that level: default - over 0." in one_class_line(collapsed, task, {CHOICE[1]: count}, plan[CHOICE[0]])
     rows = [row for row in rows if float(row["score"]) > 0.8]
     assert one_class_line(rows, task, {CHOICE[1]: count}, plan[CHOICE[0]]) is None
