@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from autopeft.objectives import Objective, job_objectives, non_dominated, observed, pareto_front
+from autopeft.objectives import MeasuredTrial, Objective, job_objectives, non_dominated, observed, pareto_front
 from autopeft.store import JobRecord, Store, TrialRecord, TrialRole
 from autopeft.store.fronts import RungScan, pooled_objectives
 from autopeft.trials import TrialState
@@ -146,7 +146,9 @@ def proxy_warning(trials: Sequence[TrialRecord], objectives: Sequence[Objective]
 
     That is when at least two structures finished at rung 0 and every one predicts a single class
     (or scores exactly the same), or when their scores span less than ``NOISE_MULTIPLE`` seed
-    standard deviations (measured on the confirmation replicates).
+    standard deviations (measured on the confirmation replicates). Short of that, it names the
+    Pareto rows with a run that predicted a single class: a constant prediction's score tells
+    nothing about the structure, yet a cheap one lands on the front.
     """
     records = [r for r in observed(trials, objectives) if r.rung == 0]
     metric = objectives[0].name
@@ -154,16 +156,36 @@ def proxy_warning(trials: Sequence[TrialRecord], objectives: Sequence[Objective]
     return _proxy_line(
         len(records), metric, lambda: all(r.values.get("predicted_classes") == 1.0 for r in records),
         max(scores, default=None), min(scores, default=None), lambda: scores[0], lambda _: seed_noise(records, metric),
+        lambda: one_class_front_line(reported_front(trials, objectives), trials),
     )  # fmt: skip
+
+
+def one_class_rows(front: Sequence[MeasuredTrial], runs: Sequence[MeasuredTrial]) -> list[int]:
+    """Numbers of the front rows of which a run among ``runs`` predicted a single class."""
+    collapsed = {run.number for run in runs if run.values.get("predicted_classes") == 1.0}
+    return [row.number for row in front if collapsed.intersection(row.replicates or (row.number,))]
+
+
+def one_class_front_line(front: Sequence[MeasuredTrial], runs: Sequence[MeasuredTrial]) -> str | None:
+    """The warning for front rows of which a run predicted a single class (:func:`one_class_rows`)."""
+    rows = one_class_rows(front, runs)
+    if not rows:
+        return None
+    return (
+        f"{len(rows)} of the {len(front)} Pareto rows ({'trial' if len(rows) == 1 else 'trials'} "
+        f"{', '.join(map(str, rows))}) had a run that "
+        "predicted a single class on the search split: their scores may be a constant prediction's, not the "
+        "structure's; raise --steps and --train-examples, or check them with `autopeft validate`"
+    )
 
 
 def _proxy_line(
     count: int, metric: str, one_class: Callable[[], bool], high: float | None, low: float | None,
-    first: Callable[[], float], noise: Callable[[float], float | None],
+    first: Callable[[], float], noise: Callable[[float], float | None], front_line: Callable[[], str | None],
 ) -> str | None:
     """:func:`proxy_warning` from what it reads of the observations at rung 0: how many, whether
     each predicts one class, the highest and lowest score, the first one's, and the pooled seed
-    noise (given the scores' spread)."""
+    noise (given the scores' spread); then the front's one-class line."""
     if count < 2:
         return None
     advice = "the proxy is too small to rank structures; raise --steps and --train-examples"
@@ -178,7 +200,7 @@ def _proxy_line(
             f"{metric} spans {spread:.4f} over {count} structures, less than {NOISE_MULTIPLE:g}x "
             f"the seed standard deviation {seed_sd:.4f}: {advice}"
         )
-    return None
+    return front_line()
 
 
 def validation_json(trials: Sequence[TrialRecord], objectives: Sequence[Objective]) -> dict[str, Any] | None:
@@ -235,9 +257,14 @@ def validation_json(trials: Sequence[TrialRecord], objectives: Sequence[Objectiv
 
 def stored_front(store: Store, job: JobRecord, rung: int | None = None) -> list[TrialRecord]:
     """:func:`reported_front` of the job's trials."""
-    objectives = job_objectives(job)
+    return reported_front(stored_front_runs(store, job, rung), job_objectives(job))
+
+
+def stored_front_runs(store: Store, job: JobRecord, rung: int | None = None) -> list[TrialRecord]:
+    """The runs that make the job's front at ``rung`` (default: the highest with results), all of
+    that rung: :func:`reported_front` of them is the front, :func:`one_class_rows` reads them."""
     rung = store.top_rung(job.id) if rung is None else rung
-    return reported_front(store.front_candidates(job.id, objectives, rung), objectives, rung)
+    return store.front_candidates(job.id, job_objectives(job), rung)
 
 
 def stored_defaults(store: Store, job: JobRecord) -> list[TrialRecord]:
@@ -255,15 +282,12 @@ def stored_status(store: Store, job: JobRecord, *, history: bool = True) -> dict
     first_rung = store.scan(job.id, objectives, 0)
     if first_rung is None:  # not a job the store can scan: every trial, as before
         return status_json(job, store.trials(job.id), objectives, hypervolumes)
-    top = store.top_rung(job.id)
-    light, runs_of = store.light_front(job.id, objectives, top, first_rung)
-    front = non_dominated(light, objectives)  # the order reported_front gives: by first trial, then best first
-    best = observed(runs_of(front[0]), objectives)[0] if front else None  # only the best row is shown in full
+    front, runs = _front_rows(store, job, objectives, first_rung)
     return _status(
         job, objectives,
         front_size=len(front),
-        best=best,
-        warning=_stored_proxy_warning(store, job, objectives, first_rung),
+        best=front[0] if front else None,
+        warning=_stored_proxy_warning(store, job, objectives, first_rung, (front, runs)),
         defaults=stored_defaults(store, job),
         validation=_stored_validation(store, job, objectives),
         failures=store.failures(job.id),
@@ -277,11 +301,27 @@ def stored_proxy_warning(store: Store, job: JobRecord) -> str | None:
     first_rung = store.scan(job.id, objectives, 0)
     if first_rung is None:
         return proxy_warning(store.trials(job.id), objectives)
-    return _stored_proxy_warning(store, job, objectives, first_rung)
+    return _stored_proxy_warning(store, job, objectives, first_rung, _front_rows(store, job, objectives, first_rung))
 
 
-def _stored_proxy_warning(store: Store, job: JobRecord, objectives: Sequence[Objective], scan: RungScan) -> str | None:
-    """The scan's count and range of the trials without a twin, and the twinned ones pooled."""
+def _front_rows(
+    store: Store, job: JobRecord, objectives: Sequence[Objective], first_rung: RungScan
+) -> tuple[list[TrialRecord], list[TrialRecord]]:
+    """:func:`reported_front` at the job's top rung, found from light records, and the runs of its
+    rows; only the runs of the front are loaded whole."""
+    light, runs_of = store.light_front(job.id, objectives, store.top_rung(job.id), first_rung)
+    light = non_dominated(light, objectives)  # the order reported_front gives: by first trial, then best first
+    runs = runs_of(light)
+    pooled = {row.number: row for row in observed(runs, objectives)}
+    return [pooled[row.number] for row in light], runs
+
+
+def _stored_proxy_warning(
+    store: Store, job: JobRecord, objectives: Sequence[Objective], scan: RungScan,
+    front: tuple[Sequence[TrialRecord], Sequence[TrialRecord]],
+) -> str | None:
+    """The scan's count and range of the trials without a twin, and the twinned ones pooled; then
+    the ``front`` (its rows and their runs, :func:`_front_rows`)."""
     metric = objectives[0].name
     groups = [(runs, point) for runs in scan.twin_groups() if (point := pooled_objectives(runs, *objectives))]
     scores = [s for s in (scan.high, scan.low, *(value for _, (value, _) in groups)) if s is not None]
@@ -303,7 +343,7 @@ def _stored_proxy_warning(store: Store, job: JobRecord, objectives: Sequence[Obj
 
     return _proxy_line(
         scan.singles + len(groups), metric, one_class, max(scores, default=None), min(scores, default=None),
-        lambda: max(scores), noise,
+        lambda: max(scores), noise, lambda: one_class_front_line(*front),
     )  # fmt: skip
 
 

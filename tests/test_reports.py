@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from autopeft.objectives import Objective
-from autopeft.reports import proxy_warning, reported_front, trial_json, validation_json
+from autopeft.reports import one_class_rows, proxy_warning, reported_front, trial_json, validation_json
 from autopeft.store import Store, TrialRole
 from autopeft.trials import TrialOutcome, TrialState
 
@@ -56,6 +56,18 @@ def test_warning_when_every_structure_predicts_one_class(store):
     run(store, job, 2, 0.55, classes=1.0)
     assert "every one of 2 structures predicts a single class" in proxy_warning(store.trials(job), OBJECTIVES)
     run(store, job, 4, 0.75)
+    assert proxy_warning(store.trials(job), OBJECTIVES).startswith("1 of the 2 Pareto rows (trial 0) had a run that")
+    run(store, job, 1, 0.56)  # rank 1 again, two classes this time: the pooled row still had a one-class run
+    assert proxy_warning(store.trials(job), OBJECTIVES).startswith("1 of the 2 Pareto rows (trial 0)")
+
+
+def test_no_warning_when_no_front_row_had_a_one_class_run(store):
+    job = store.create_job({}, 8)
+    run(store, job, 1, 0.70)
+    run(store, job, 2, 0.55, classes=1.0)  # dominated by rank 1
+    run(store, job, 4, 0.75)
+    front = reported_front(store.trials(job), OBJECTIVES)
+    assert [t.number for t in front] == [2, 0] and one_class_rows(front, store.trials(job)) == []
     assert proxy_warning(store.trials(job), OBJECTIVES) is None
 
 

@@ -22,7 +22,7 @@ from autopeft.export import FORMAT_HELP
 from autopeft.objectives import job_objectives
 from autopeft.options import help_of
 from autopeft.scheduler.job_spec import JobSpec, TaskOptions, job_options
-from autopeft.store import DEFAULT_URL, Store
+from autopeft.store import DEFAULT_URL, JobRecord, Store, TrialRecord
 from autopeft.training.options import TrainingOptions
 from autopeft.trials import RESCUES_HELP, Fidelity
 
@@ -154,8 +154,7 @@ def cancel(job: int, storage: Storage = DEFAULT_URL, server: Server = None) -> N
 
 def _print_result(store: Store, job_id: int, storage: str) -> None:
     job = store.job(job_id)
-    front = reports.stored_front(store, job)
-    console.print(views.pareto_table(job, front, reports.stored_defaults(store, job)))
+    front = _print_front(store, job)
     warning = reports.stored_proxy_warning(store, job)
     if warning:
         console.print(f"[yellow]warning: {warning}[/yellow]")
@@ -209,13 +208,21 @@ def pareto(
         return
     store = Store(storage)
     record = store.job(job, counted=False)  # the table shows the job's spec, not its counts
-    front = reports.stored_front(store, record, rung)
-    if plot is not None:  # the plot draws every trial of the rung
-        _plot_front(plot, store, record, store.trials(job), front, as_json)
     if as_json:
+        front = reports.stored_front(store, record, rung)
         typer.echo(json.dumps([reports.trial_json(t, job_objectives(record)) for t in front], indent=2))
     else:
-        console.print(views.pareto_table(record, front, reports.stored_defaults(store, record)))
+        front = _print_front(store, record, rung)
+    if plot is not None:  # the plot draws every trial of the rung
+        _plot_front(plot, store, record, store.trials(job), front, as_json)
+
+
+def _print_front(store: Store, job: JobRecord, rung: int | None = None) -> list[TrialRecord]:
+    """Print the front's table (its one-class rows marked) and return the front."""
+    runs = reports.stored_front_runs(store, job, rung)
+    front = reports.reported_front(runs, job_objectives(job))
+    console.print(views.pareto_table(job, front, reports.stored_defaults(store, job), reports.one_class_rows(front, runs)))
+    return front
 
 
 def _plot_front(path: Path, store: Store, record, trials, front, as_json: bool) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
@@ -58,13 +58,20 @@ def _fmt(value: float | None) -> str:
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4f}"
 
 
-def pareto_table(job: JobRecord, front: Sequence[TrialRecord], defaults: Sequence[TrialRecord] = ()) -> Table:
+def pareto_table(
+    job: JobRecord, front: Sequence[TrialRecord], defaults: Sequence[TrialRecord] = (), one_class: Collection[int] = ()
+) -> Table:
     """The front (means over each row's n seeds, on the search split), then the practitioner
-    defaults that are not on it, marked, so the user sees what searching gained."""
+    defaults that are not on it, marked, so the user sees what searching gained. Front rows
+    numbered in ``one_class`` had a run that predicted a single class, and say so."""
     metric = job.spec["objectives"][0]["name"]
+    notes = [
+        *(["n = 1: a single run, not confirmed with other seeds"] if any(t.n == 1 for t in front) else []),
+        *(["one class: a run predicted a single class, so the score may not be the structure's"] if one_class else []),
+    ]
     table = Table(
         title=f"Pareto set of job {job.id} ({len(front)} structures; {metric} on the search split)",
-        caption="n = 1: a single run, not confirmed with other seeds" if any(t.n == 1 for t in front) else None,
+        caption="; ".join(notes) or None,
     )
     for column in ("trial", metric, "sd", "n", "trainable", "% of model", "structure"):
         table.add_column(column, justify="left" if column == "structure" else "right")
@@ -76,6 +83,8 @@ def pareto_table(job: JobRecord, front: Sequence[TrialRecord], defaults: Sequenc
         name = structure_summary(trial.structure)
         if trial.label:
             name = f"[bold]{trial.label}[/bold] ({'on the front' if trial.id in on_front else 'dominated'}): {name}"
+        if trial.id in on_front and trial.number in one_class:
+            name = f"[yellow]one class[/yellow] {name}"
         table.add_row(
             str(trial.number),
             _fmt(trial.value(metric)),

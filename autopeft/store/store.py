@@ -648,16 +648,16 @@ class Store:
 
     def light_front(
         self, job_id: int, objectives: Sequence[Objective], rung: int, scan: RungScan | None = None
-    ) -> tuple[list[Measurement], Callable[[Measurement], list[TrialRecord]]] | None:
+    ) -> tuple[list[Measurement], Callable[[Iterable[Measurement]], list[TrialRecord]]] | None:
         """The front of ``rung`` as light records in the order of their first trial, and a way to
-        load the runs of one of them; None for a job that cannot be scanned."""
+        load the runs of some of them; None for a job that cannot be scanned."""
         if scan is None or scan.rung != rung:
             scan = self.scan(job_id, objectives, rung)
         if scan is None:
             return None
         alone = {candidate.id for candidate in scan.candidates}
         front = sorted(scan.front(tuple(objectives)), key=lambda t: t.number)
-        return front, lambda record: self._runs_of(job_id, [record], alone)
+        return front, lambda records: self._runs_of(job_id, records, alone)
 
     def singles_predict_one_class(self, job_id: int, objectives: Sequence[Objective], scan: RungScan) -> bool:
         """Whether every observation without a twin at the scanned rung predicts a single class
