@@ -154,7 +154,7 @@ def cancel(job: int, storage: Storage = DEFAULT_URL, server: Server = None) -> N
 
 def _print_result(store: Store, job_id: int, storage: str) -> None:
     job = store.job(job_id)
-    front = _print_front(store, job)
+    front = _print_front(store, job, *_front_and_runs(store, job))
     warning = reports.stored_proxy_warning(store, job)
     if warning:
         console.print(f"[yellow]warning: {warning}[/yellow]")
@@ -208,19 +208,23 @@ def pareto(
         return
     store = Store(storage)
     record = store.job(job, counted=False)  # the table shows the job's spec, not its counts
-    if as_json:
-        front = reports.stored_front(store, record, rung)
-        typer.echo(json.dumps([reports.trial_json(t, job_objectives(record)) for t in front], indent=2))
-    else:
-        front = _print_front(store, record, rung)
+    front, runs = _front_and_runs(store, record, rung)
     if plot is not None:  # the plot draws every trial of the rung
         _plot_front(plot, store, record, store.trials(job), front, as_json)
+    if as_json:
+        typer.echo(json.dumps([reports.trial_json(t, job_objectives(record)) for t in front], indent=2))
+    else:
+        _print_front(store, record, front, runs)
 
 
-def _print_front(store: Store, job: JobRecord, rung: int | None = None) -> list[TrialRecord]:
-    """Print the front's table (its one-class rows marked) and return the front."""
+def _front_and_runs(store: Store, job: JobRecord, rung: int | None = None) -> tuple[list[TrialRecord], list[TrialRecord]]:
+    """The job's front at ``rung`` (default: the highest with results) and the runs it pools."""
     runs = reports.stored_front_runs(store, job, rung)
-    front = reports.reported_front(runs, job_objectives(job))
+    return reports.reported_front(runs, job_objectives(job)), runs
+
+
+def _print_front(store: Store, job: JobRecord, front: list[TrialRecord], runs: list[TrialRecord]) -> list[TrialRecord]:
+    """Print the front's table, its rows with a one-class run marked, and return the front."""
     console.print(views.pareto_table(job, front, reports.stored_defaults(store, job), reports.one_class_rows(front, runs)))
     return front
 
