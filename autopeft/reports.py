@@ -154,15 +154,21 @@ def proxy_warning(trials: Sequence[TrialRecord], objectives: Sequence[Objective]
     metric = objectives[0].name
     scores = [r.value(metric) for r in records]
     return _proxy_line(
-        len(records), metric, lambda: all(r.values.get("predicted_classes") == 1.0 for r in records),
+        len(records), metric, lambda: all(map(predicts_one_class, records)),
         max(scores, default=None), min(scores, default=None), lambda: scores[0], lambda _: seed_noise(records, metric),
         lambda: one_class_front_line(reported_front(trials, objectives), trials),
     )  # fmt: skip
 
 
+def predicts_one_class(record: MeasuredTrial) -> bool:
+    """Whether the record's proxy predicted a single class on the scored split (for a pooled
+    record: every one of its runs did)."""
+    return record.values.get("predicted_classes") == 1.0
+
+
 def one_class_rows(front: Sequence[MeasuredTrial], runs: Sequence[MeasuredTrial]) -> list[int]:
     """Numbers of the front rows of which a run among ``runs`` predicted a single class."""
-    collapsed = {run.number for run in runs if run.values.get("predicted_classes") == 1.0}
+    collapsed = {run.number for run in runs if predicts_one_class(run)}
     return [row.number for row in front if collapsed.intersection(row.replicates or (row.number,))]
 
 
@@ -171,11 +177,11 @@ def one_class_front_line(front: Sequence[MeasuredTrial], runs: Sequence[Measured
     rows = one_class_rows(front, runs)
     if not rows:
         return None
+    named = f"{'trial' if len(rows) == 1 else 'trials'} {', '.join(map(str, rows))}"
     return (
-        f"{len(rows)} of the {len(front)} Pareto rows ({'trial' if len(rows) == 1 else 'trials'} "
-        f"{', '.join(map(str, rows))}) had a run that "
-        "predicted a single class on the search split: their scores may be a constant prediction's, not the "
-        "structure's; raise --steps and --train-examples, or check them with `autopeft validate`"
+        f"{len(rows)} of the {len(front)} Pareto rows ({named}) had a run that predicted a single class on the "
+        "search split: their scores may be a constant prediction's, not the structure's; raise --steps and "
+        "--train-examples, or check them with `autopeft validate`"
     )
 
 
@@ -331,7 +337,7 @@ def _stored_proxy_warning(
             return False
         digests = {(t.rung, t.structure["digest"]) for t in scan.twinned}
         runs = store.measurements(job.id, digests, extra=["predicted_classes"])
-        return all(r.values.get("predicted_classes") == 1.0 for r in observed(runs, objectives))
+        return all(map(predicts_one_class, observed(runs, objectives)))
 
     def noise(spread: float) -> float | None:
         """seed_noise of the pooled records, computed exactly (with Fractions, as statistics.stdev

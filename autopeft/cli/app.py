@@ -154,7 +154,8 @@ def cancel(job: int, storage: Storage = DEFAULT_URL, server: Server = None) -> N
 
 def _print_result(store: Store, job_id: int, storage: str) -> None:
     job = store.job(job_id)
-    front = _print_front(store, job, *_front_and_runs(store, job))
+    front, runs = _front_and_runs(store, job)
+    _print_front(store, job, front, runs)
     warning = reports.stored_proxy_warning(store, job)
     if warning:
         console.print(f"[yellow]warning: {warning}[/yellow]")
@@ -223,10 +224,9 @@ def _front_and_runs(store: Store, job: JobRecord, rung: int | None = None) -> tu
     return reports.reported_front(runs, job_objectives(job)), runs
 
 
-def _print_front(store: Store, job: JobRecord, front: list[TrialRecord], runs: list[TrialRecord]) -> list[TrialRecord]:
-    """Print the front's table, its rows with a one-class run marked, and return the front."""
+def _print_front(store: Store, job: JobRecord, front: list[TrialRecord], runs: list[TrialRecord]) -> None:
+    """Print the front's table, its rows with a one-class run marked."""
     console.print(views.pareto_table(job, front, reports.stored_defaults(store, job), reports.one_class_rows(front, runs)))
-    return front
 
 
 def _plot_front(path: Path, store: Store, record, trials, front, as_json: bool) -> None:
